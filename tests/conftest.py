@@ -1,0 +1,22 @@
+"""Test set-up: offline Hub, and torchvision importable before any test imports timm."""
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # a Hub cache miss otherwise hangs ~45 s on this network
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from timm_longtail._compat import ensure_torchvision_importable  # noqa: E402
+
+ensure_torchvision_importable()
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout (CI clones with it there)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
