@@ -7,3 +7,5 @@ from ._compat import ensure_torchvision_importable
 ensure_torchvision_importable()
 
 __version__ = "0.1.0"
+
+from . import models  # noqa: E402,F401  (registers the models with timm)
