@@ -1,0 +1,168 @@
+"""Checkpoints that carry what a long-tail result depends on, and load without unpickling code.
+
+A checkpoint is a ``torch.save`` dict of tensors and plain Python values only, so
+``torch.load(weights_only=True)`` reads it: ``state_dict``, ``model_name``, ``model_kwargs``,
+``class_counts`` (training images per class: the losses and the shot splits depend on them),
+``class_names``, ``dataset``, ``recipe``, ``epoch``, ``version``, plus whatever training state the
+writer adds. Files are written to a temporary name and renamed, so a crash never leaves half a
+checkpoint under the real name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from .errors import UserInputError
+
+__all__ = [
+    "atomic_write", "build_model_from_checkpoint", "code_version", "load_checkpoint", "load_weights_file",
+    "save_checkpoint", "unwrap_model",
+]
+
+PathLike = Union[str, os.PathLike]
+
+
+def code_version() -> str:
+    """Package version, plus the git commit when running from a checkout."""
+    from . import __version__
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        return f"{__version__}+g{sha}" if sha else __version__
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare model inside DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def atomic_write(path: PathLike, write_fn) -> Path:
+    """Call ``write_fn(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def save_checkpoint(
+        path: PathLike,
+        model: nn.Module,
+        *,
+        model_name: str,
+        class_counts: Sequence[int],
+        class_names: Optional[Sequence[str]] = None,
+        model_kwargs: Optional[Mapping[str, Any]] = None,
+        extra: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Write a checkpoint atomically. ``extra`` holds training state (optimizer, epoch, recipe...)."""
+    model = unwrap_model(model)
+    kwargs = dict(num_classes=model.num_classes, num_experts=getattr(model, "num_experts", 1))
+    kwargs.update(model_kwargs or {})
+    payload: Dict[str, Any] = dict(
+        state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        model_name=model_name,
+        model_kwargs=kwargs,
+        class_counts=[int(c) for c in class_counts],
+        class_names=[str(n) for n in class_names] if class_names is not None else None,
+        version=code_version(),
+    )
+    payload.update(extra or {})
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _load_safetensors(path: Path) -> Dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        state_dict = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserInputError(f"{path} is not a readable safetensors file (corrupt or truncated?): {error}") from None
+    checkpoint: Dict[str, Any] = dict(state_dict=state_dict)
+    for key, value in metadata.items():  # our exporter stores JSON-encoded metadata values
+        try:
+            checkpoint[key] = json.loads(value)
+        except json.JSONDecodeError:
+            checkpoint[key] = value
+    return checkpoint
+
+
+def load_checkpoint(path: PathLike) -> Dict[str, Any]:
+    """Read a train.py checkpoint (or a safetensors file) with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for bad files: report them all the same way
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserInputError(
+            f"{path} is not a readable checkpoint (corrupt, truncated, or not saved by timm-longtail): {reason}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserInputError(f"{path} holds no 'state_dict': not a timm-longtail checkpoint")
+    return checkpoint
+
+
+def build_model_from_checkpoint(
+        source: Union[PathLike, Mapping[str, Any]], model_name: Optional[str] = None, **overrides: Any,
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Re-create the model a checkpoint was trained as, with its weights. Returns (model, checkpoint)."""
+    import timm
+
+    checkpoint = dict(source) if isinstance(source, Mapping) else load_checkpoint(source)
+    name = model_name or checkpoint.get("model_name")
+    if not name:
+        raise UserInputError("the checkpoint does not record its model name: pass --model")
+    kwargs = dict(checkpoint.get("model_kwargs") or {})
+    kwargs.update(overrides)
+    try:
+        model = timm.create_model(name, **kwargs)
+    except RuntimeError as error:
+        raise UserInputError(f"cannot create model {name!r}: {error}") from None
+    _load_state_dict(model, checkpoint["state_dict"], f"checkpoint of {checkpoint.get('model_name', name)}")
+    return model, checkpoint
+
+
+def _load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()
+        detail = "; ".join(line.strip() for line in first[1:3]) or first[0]
+        raise UserInputError(f"the {what} does not fit this model ({detail[:300]})") from None
+
+
+def load_weights_file(model: nn.Module, path: PathLike) -> Dict[str, Any]:
+    """Load a safetensors file or a checkpoint's weights into ``model`` (strict). Returns the file's dict."""
+    checkpoint = load_checkpoint(path)
+    _load_state_dict(unwrap_model(model), checkpoint["state_dict"], f"weights in {path}")
+    return checkpoint
