@@ -325,6 +325,8 @@ class MultiExpertNet(nn.Module):
             out, self.last_experts_used = self.forward_routed(x)
             return out
         self.last_experts_used = None
+        if self.num_classes <= 0:  # classifier removed: pooled features, concatenated (timm's convention)
+            return self.forward_head(self.forward_features(x, mode), pre_logits=True, mode=mode)
         trunk_out = self.trunk(x)
         logits = [self._run_expert(i, trunk_out)[1] for i in self._selected_experts(kind, index)]
         return logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)
@@ -450,6 +452,11 @@ class MultiExpertNet(nn.Module):
                     loaded[target] = value
         self.load_state_dict(loaded, strict=False)
         return len(loaded)
+
+
+def default_out_indices(model_kwargs: Dict) -> Tuple[int, ...]:
+    """All feature levels: 4 for CIFAR ResNets (stem + 3 stages), 5 for ImageNet ResNets."""
+    return tuple(range(len(model_kwargs.get("layers", ())) + 1))
 
 
 def init_weights(model: nn.Module) -> None:

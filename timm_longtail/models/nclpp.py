@@ -17,7 +17,7 @@ from timm.models._builder import resolve_pretrained_cfg
 from ..errors import UserInputError
 from ._backbones import build_resnet_stages, split_trunk_and_experts
 from ._cfgs import HF_ORG, lt_cfg
-from ._experts import MultiExpertNet, init_weights
+from ._experts import MultiExpertNet, default_out_indices as _default_out_indices, init_weights
 from ._weights import check_pretrained_available
 
 __all__ = ["NCLPPResNet"]
@@ -69,7 +69,7 @@ def _create_nclpp(variant: str, pretrained: bool = False, **kwargs: Any) -> NCLP
         check_pretrained_available(variant, cfg.to_dict())
     return build_model_with_cfg(
         NCLPPResNet, variant, pretrained,
-        feature_cfg=dict(feature_cls="getter"),
+        feature_cfg=dict(feature_cls="getter", out_indices=_default_out_indices(kwargs)),
         **kwargs,
     )
 
