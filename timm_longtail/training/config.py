@@ -1,0 +1,226 @@
+"""Command line and YAML recipe of ``train.py``.
+
+As in timm's ``train.py``, ``--config recipe.yaml`` sets the parser defaults and any flag given on
+the command line wins. The YAML keys are the argparse destinations (``batch_size``, ``lr``...);
+a dash spelling (``batch-size``) is accepted too. An unknown key is a ``UserInputError`` naming
+the nearest known key, raised before anything is built, so a typo never trains the wrong recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from ..errors import UserInputError
+
+__all__ = ["build_parser", "parse_args", "load_recipe", "known_keys"]
+
+
+def _str2bool(value: str) -> bool:
+    lowered = str(value).lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser; ``known_keys()`` and the YAML check are derived from it."""
+    parser = argparse.ArgumentParser(
+        description="Train RIDE / NCL++ / baseline long-tailed classifiers (timm_longtail).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("-c", "--config", default="", metavar="YAML",
+                        help="YAML recipe whose keys are the argument names below; flags override it")
+
+    group = parser.add_argument_group("Dataset")
+    group.add_argument("--dataset", default="demo",
+                       help="dataset name understood by timm_longtail.data.build_dataset")
+    group.add_argument("--data-dir", default=None, help="dataset root (not needed for 'demo')")
+    group.add_argument("--imbalance-factor", type=float, default=None,
+                       help="long-tail imbalance factor of the training set (dataset default if unset)")
+    group.add_argument("--train-split", default="train")
+    group.add_argument("--test-split", default="test",
+                       help="split reported at the end; never used for model selection")
+    group.add_argument("--val-split-fraction", type=float, default=0.0,
+                       help="fraction of every training class held out (stratified, seeded) as a "
+                            "validation split for model selection; 0 keeps all images for training")
+    group.add_argument("--select-by", default="last", choices=["last", "val"],
+                       help="checkpoint to report: the last epoch, or the best held-out validation "
+                            "balanced top-1 (needs --val-split-fraction > 0)")
+    group.add_argument("--train-transform", default=None,
+                       help="transform recipe of timm_longtail.data.transforms (ride_cifar, "
+                            "nclpp_cifar, imagenet, nclpp_imagenet); default follows method and dataset")
+    group.add_argument("--eval-transform", default=None,
+                       help="evaluation transform recipe (default: the train recipe's eval side)")
+    group.add_argument("--img-size", type=int, default=None,
+                       help="train/eval resolution (default: the images' own size for the CIFAR-style "
+                            "recipes, 224 for the ImageNet-style ones)")
+    group.add_argument("--num-copies", type=int, default=1,
+                       help="NCL++: augmented copies T of every image per step")
+    group.add_argument("--max-train-samples", type=int, default=None,
+                       help="keep at most this many training images (class-stratified; for smoke runs)")
+    group.add_argument("--max-eval-samples", type=int, default=None,
+                       help="evaluate on at most this many test images (smoke runs only)")
+
+    group = parser.add_argument_group("Model")
+    group.add_argument("--model", default=None, help="timm model name, e.g. ride_resnet32_3e")
+    group.add_argument("--num-experts", type=int, default=None,
+                       help="experts of the model (default: the model name's)")
+    group.add_argument("--pretrained", action="store_true", default=False,
+                       help="start from the model's pretrained weights (timm pretrained_cfg)")
+    group.add_argument("--initial-checkpoint", default=None,
+                       help="timm_longtail checkpoint to start from (required by --stage router)")
+    group.add_argument("--resume", default=None,
+                       help="continue a run from its last.pth: epoch, optimizer, scheduler, scaler")
+    group.add_argument("--teacher", default=None,
+                       help="RIDE distillation: checkpoint of the teacher (e.g. a 6-expert model)")
+    group.add_argument("--channels-last", action="store_true", default=False)
+    group.add_argument("--sync-bn", action="store_true", default=False,
+                       help="synchronised BatchNorm across processes (torchrun)")
+    group.add_argument("--model-ema", action="store_true", default=False,
+                       help="also keep an EMA of the weights (saved and evaluated beside the model)")
+    group.add_argument("--model-ema-decay", type=float, default=0.9998)
+
+    group = parser.add_argument_group("Method")
+    group.add_argument("--method", default="ride", help="ce, bsce, ldam_drw, ride or nclpp")
+    group.add_argument("--stage", default="experts", choices=["experts", "router"],
+                       help="'experts': train the network; 'router': RIDE expert assignment "
+                            "on a frozen --initial-checkpoint")
+    group.add_argument("--drw-epoch", type=int, default=None,
+                       help="ldam_drw / ride: epoch index from which DRW weights and RIDE "
+                            "temperatures are on (default: 80%% of --epochs, as the references)")
+    group.add_argument("--loss-kwargs", type=yaml.safe_load, default=None, metavar="YAML",
+                       help="extra keyword options of timm_longtail.losses.build_loss, as a YAML "
+                            "mapping, e.g. '{diversity_factor: -0.45, reweight_factor: 0.05}'")
+    group.add_argument("--router-pos-weight", type=float, default=100.0,
+                       help="router stage: BCE weight of 'call the next expert' targets")
+    group.add_argument("--distill-temperature", type=float, default=1.5)
+    group.add_argument("--distill-factor", type=float, default=1.0)
+    group.add_argument("--distill-on", default="experts", choices=["experts", "mean"],
+                       help="distil into every expert, or into the experts' mean logits")
+
+    group = parser.add_argument_group("Optimizer")
+    group.add_argument("--opt", default="sgd", help="timm optimizer name ('sgd' is Nesterov)")
+    group.add_argument("--lr", type=float, default=0.1)
+    group.add_argument("--momentum", type=float, default=0.9)
+    group.add_argument("--weight-decay", type=float, default=5e-4)
+    group.add_argument("--wd-skip-bias-bn", type=_str2bool, default=False, metavar="BOOL",
+                       help="exempt biases and norm weights from weight decay (timm's default); "
+                            "the reference recipes decay every parameter")
+    group.add_argument("--clip-grad", type=float, default=None)
+
+    group = parser.add_argument_group("Schedule")
+    group.add_argument("--sched", default="multistep", help="timm scheduler name")
+    group.add_argument("--epochs", type=int, default=200)
+    group.add_argument("--decay-milestones", type=int, nargs="+", default=[161, 181],
+                       help="multistep: timm convention, the decayed lr applies from epoch index "
+                            "m-1 (161 = from the 161st epoch, as the references' 160)")
+    group.add_argument("--decay-rate", type=float, default=0.1)
+    group.add_argument("--warmup-epochs", type=int, default=5)
+    group.add_argument("--warmup-lr", type=float, default=0.02)
+    group.add_argument("--min-lr", type=float, default=0.0)
+    group.add_argument("--sched-on-updates", action="store_true", default=False,
+                       help="step the schedule every optimizer update instead of every epoch")
+
+    group = parser.add_argument_group("Run")
+    group.add_argument("--batch-size", type=int, default=128,
+                       help="images per step and process (NCL++: before the T copies)")
+    group.add_argument("--eval-batch-size", type=int, default=256)
+    group.add_argument("--workers", type=int, default=4, help="data loader processes per rank")
+    group.add_argument("--pin-mem", type=_str2bool, default=True, metavar="BOOL")
+    group.add_argument("--device", default=None,
+                       help="cuda, cuda:1, cpu... (default: cuda when available)")
+    group.add_argument("--amp", action="store_true", default=False,
+                       help="mixed precision (float16 + grad scaling on CUDA, bfloat16 on CPU)")
+    group.add_argument("--amp-dtype", default=None, choices=["float16", "bfloat16"])
+    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--output", default="runs", help="parent folder of the run folders")
+    group.add_argument("--experiment", default=None,
+                       help="run folder name (default: method-model-dataset-time; a --resume "
+                            "run continues in its checkpoint's folder)")
+    group.add_argument("--log-interval", type=int, default=50, help="steps between log lines")
+    group.add_argument("--max-steps-per-epoch", type=int, default=None,
+                       help="cut every epoch after this many steps (smoke runs)")
+    group.add_argument("--eval-modes", nargs="+", default=None,
+                       help="forward modes reported at the end (default: all of the model's)")
+    group.add_argument("--no-final-eval", action="store_true", default=False,
+                       help="skip the test-set evaluation at the end")
+    return parser
+
+
+def known_keys(parser: argparse.ArgumentParser | None = None) -> set[str]:
+    """Argument destinations a YAML recipe may set."""
+    parser = parser or build_parser()
+    return {action.dest for action in parser._actions if action.dest not in {"help", "config"}}
+
+
+def load_recipe(path: str | Path, parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
+    """Read a YAML recipe and check that every key is an argument of ``train.py``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"config file not found: {path}")
+    try:
+        recipe = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"config {path} is not valid YAML: {exc}") from None
+    if recipe is None:
+        return {}
+    if not isinstance(recipe, dict):
+        raise UserInputError(f"config {path} must be a mapping of argument names to values")
+    parser = parser or build_parser()
+    actions = {action.dest: action for action in parser._actions if action.dest in known_keys(parser)}
+    normalised: dict[str, Any] = {}
+    for key, value in recipe.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            close = difflib.get_close_matches(dest, sorted(actions), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserInputError(f"config {path}: unknown key '{key}'{hint}")
+        normalised[dest] = _coerce(actions[dest], value, f"config {path}: key '{key}'")
+    return normalised
+
+
+def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
+    """Give a YAML value the type its flag would have (PyYAML reads ``5e-4`` as a string)."""
+    if value is None:
+        return None
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise UserInputError(f"{where} must be true or false, got {value!r}")
+        return value
+    convert = action.type
+    if action.nargs in ("+", "*"):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [_convert_one(convert, item, action, where) for item in items]
+    return _convert_one(convert, value, action, where)
+
+
+def _convert_one(convert: Any, value: Any, action: argparse.Action, where: str) -> Any:
+    try:
+        if convert is _str2bool:
+            value = value if isinstance(value, bool) else _str2bool(str(value))
+        elif convert is not None and convert is not yaml.safe_load:
+            value = convert(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+        raise UserInputError(f"{where}: {exc}") from None
+    if action.choices is not None and value not in action.choices:
+        raise UserInputError(f"{where} must be one of {sorted(action.choices)}, got {value!r}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``: YAML recipe first, command-line flags on top."""
+    parser = build_parser()
+    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser.add_argument("-c", "--config", default="")
+    known, remaining = config_parser.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**load_recipe(known.config, parser))
+    args = parser.parse_args(remaining)
+    args.config = known.config
+    return args

@@ -1,0 +1,277 @@
+"""The training loop: one epoch of steps, method-agnostic.
+
+A stage is a *forward module* (what the network computes for a batch) and an *objective* (the
+loss on that output). The forward module is an ``nn.Module`` whose ``forward`` calls the model's
+``forward_train`` so DistributedDataParallel can wrap it; calling ``model.forward_train`` past a
+DDP wrapper would skip its gradient synchronisation set-up.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import UserInputError
+from .distributed import DistContext, mean_over_ranks
+
+__all__ = [
+    "ExpertsForward", "RouterForward", "ExpertsObjective", "RouterObjective", "StopFlag",
+    "Precision", "copy_major", "train_one_epoch", "EpochResult",
+]
+
+_logger = logging.getLogger("train")
+
+
+class ExpertsForward(nn.Module):
+    """Stage 1: every expert's logits in one pass (``forward_train``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.forward_train(images)
+
+    def train(self, mode: bool = True) -> "ExpertsForward":
+        self.model.train(mode)
+        self.training = mode
+        return self
+
+
+class RouterForward(nn.Module):
+    """RIDE stage 2: frozen experts (BN in eval, no graph), trainable router on their outputs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            outputs = self.model.forward_train(images)
+        router_logits = self.model.forward_router(outputs["features"], outputs["logits"])
+        return {"router_logits": router_logits, "logits": outputs["logits"]}
+
+    def train(self, mode: bool = True) -> "RouterForward":
+        """Only the router follows ``mode``: the experts' BatchNorm statistics stay frozen."""
+        self.model.eval()
+        self.model.router.train(mode)
+        self.training = mode
+        return self
+
+
+class ExpertsObjective:
+    """Method loss on all experts' logits, plus RIDE distillation from a teacher when given."""
+
+    def __init__(self, criterion: nn.Module, teacher: nn.Module | None = None,
+                 distillation: nn.Module | None = None):
+        self.criterion = criterion
+        self.teacher = teacher
+        self.distillation = distillation
+
+    def __call__(self, outputs: dict[str, torch.Tensor], images: torch.Tensor,
+                 target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        expert_logits = outputs["logits"].float()
+        loss = self.criterion(expert_logits, target)
+        components = {k: float(v) for k, v in getattr(self.criterion, "components", {}).items()}
+        if self.teacher is not None and self.distillation is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(images, mode="ensemble").float()
+            distill = self.distillation(expert_logits, teacher_logits)
+            components["distill"] = float(distill.detach())
+            loss = loss + distill
+        return loss, components
+
+
+class RouterObjective:
+    """RIDE router loss (weighted BCE towards 'the next expert would fix the ensemble')."""
+
+    def __init__(self, router_loss: nn.Module):
+        self.router_loss = router_loss
+
+    def __call__(self, outputs: dict[str, torch.Tensor], images: torch.Tensor,
+                 target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        loss = self.router_loss(outputs["router_logits"].float(), outputs["logits"].float(), target)
+        components = {k: float(v) for k, v in getattr(self.router_loss, "components", {}).items()}
+        return loss, components
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step instead of killing it mid-write.
+
+    The first signal sets the flag; a second one restores the default behaviour (immediate stop).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            self.restore()
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+        _logger.warning("received %s: stopping after this step; the last complete epoch's "
+                        "checkpoint stays resumable", signal.Signals(signum).name)
+
+    def install(self) -> "StopFlag":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread (e.g. called from a worker thread)
+                pass
+        return self
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def agreed(self, ctx: DistContext) -> bool:
+        """True if any process was asked to stop (so all ranks leave the epoch together)."""
+        if not ctx.distributed:
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=ctx.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+
+@dataclass
+class Precision:
+    """Autocast settings and (CUDA float16 only) the gradient scaler."""
+
+    device_type: str
+    dtype: torch.dtype | None = None  # None: full precision
+    scaler: Any = None  # timm.utils.NativeScaler when float16 on CUDA
+
+    def autocast(self):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def copy_major(images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, C, H, W) copies → (T·B, C, H, W) with row t·B + b = copy t of image b."""
+    if images.dim() != 5:
+        return images, target
+    batch, copies = images.shape[:2]
+    stacked = images.transpose(0, 1).reshape(batch * copies, *images.shape[2:])
+    return stacked, target.repeat(copies)
+
+
+@dataclass
+class EpochResult:
+    """Averages over the epoch's steps (all processes) and its throughput."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    num_updates: int = 0
+    interrupted: bool = False
+
+
+def train_one_epoch(
+    *,
+    epoch: int,
+    forward: nn.Module,
+    objective: Callable[..., tuple[torch.Tensor, dict[str, float]]],
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    ctx: DistContext,
+    stop: StopFlag,
+    scheduler: Any = None,
+    sched_on_updates: bool = False,
+    num_updates: int = 0,
+    clip_grad: float | None = None,
+    channels_last: bool = False,
+    max_steps: int | None = None,
+    log_interval: int = 50,
+    model_ema: Any = None,
+    steps_per_epoch: int | None = None,
+) -> EpochResult:
+    """Run one epoch; returns early (``interrupted``) when a stop signal arrived."""
+    forward.train()
+    params = [p for p in forward.parameters() if p.requires_grad]
+    sums: dict[str, float] = {}
+    images_seen = views_seen = 0
+    total_steps = min(x for x in (steps_per_epoch, max_steps) if x is not None) if (
+        steps_per_epoch is not None or max_steps is not None) else None
+    start = time.perf_counter()
+    step = 0
+    result = EpochResult(num_updates=num_updates)
+    for step, (images, target) in enumerate(loader, start=1):
+        num_images = images.shape[0]
+        images, target = copy_major(images, target)
+        images = images.to(ctx.device, non_blocking=True)
+        target = target.to(ctx.device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+
+        with precision.autocast():
+            outputs = forward(images)
+        loss, components = objective(outputs, images, target)
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch} step {step}; "
+                                     f"lower --lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        if precision.scaler is not None:
+            precision.scaler(loss, optimizer, clip_grad=clip_grad, parameters=params)
+        else:
+            loss.backward()
+            if clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip_grad)
+            optimizer.step()
+        result.num_updates += 1
+        if model_ema is not None:
+            model_ema.update(_unwrap(forward).model, step=result.num_updates)
+        if scheduler is not None and sched_on_updates:
+            scheduler.step_update(num_updates=result.num_updates)
+
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        for key, value in components.items():
+            sums[key] = sums.get(key, 0.0) + value
+        images_seen += num_images
+        views_seen += images.shape[0]
+
+        if ctx.is_primary and (step % log_interval == 0 or step == total_steps):
+            now = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            of = f"/{total_steps}" if total_steps else ""
+            _logger.info("epoch %d step %d%s  loss %.4f  lr %.4g  %.1f img/s", epoch, step, of,
+                         sums["loss"] / step, lr, images_seen / max(now - start, 1e-9))
+        if stop.agreed(ctx):
+            result.interrupted = True
+            break
+        if max_steps is not None and step >= max_steps:
+            break
+    elapsed = time.perf_counter() - start
+    if step == 0:
+        raise UserInputError("the training loader yielded no batch: the training set is smaller "
+                             "than one --batch-size (lower it)")
+    metrics = {key: value / step for key, value in sums.items()}
+    metrics = mean_over_ranks(metrics, ctx)
+    metrics["epoch_time_s"] = elapsed
+    metrics["images_per_sec"] = images_seen * ctx.world_size / max(elapsed, 1e-9)
+    if views_seen != images_seen:
+        metrics["views_per_sec"] = views_seen * ctx.world_size / max(elapsed, 1e-9)
+    metrics["lr"] = optimizer.param_groups[0]["lr"]
+    result.metrics = metrics
+    result.steps = step
+    return result
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if hasattr(module, "module") and isinstance(
+        module, nn.parallel.DistributedDataParallel) else module
