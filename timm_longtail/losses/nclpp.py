@@ -77,8 +77,8 @@ class NCLPPLoss(LossModule):
     - InterCL (eq. 4): ``2/(K(K-1)) Σ_k Σ_{q≠k} KL(p(x;θ_k) || p(x;θ_q))`` (mean over rows);
     - IntraCL (eq. 5-6): ``Σ_k 2/(T(T-1)) Σ_t Σ_{τ≠t} KL(p(x^t;θ_k) || p(x^τ;θ_k))`` (mean over B);
     - HCM + NFL (eq. 7-13): each term again on the hard categories H (target + top non-targets
-      of expert 0's raw logits, ``K_hard = round(hard_ratio·C)`` or ``num_hard``; one mask for
-      all experts) and added: ``L_x = L_x^G + L_x^P``;
+      of expert 0's raw logits, ``K_hard = round(hard_ratio·C)``, or ``num_hard`` when given,
+      which overrides the ratio; one mask for all experts) and added: ``L_x = L_x^G + L_x^P``;
     - total (eq. 14): ``L = L_bil + λ1 L_intra + λ2 L_inter`` (``intra_weight``, ``inter_weight``).
 
     Direction and normalisation: the sums run over ordered pairs, so both KL directions appear

@@ -60,7 +60,7 @@ class RIDELoss(LossModule):
       paper's ``-1/(E-1) Σ_{j≠i} KL(p^i || p^j)`` pairwise form is replaced, as in the code, by
       the KL to the detached mean (linear instead of quadratic in E).
     - **Temperatures**: before re-weighting ``T_c = base_temperature`` for every class (1 by
-      default); after ``set_reweighting(True)`` ``T_c = diversity_temperatures(n, rf, base_T)``.
+      default, as the reference); after ``set_reweighting(True)`` ``T_c = diversity_temperatures(n, rf, base_T)``.
       The DRW weights and the temperatures switch together.
     - **Paper vs code, diversity factor 0**: the reference then silently trains the
       *collaborative* loss, ``L_cls`` on the mean logits ``z̄`` added once per expert
