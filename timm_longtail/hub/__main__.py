@@ -1,0 +1,71 @@
+"""Command line: ``python -m timm_longtail.hub {export,push} ...`` (``--help`` on each)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from ..errors import UserInputError
+
+EPILOG = """examples:
+  python -m timm_longtail.hub export --checkpoint runs/ride-c100/best.pth --results runs/ride-c100/results.json \\
+      --out exports/ride_resnet32_3e.cifar100_lt_if100 --record
+  HF_TOKEN=... python -m timm_longtail.hub push exports/ride_resnet32_3e.cifar100_lt_if100 \\
+      --repo-id timm-longtail/ride_resnet32_3e.cifar100_lt_if100
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m timm_longtail.hub", description="Export trained weights for the Hugging Face Hub and push them.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    export = commands.add_parser("export", help="checkpoint + results -> model.safetensors, config.json, README.md")
+    export.add_argument("--checkpoint", required=True, help="train.py checkpoint (.pth) or an exported .safetensors")
+    export.add_argument("--results", required=True, help="result JSON of validate.py / train.py for this checkpoint")
+    export.add_argument("--out", required=True, help="folder to write (created; see --overwrite)")
+    export.add_argument("--tag", default=None, help="dataset tag, e.g. cifar100_lt_if100 (default: the checkpoint's)")
+    export.add_argument("--repo-id", default=None, help="Hub repo the card points at (default: timm-longtail/<model>.<tag>)")
+    export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    export.add_argument("--record", action="store_true",
+                        help="also copy the card to hub_cards/<model>.<tag>/ (do this for weights you publish)")
+    export.add_argument("--cards-dir", default=None, help="hub_cards/ folder (default: the source checkout's)")
+
+    push = commands.add_parser("push", help="upload an export folder to the Hub as one commit")
+    push.add_argument("folder", help="folder written by `export`")
+    push.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub (created if missing)")
+    push.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    push.add_argument("--private", action="store_true", default=None, help="create the repo as private")
+    push.add_argument("--commit-message", default=None)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "export":
+            from .export import export_checkpoint, record_card, table_entry
+
+            result = export_checkpoint(args.checkpoint, args.results, args.out, tag=args.tag, repo_id=args.repo_id,
+                                       overwrite=args.overwrite, cards_dir=args.cards_dir)
+            print(f"exported {result.repo_id} to {result.folder}")
+            print(f"model.safetensors sha256 {result.sha256}")
+            if args.record:
+                print(f"card recorded in {record_card(result, args.cards_dir)}")
+            print("once pushed, add to PUBLISHED_WEIGHTS in timm_longtail/models/_weights.py:")
+            print(f"    {table_entry(result)}")
+        else:
+            from .push import push_folder
+
+            url = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private,
+                              commit_message=args.commit_message)
+            print(f"pushed {args.folder} to {args.repo_id}: {url}")
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Model cards rendered from a template, the run's results and the checkpoint, never by hand.
+
+The template (``hub_cards/templates/model_card.md.j2``) holds the prose; ``hub_cards/reference.yaml``
+holds what the card says about methods, datasets and the papers' published figures. This module
+only gathers facts into the template's context: the README's YAML front matter (with the
+``model-index`` the Hub shows as an evaluation table) is built as a dict and dumped with PyYAML, so
+it is valid YAML whatever the values.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+from ..errors import UserInputError
+from .results import ModeResult, RunResults
+
+__all__ = [
+    "CARDS_DIR", "build_card_context", "build_front_matter", "load_reference", "parse_model_name",
+    "read_front_matter", "render_card",
+]
+
+CARDS_DIR = Path(__file__).resolve().parents[2] / "hub_cards"
+"""``hub_cards/`` of the source checkout: templates, reference data and the cards of published weights."""
+
+TEMPLATE_NAME = "model_card.md.j2"
+_ARCH_ALIASES = {"resnext50": "resnext50_32x4d"}
+_RECIPE_SUMMARY_KEYS = (
+    "method", "stage", "dataset", "imbalance_factor", "epochs", "batch_size", "lr", "opt", "momentum",
+    "weight_decay", "sched", "warmup_epochs", "decay_milestones", "decay_rate", "drw_epoch", "num_copies",
+    "loss_kwargs", "teacher", "train_transform", "amp", "select_by", "val_split_fraction", "seed",
+)
+_WALL_TIME_KEYS = ("wall_time_s", "wall_time_seconds", "wall_time", "train_time_s", "elapsed_s")
+
+
+def parse_model_name(model_name: str) -> Tuple[str, str]:
+    """``ride_resnext50_32x4d_3e`` -> ``("ride", "resnext50_32x4d")``; ``nclpp_resnext50`` likewise."""
+    match = re.match(r"^(ride|nclpp)_(.+?)(?:_(\d+)e)?$", model_name)
+    if not match:
+        raise UserInputError(f"{model_name!r} is not a RIDE or NCL++ model (ride_* / nclpp_*): no card template for it")
+    method, arch = match.group(1), match.group(2)
+    return method, _ARCH_ALIASES.get(arch, arch)
+
+
+def load_reference(cards_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """``hub_cards/reference.yaml``: methods, datasets, paper recipes and published figures."""
+    path = Path(cards_dir or CARDS_DIR) / "reference.yaml"
+    if not path.is_file():
+        raise UserInputError(f"card reference data not found at {path}: run from a timm-longtail source "
+                             f"checkout, or pass --cards-dir pointing at its hub_cards/ folder")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def read_front_matter(text: str) -> Dict[str, Any]:
+    """The YAML metadata block at the top of a model card, as a dict."""
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.DOTALL)
+    if not match:
+        raise UserInputError("the model card has no YAML front matter (a block between '---' lines at the top)")
+    try:
+        metadata = yaml.safe_load(match.group(1))
+    except yaml.YAMLError as error:
+        raise UserInputError(f"the model card's front matter is not valid YAML: {error}") from None
+    if not isinstance(metadata, dict):
+        raise UserInputError("the model card's front matter must be a YAML mapping")
+    return metadata
+
+
+# ---- formatting ------------------------------------------------------------------------------
+def _pct(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _macs(value: Optional[float]) -> str:
+    if value is None:
+        return "—"
+    return f"{value / 1e9:.3f} G" if value >= 1e7 else f"{value / 1e6:.2f} M"
+
+
+def _histogram(counts: Optional[Sequence[float]]) -> str:
+    if not counts:
+        return "—"
+    total = float(sum(counts))
+    return ", ".join(f"{n}: {100.0 * c / total:.0f}%" for n, c in enumerate(counts, start=1))
+
+
+def _duration(seconds: Any) -> Optional[str]:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return str(seconds) if seconds else None
+    minutes = int(round(seconds / 60.0))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
+# ---- facts -----------------------------------------------------------------------------------
+def _paper_rows(reference: Mapping[str, Any], method: str, arch: str, experts: int, tag: str) -> List[Dict[str, Any]]:
+    rows = [row for row in reference.get("paper_results") or []
+            if row.get("method") == method and row.get("arch") == arch
+            and int(row.get("experts", 0)) == experts and row.get("dataset") == tag]
+    return sorted(rows, key=lambda row: (row.get("source") != "paper", str(row.get("mode"))))
+
+
+def _published_for(row: ModeResult, paper_rows: Sequence[Mapping[str, Any]]) -> str:
+    matches = [f"{p['top1']:.1f} ({p['source']})" for p in paper_rows if p.get("mode") == row.mode_kind]
+    return ", ".join(matches) if matches else "—"
+
+
+def _differences(reference: Mapping[str, Any], method: str, family: Optional[str], recipe: Mapping[str, Any],
+                 info: Mapping[str, Any], has_paper_figures: bool, dataset_name: str) -> List[str]:
+    lines: List[str] = []
+    paper = ((reference.get("paper_recipes") or {}).get(method) or {}).get(family or "") or {}
+    method_name = reference["methods"][method]["name"]
+    for key, paper_value in paper.items():
+        ours = recipe.get(key)
+        if ours is None:
+            continue
+        if isinstance(paper_value, (int, float)) and isinstance(ours, (int, float)) and not isinstance(ours, bool):
+            same = abs(float(ours) - float(paper_value)) <= 1e-12 * max(1.0, abs(float(paper_value)))
+        else:
+            same = ours == paper_value
+        if not same:
+            lines.append(f"`{key}`: ours {ours}, the {method_name} paper's recipe {paper_value}.")
+    if not paper:
+        lines.append(f"The {method_name} paper gives no recipe for {dataset_name}: the recipe above is ours.")
+    if not has_paper_figures:
+        lines.append(f"No published {method_name} figure exists for this model size on {dataset_name}.")
+    lines.extend((reference.get("method_notes") or {}).get(method) or [])
+    for key in ("notes", "differences_from_paper"):
+        extra = info.get(key) if info.get(key) is not None else recipe.get(key)
+        if isinstance(extra, str) and extra.strip():
+            lines.append(extra.strip())
+        elif isinstance(extra, (list, tuple)):
+            lines.extend(str(item) for item in extra if str(item).strip())
+    return lines
+
+
+def _shot_split(info: Mapping[str, Any], class_counts: Sequence[int]) -> Tuple[str, Dict[str, int]]:
+    from ..data.longtail import SHOT_RULES, ShotSplit
+
+    rule = info.get("shot_rule") or "standard"
+    if isinstance(rule, str) and rule in SHOT_RULES:
+        split = ShotSplit.from_rule(rule, info.get("many_threshold"), info.get("few_threshold"))
+        return split.describe(), split.split_sizes(class_counts)
+    if isinstance(rule, str):  # a rule already described in words: count with the standard thresholds
+        return rule, ShotSplit.from_rule("standard").split_sizes(class_counts)
+    raise UserInputError(f"results: 'shot_rule' must be one of {sorted(SHOT_RULES)} or a description, got {rule!r}")
+
+
+def build_front_matter(*, repo_name: str, method: str, dataset: Mapping[str, Any], tag: str, eval_split: str,
+                       results: RunResults, license_id: str, method_name: str) -> Dict[str, Any]:
+    """The card's metadata: library, licence, tags and the ``model-index`` evaluation results."""
+    dataset_entry = {"name": dataset.get("name", tag), "type": dataset.get("hub_id") or tag, "split": eval_split}
+    entries = []
+    for row in results.modes:
+        metrics = [{"type": "accuracy", "name": f"Top-1 accuracy ({row.mode})", "value": row.top1}]
+        for key, label in (("top5", "Top-5 accuracy"), ("top1_many", "Many-shot top-1 accuracy"),
+                           ("top1_medium", "Medium-shot top-1 accuracy"), ("top1_few", "Few-shot top-1 accuracy")):
+            value = getattr(row, key)
+            if value is not None:
+                metrics.append({"type": "accuracy", "name": f"{label} ({row.mode})", "value": value})
+        entries.append({
+            "task": {"type": "image-classification", "name": "Image Classification"},
+            "dataset": dict(dataset_entry),
+            "metrics": metrics,
+        })
+    front: Dict[str, Any] = {
+        "library_name": "timm",
+        "license": license_id,
+        "pipeline_tag": "image-classification",
+        "tags": ["image-classification", "timm", "timm-longtail", "long-tailed-recognition", "multi-expert",
+                 method_name.lower().replace("+", "p")],
+    }
+    if dataset.get("hub_id"):
+        front["datasets"] = [dataset["hub_id"]]
+    front["metrics"] = ["accuracy"]
+    front["model-index"] = [{"name": repo_name, "results": entries}]
+    return front
+
+
+def build_card_context(
+        *,
+        model: Any,
+        checkpoint: Mapping[str, Any],
+        results: RunResults,
+        tag: str,
+        repo_id: str,
+        weights_sha256: str,
+        registered_name: Optional[str],
+        reference: Mapping[str, Any],
+) -> Dict[str, Any]:
+    """Everything the template shows, gathered from the model, its checkpoint and its results."""
+    model_name = checkpoint["model_name"]
+    method_key, arch = parse_model_name(model_name)
+    method = reference["methods"][method_key]
+    dataset = dict((reference.get("datasets") or {}).get(tag) or {})
+    dataset.setdefault("name", tag)
+    dataset.setdefault("description", f"Dataset tag `{tag}`.")
+    dataset.setdefault("terms", "see the dataset's own terms.")
+    info = results.info
+    recipe = dict(checkpoint.get("recipe") or {})
+    for key, value in (info.get("recipe") or {}).items():
+        recipe.setdefault(key, value)
+    counts = [int(c) for c in checkpoint["class_counts"]]
+    shot_rule, split_sizes = _shot_split(info, counts)
+    num_experts = int(getattr(model, "num_experts", 1))
+    paper_rows = _paper_rows(reference, method_key, arch, num_experts, tag)
+    cfg = model.pretrained_cfg
+    eval_split = str(info.get("split") or info.get("eval_split") or recipe.get("test_split") or "test")
+    license_id = str(cfg.get("license") or "apache-2.0")
+
+    run_facts = []
+    if checkpoint.get("epoch") is not None:
+        run_facts.append(f"**Checkpoint:** epoch {checkpoint['epoch']}"
+                         + (f" of {recipe['epochs']}" if recipe.get("epochs") else "")
+                         + (f", selected by `{recipe['select_by']}`" if recipe.get("select_by") else "") + ".")
+    seed = info.get("seed", recipe.get("seed"))
+    if seed is not None:
+        run_facts.append(f"**Seed:** {seed}.")
+    wall = next((info[k] for k in _WALL_TIME_KEYS if info.get(k) is not None), None)
+    if wall is not None:
+        run_facts.append(f"**Training wall time:** {_duration(wall)}"
+                         + (f" on {info['device']}" if info.get("device") else "") + ".")
+    if checkpoint.get("version"):
+        run_facts.append(f"**Code:** timm-longtail {checkpoint['version']}.")
+
+    recipe_full = {k: v for k, v in recipe.items() if v is not None and k not in ("notes", "differences_from_paper")}
+    result_rows = [dict(
+        mode=row.mode, top1=_pct(row.top1), top5=_pct(row.top5), many=_pct(row.top1_many),
+        medium=_pct(row.top1_medium), few=_pct(row.top1_few),
+        macs=_macs(row.macs_per_image if row.macs_per_image is not None
+                   else (row.flops_per_image / 2 if row.flops_per_image is not None else None)),
+        experts_used=_histogram(row.experts_used_hist), published=_published_for(row, paper_rows),
+    ) for row in results.modes]
+    paper_view = [dict(
+        source=row["source"], mode={"expert": "single expert"}.get(row["mode"], row["mode"]),
+        top1=f"{row['top1']:.1f}", many=_fmt1(row.get("many")), medium=_fmt1(row.get("medium")),
+        few=_fmt1(row.get("few")), gmacs=f"{row['gmacs']:.3g}" if row.get("gmacs") is not None else "—",
+        note=row.get("note", ""),
+    ) for row in paper_rows]
+    router_trained = bool(getattr(model, "router_trained", False))
+    front = build_front_matter(repo_name=repo_id.split("/", 1)[1], method=method_key, dataset=dataset, tag=tag,
+                               eval_split=eval_split, results=results, license_id=license_id,
+                               method_name=method["name"])
+    return dict(
+        front_matter=yaml.safe_dump(front, sort_keys=False, allow_unicode=True, default_flow_style=False),
+        front=front,
+        repo_id=repo_id, repo_name=repo_id.split("/", 1)[1], model_name=model_name, registered_name=registered_name,
+        method=method, arch_name=(reference.get("architectures") or {}).get(arch, arch),
+        num_experts=num_experts, num_classes=int(model.num_classes),
+        num_params=f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M",
+        has_router=bool(getattr(model, "has_router", False)), router_trained=router_trained,
+        forward_modes=[f"`{m}`" for m in model.forward_modes()],
+        default_mode="routed" if router_trained else "ensemble",
+        input_size="x".join(str(s) for s in cfg.get("input_size", ())[1:]),
+        mean=_value(cfg.get("mean")), std=_value(cfg.get("std")), crop_pct=cfg.get("crop_pct"),
+        interpolation=cfg.get("interpolation"), weights_sha256=weights_sha256,
+        dataset=dataset, num_train_images=f"{sum(counts):,}", max_count=max(counts), min_count=min(counts),
+        imbalance=f"{max(counts) / max(min(counts), 1):.0f}", shot_rule=shot_rule, split_sizes=split_sizes,
+        eval_split=eval_split, num_eval_samples=_count(info.get("num_samples")), run_facts=run_facts,
+        recipe_summary=[(k, _value(recipe[k])) for k in _RECIPE_SUMMARY_KEYS if recipe.get(k) is not None],
+        recipe_full=recipe_full,
+        recipe_yaml=yaml.safe_dump(recipe_full, sort_keys=True, default_flow_style=False) if recipe_full else "",
+        command=info.get("command") or recipe.get("command"),
+        differences=_differences(reference, method_key, dataset.get("family"), recipe, info, bool(paper_rows),
+                                 dataset["name"]),
+        results=result_rows, any_flops=any(r.flops_per_image is not None for r in results.modes),
+        paper_rows=paper_view, license_name={"apache-2.0": "Apache-2.0"}.get(license_id, license_id),
+    )
+
+
+def _count(value: Any) -> Optional[str]:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else (str(value) if value else None)
+
+
+def _fmt1(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def render_card(context: Mapping[str, Any], cards_dir: Optional[Path] = None) -> str:
+    """Fill ``hub_cards/templates/model_card.md.j2``; fails loudly on any name the context lacks."""
+    import jinja2
+
+    templates = Path(cards_dir or CARDS_DIR) / "templates"
+    if not (templates / TEMPLATE_NAME).is_file():
+        raise UserInputError(f"model card template not found at {templates / TEMPLATE_NAME}: run from a "
+                             f"timm-longtail source checkout, or pass --cards-dir pointing at its hub_cards/ folder")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    text = env.get_template(TEMPLATE_NAME).render(**context)
+    return re.sub(r"\n{3,}", "\n\n", text)

@@ -1,0 +1,221 @@
+"""Turn a ``train.py`` checkpoint and its results into a Hub-ready folder.
+
+The folder holds exactly what a Hub repo needs: ``model.safetensors`` (weights only, router
+included, with the model name, arguments and class list in its metadata), ``config.json`` in
+timm's format (written by timm's own ``save_config_for_hf``, plus our training class counts and
+the weights' SHA-256) and ``README.md``, the model card. Everything is written into a temporary
+folder beside the destination and renamed into place, so a failure never leaves half an export.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+
+from ..errors import UserInputError
+from ..models._cfgs import HF_ORG
+from ..models._weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
+from .card import CARDS_DIR, build_card_context, load_reference, render_card
+from .results import load_results
+
+__all__ = ["ExportResult", "export_checkpoint", "record_card", "table_entry"]
+
+PathLike = Union[str, os.PathLike]
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DATA_CFG_KEYS = ("mean", "std", "input_size", "crop_pct", "crop_mode", "interpolation")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went and what to record once it is pushed."""
+
+    folder: Path
+    repo_id: str
+    model_name: str
+    tag: str
+    sha256: str
+
+    @property
+    def repo_name(self) -> str:
+        return self.repo_id.split("/", 1)[1]
+
+
+def table_entry(result: ExportResult) -> str:
+    """The line to add to ``PUBLISHED_WEIGHTS`` in ``timm_longtail/models/_weights.py``."""
+    return f'"{result.repo_name}": {{"sha256": "{result.sha256}"}},'
+
+
+def _json_safe(value: Any) -> Any:
+    """Checkpoint metadata as plain JSON values (paths, tuples, tensors and numpy scalars converted)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _tag_of(checkpoint: Mapping[str, Any]) -> Optional[str]:
+    dataset = checkpoint.get("dataset")
+    if isinstance(dataset, Mapping):
+        for key in ("tag", "pretrained_tag"):
+            if isinstance(dataset.get(key), str) and dataset[key]:
+                return dataset[key]
+    return None
+
+
+def _data_config(checkpoint: Mapping[str, Any], registered: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Preprocessing to record: the tag's registered cfg, overridden by what training recorded."""
+    cfg: Dict[str, Any] = {}
+    if registered:
+        cfg.update({k: registered[k] for k in _DATA_CFG_KEYS + ("pool_size", "license") if registered.get(k) is not None})
+    for source in (checkpoint.get("data_config"), checkpoint.get("dataset")):
+        if isinstance(source, Mapping):
+            cfg.update({k: source[k] for k in _DATA_CFG_KEYS if source.get(k) is not None})
+    for key in ("mean", "std", "input_size"):
+        if key in cfg:
+            cfg[key] = tuple(cfg[key])
+    return cfg
+
+
+def _write_weights(model: torch.nn.Module, path: Path, metadata: Mapping[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "pt", **{k: json.dumps(_json_safe(v)) for k, v in metadata.items()}})
+
+
+def _apply_umask(folder: Path) -> None:
+    """mkdtemp and safetensors create owner-only files: give the export the usual permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
+
+
+def _replace_folder(tmp: Path, out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserInputError(f"output folder {out} already exists and is not empty: pass --overwrite or another --out")
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+
+
+def export_checkpoint(
+        checkpoint: PathLike,
+        results: PathLike,
+        out: PathLike,
+        *,
+        tag: Optional[str] = None,
+        repo_id: Optional[str] = None,
+        overwrite: bool = False,
+        cards_dir: Optional[PathLike] = None,
+) -> ExportResult:
+    """Write ``model.safetensors``, ``config.json`` and ``README.md`` for one trained checkpoint.
+
+    ``tag`` names the training data (``cifar100_lt_if100``...; default: the checkpoint's
+    ``dataset["tag"]``), giving the repo ``timm-longtail/<model>.<tag>`` unless ``repo_id`` is given.
+    """
+    from timm.models import get_pretrained_cfg
+    from timm.models._hub import save_config_for_hf
+
+    from ..checkpoint import build_model_from_checkpoint
+
+    run = load_results(results)  # cheap checks first: a bad results file should not cost a model build
+    cards_dir = Path(cards_dir) if cards_dir else CARDS_DIR
+    reference = load_reference(cards_dir)
+    model, ckpt = build_model_from_checkpoint(checkpoint)
+    model.eval()
+    model_name = ckpt["model_name"]
+    if run.info.get("model") and str(run.info["model"]).split(".")[0] not in (model_name, f"hf-hub:{HF_ORG}/{model_name}"):
+        raise UserInputError(f"{results} holds results of {run.info['model']!r}, but the checkpoint is a {model_name}")
+    tag = tag or _tag_of(ckpt)
+    if not tag:
+        raise UserInputError("the checkpoint does not record its dataset tag: pass --tag (e.g. cifar100_lt_if100)")
+    if not _TAG_RE.match(tag):
+        raise UserInputError(f"tag {tag!r} must be letters, digits, '_' or '-' (it becomes part of the repo name)")
+    repo_id = repo_id or f"{HF_ORG}/{model_name}.{tag}"
+    if not _REPO_RE.match(repo_id):
+        raise UserInputError(f"repo id {repo_id!r} must look like 'org/name'")
+    counts = ckpt.get("class_counts")
+    if not counts or len(counts) != model.num_classes:
+        raise UserInputError(f"the checkpoint's class_counts ({len(counts or [])}) do not match the model's "
+                             f"{model.num_classes} classes: the card and config need the training counts")
+    names = ckpt.get("class_names") or [str(i) for i in range(model.num_classes)]
+    if len(names) != model.num_classes:
+        raise UserInputError(f"the checkpoint's class_names ({len(names)}) do not match the model's {model.num_classes} classes")
+    for row in run.modes:
+        if row.mode not in model.forward_modes():
+            raise UserInputError(f"{results}: forward mode {row.mode!r} is not one of this model's modes {model.forward_modes()}")
+
+    registered_name = f"{model_name}.{tag}"
+    registered = get_pretrained_cfg(registered_name)
+    registered = registered.to_dict() if registered is not None and registered.hf_hub_id == repo_id else None
+    data_cfg = _data_config(ckpt, registered)
+    model_kwargs = _json_safe(dict(ckpt.get("model_kwargs") or {}))
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        weights = tmp / WEIGHTS_FILENAME
+        _write_weights(model, weights, dict(model_name=model_name, model_kwargs=model_kwargs, tag=tag,
+                                            class_counts=counts, class_names=names))
+        sha = sha256_of_file(weights)
+        section = dict(
+            repo_name=repo_id.split("/", 1)[1], tag=tag, method=model_name.split("_", 1)[0], dataset=ckpt.get("dataset"),
+            epoch=ckpt.get("epoch"), code_version=ckpt.get("version"), forward_modes=model.forward_modes(),
+            router_trained=bool(getattr(model, "router_trained", False)), shot_rule=run.info.get("shot_rule", "standard"),
+            **{CONFIG_SHA256_KEY: sha},
+        )
+        try:
+            save_config_for_hf(
+                model, str(tmp / "config.json"), model_args=model_kwargs,
+                model_config=dict(label_names=list(names), class_counts=[int(c) for c in counts],
+                                  timm_longtail=_json_safe(section),
+                                  pretrained_cfg=dict(tag=tag, **data_cfg)),
+            )
+        except (ValueError, TypeError) as error:
+            raise UserInputError(f"cannot write config.json for {model_name}: {error}") from None
+        context = build_card_context(
+            model=model, checkpoint=ckpt, results=run, tag=tag, repo_id=repo_id, weights_sha256=sha,
+            registered_name=registered_name if registered else None, reference=reference)
+        (tmp / "README.md").write_text(render_card(context, cards_dir), encoding="utf-8")
+        _apply_umask(tmp)
+        _replace_folder(tmp, out, overwrite)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ExportResult(folder=out, repo_id=repo_id, model_name=model_name, tag=tag, sha256=sha)
+
+
+def record_card(result: ExportResult, cards_dir: Optional[PathLike] = None) -> Path:
+    """Copy the card and config of an export to ``hub_cards/<model>.<tag>/`` (the record of published weights)."""
+    target = Path(cards_dir or CARDS_DIR) / result.repo_name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("README.md", "config.json"):
+        shutil.copyfile(result.folder / name, target / name)
+    (target / "weights.json").write_text(json.dumps(
+        dict(repo_id=result.repo_id, file=WEIGHTS_FILENAME, sha256=result.sha256,
+             size=(result.folder / WEIGHTS_FILENAME).stat().st_size), indent=2) + "\n", encoding="utf-8")
+    return target
