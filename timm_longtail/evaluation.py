@@ -1,0 +1,398 @@
+"""Evaluate a model on a long-tailed test set in one or more forward modes; write results safely.
+
+Shared by ``validate.py`` and ``train.py``'s final evaluation, so both report the same keys:
+
+``model, checkpoint, dataset, split, forward_mode, top1, top5, top1_many, top1_medium, top1_few,
+per_class_accuracy, class_counts, class_counts_source, shot_split, split_sizes, macs_per_image,
+flops_per_image, images_per_sec, experts_used_hist, experts_used_mean, num_samples, num_classes,
+input_size, device, amp, eval_seconds``.
+
+Accuracies are percentages from the ``lt_accuracy`` evaluate module. ``images_per_sec`` is model
+throughput (forward passes only, data loading excluded, so modes compare fairly);
+``eval_seconds`` is the whole pass. MACs come from :func:`timm_longtail.models.measure_compute`;
+routed mode's cost follows the measured histogram of experts used.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .data.longtail import ShotSplit
+from .errors import UserInputError
+
+__all__ = [
+    "CSV_COLUMNS",
+    "ComputeCounter",
+    "evaluate_model",
+    "evaluate_mode",
+    "format_table",
+    "plot_per_class_accuracy",
+    "resolve_forward_modes",
+    "user_error_message",
+    "write_results",
+]
+
+PathLike = Union[str, os.PathLike]
+
+CSV_COLUMNS = (
+    "model", "checkpoint", "dataset", "split", "forward_mode", "top1", "top5", "top1_many", "top1_medium",
+    "top1_few", "macs_per_image", "flops_per_image", "images_per_sec", "experts_used_hist", "experts_used_mean",
+    "num_samples", "num_classes", "class_counts_source", "shot_split", "input_size", "device", "amp",
+    "eval_seconds",
+)
+
+
+def user_error_message(error: BaseException) -> str:
+    """The one-line message of a UserInputError, also when a DataLoader worker re-raised it.
+
+    A worker's exception reaches the main process as ``"Caught X in DataLoader worker ...
+    Original Traceback ... X: <message>"``; users need only the last part.
+    """
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        marker = "UserInputError: "
+        text = last.split(marker, 1)[1] if marker in last else last
+    return " ".join(text.split())
+
+
+def _is_multi_expert(model: nn.Module) -> bool:
+    return callable(getattr(model, "forward_modes", None))
+
+
+def resolve_forward_modes(model: nn.Module, requested: Union[str, Sequence[str]] = "ensemble") -> List[str]:
+    """Expand ``"all"`` to ``model.forward_modes()``; check every requested mode is valid here.
+
+    A comma-separated string or a list picks several modes. ``routed`` needs a trained router.
+    Models that are not multi-expert nets accept only ``ensemble`` (their plain forward).
+    """
+    names = [requested] if isinstance(requested, str) else list(requested)
+    names = [part.strip() for name in names for part in str(name).split(",") if part.strip()]
+    if not names:
+        raise UserInputError("no forward mode given: use 'ensemble', 'expert:<i>', 'routed' or 'all'")
+    valid = model.forward_modes() if _is_multi_expert(model) else ["ensemble"]
+    modes: List[str] = []
+    for name in names:
+        key = name.lower()
+        if key == "all":
+            modes.extend(m for m in valid if m not in modes)
+            continue
+        if _is_multi_expert(model):
+            from .models import parse_forward_mode
+
+            kind, index = parse_forward_mode(key, model.num_experts, model.has_router)
+            key = f"expert:{index}" if kind == "expert" else kind
+        if key not in valid:
+            if key == "routed":
+                raise UserInputError(
+                    "forward mode 'routed' needs a trained router, and this model's router was never trained "
+                    f"(valid modes here: {', '.join(valid)})")
+            raise UserInputError(f"unknown forward mode {name!r} for this model: use one of {', '.join(valid)} or 'all'")
+        if key not in modes:
+            modes.append(key)
+    return modes
+
+
+class ComputeCounter:
+    """MACs per image of each forward mode, counted once per model and input size."""
+
+    def __init__(self, model: nn.Module, input_size: Sequence[int]):
+        self.input_size = tuple(int(s) for s in input_size)
+        self.profile = None
+        self._plain_macs: Optional[float] = None
+        if _is_multi_expert(model):
+            from .models import measure_compute
+
+            self.profile = measure_compute(model, input_size=self.input_size)
+        else:
+            from .models import count_macs
+
+            param = next(model.parameters())
+            x = torch.zeros((1,) + self.input_size, device=param.device, dtype=param.dtype)
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                self._plain_macs = float(count_macs(lambda: model(x)))
+            model.train(was_training)
+
+    def macs_per_image(self, mode: str, experts_used_hist: Optional[Sequence[int]] = None) -> float:
+        if self.profile is None:
+            return float(self._plain_macs)
+        return float(self.profile.macs_per_image(mode, experts_used_hist))
+
+
+def _autocast(device: torch.device, amp: bool, amp_dtype: Optional[torch.dtype]):
+    if not amp:
+        return nullcontext()
+    dtype = amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate_mode(
+        model: nn.Module,
+        loader: Iterable,
+        mode: str = "ensemble",
+        *,
+        class_counts: Sequence[int],
+        shot_split: Optional[ShotSplit] = None,
+        device: Union[str, torch.device] = "cpu",
+        amp: bool = False,
+        amp_dtype: Optional[torch.dtype] = None,
+        channels_last: bool = False,
+        metric=None,
+        progress: bool = False,
+        description: str = "",
+) -> Dict[str, Any]:
+    """One pass over ``loader`` in one forward mode: accuracy figures, throughput, experts used."""
+    from .metrics import load_lt_accuracy
+
+    device = torch.device(device)
+    shot_split = shot_split or ShotSplit()
+    metric = metric if metric is not None else load_lt_accuracy(keep_in_memory=True)
+    multi_expert = _is_multi_expert(model)
+    num_experts = int(getattr(model, "num_experts", 1))
+    experts_used = torch.zeros(num_experts, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    forward_seconds = 0.0
+    seen = 0
+    started = time.perf_counter()
+    batches = loader
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc=description or mode, unit="batch", leave=False, disable=None)  # off when not a TTY
+    try:
+        for images, targets in batches:
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            _synchronize(device)
+            tic = time.perf_counter()
+            with _autocast(device, amp, amp_dtype):
+                logits = model(images, mode=mode) if multi_expert else model(images)
+            _synchronize(device)
+            forward_seconds += time.perf_counter() - tic
+            if logits.shape[-1] != len(class_counts):
+                raise UserInputError(
+                    f"the model predicts {logits.shape[-1]} classes but the dataset has {len(class_counts)}")
+            top_k = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices.cpu()
+            metric.add_batch(predictions=top_k.tolist(), references=targets.tolist())
+            if mode == "routed" and getattr(model, "last_experts_used", None) is not None:
+                experts_used += torch.bincount(model.last_experts_used.cpu() - 1, minlength=num_experts)
+            seen += int(targets.shape[0])
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise UserInputError("the evaluation set is empty")
+    result = metric.compute(class_counts=list(class_counts), rule="ncl" if shot_split.inclusive else "standard",
+                            many_threshold=shot_split.many_threshold, few_threshold=shot_split.few_threshold)
+    hist = experts_used.tolist() if mode == "routed" else None
+    return dict(
+        forward_mode=mode,
+        top1=result["top1"], top5=result["top5"],
+        top1_many=result["top1_many"], top1_medium=result["top1_medium"], top1_few=result["top1_few"],
+        per_class_accuracy=result["per_class_accuracy"],
+        shot_split=result["shot_split"], split_sizes=result["split_sizes"],
+        experts_used_hist=hist,
+        experts_used_mean=(sum((i + 1) * n for i, n in enumerate(hist)) / seen) if hist else None,
+        images_per_sec=seen / forward_seconds if forward_seconds > 0 else None,
+        eval_seconds=time.perf_counter() - started,
+        num_samples=seen,
+    )
+
+
+def evaluate_model(
+        model: nn.Module,
+        loader: Iterable,
+        modes: Union[str, Sequence[str]] = "ensemble",
+        *,
+        class_counts: Sequence[int],
+        class_counts_source: str,
+        input_size: Sequence[int],
+        shot_split: Optional[ShotSplit] = None,
+        device: Union[str, torch.device] = "cpu",
+        amp: bool = False,
+        amp_dtype: Optional[torch.dtype] = None,
+        channels_last: bool = False,
+        progress: bool = False,
+        context: Optional[Mapping[str, Any]] = None,
+) -> List[Dict[str, Any]]:
+    """One result row per forward mode (``modes`` may be ``"all"``), with compute and context keys.
+
+    ``context`` adds identifying keys to every row (model, checkpoint, dataset, split, ...).
+    """
+    from .metrics import load_lt_accuracy
+
+    modes = resolve_forward_modes(model, modes)
+    device = torch.device(device)
+    counter = ComputeCounter(model, input_size)
+    metric = load_lt_accuracy(keep_in_memory=True)
+    rows = []
+    for mode in modes:
+        row: Dict[str, Any] = dict(context or {})
+        row.update(evaluate_mode(model, loader, mode, class_counts=class_counts, shot_split=shot_split, device=device,
+                                 amp=amp, amp_dtype=amp_dtype, channels_last=channels_last, metric=metric,
+                                 progress=progress, description=mode))
+        macs = counter.macs_per_image(mode, row["experts_used_hist"])
+        row.update(macs_per_image=macs, flops_per_image=2.0 * macs, class_counts=[int(c) for c in class_counts],
+                   class_counts_source=class_counts_source, num_classes=len(class_counts),
+                   input_size=list(counter.input_size), device=str(device), amp=bool(amp))
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table of the headline figures, one line per forward mode."""
+    header = ("forward_mode", "top1", "top5", "many", "medium", "few", "GMACs/img", "img/s", "experts used")
+    lines = [header]
+    for row in rows:
+        hist = row.get("experts_used_hist")
+        lines.append((
+            str(row["forward_mode"]), _fmt(row["top1"]), _fmt(row["top5"]), _fmt(row["top1_many"]),
+            _fmt(row["top1_medium"]), _fmt(row["top1_few"]), _fmt(row["macs_per_image"] / 1e9, 4),
+            _fmt(row["images_per_sec"], 1), "/".join(map(str, hist)) if hist else "-",
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+            for line in lines]
+    text.insert(1, "-" * len(text[0]))
+    return "\n".join(text)
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value.get("description", json.dumps(value))
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
+    return "" if value is None else value
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    from .checkpoint import atomic_write
+
+    umask = os.umask(0)
+    os.umask(umask)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o666 & ~umask)  # results are for sharing: ordinary permissions, not mkstemp's 0600
+
+    atomic_write(path, write)
+
+
+def plot_per_class_accuracy(rows: Sequence[Mapping[str, Any]], class_counts: Sequence[int],
+                            shot_split: Optional[ShotSplit] = None, title: str = "",
+                            class_names: Optional[Sequence[str]] = None) -> bytes:
+    """PNG bytes: per-class top-1 against classes sorted by training count (head left, tail right).
+
+    One line per row (forward mode); grey steps show the training counts (log scale, right axis);
+    dashed lines separate the many/medium/few groups.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
+
+    order = sorted(range(len(class_counts)), key=lambda c: (-int(class_counts[c]), c))
+    positions = list(range(len(order)))
+    figure, accuracy_axis = plt.subplots(figsize=(10, 5), dpi=110)
+    count_axis = accuracy_axis.twinx()
+    count_axis.fill_between(positions, [max(int(class_counts[c]), 1) for c in order], step="mid", color="0.88",
+                            zorder=0)
+    count_axis.set_yscale("log")
+    count_axis.set_ylabel("training images per class (log)")
+    accuracy_axis.set_zorder(count_axis.get_zorder() + 1)
+    accuracy_axis.patch.set_visible(False)
+    style = "o-" if len(order) <= 100 else "-"
+    for row in rows:
+        accuracy = row["per_class_accuracy"]
+        values = [accuracy[c] if accuracy[c] is not None else float("nan") for c in order]
+        accuracy_axis.plot(positions, values, style, markersize=3, linewidth=1.2,
+                           label=f"{row['forward_mode']} (top-1 {row['top1']:.1f})")
+    xlabel = "classes sorted by training images (many-shot left, few-shot right)"
+    if shot_split is not None:
+        splits = shot_split.class_splits([class_counts[c] for c in order])
+        starts = [0] + [i for i in range(1, len(splits)) if splits[i] != splits[i - 1]]
+        label_transform = blended_transform_factory(accuracy_axis.transData, accuracy_axis.transAxes)
+        for start, end in zip(starts, starts[1:] + [len(splits)]):
+            if start:
+                accuracy_axis.axvline(start - 0.5, color="0.4", linestyle="--", linewidth=0.8)
+            accuracy_axis.text((start + end - 1) / 2, 0.97, splits[start], transform=label_transform,
+                               ha="center", va="top", fontsize=9, color="0.25")
+        xlabel += f"\nshot groups: {shot_split.describe()}"
+    if class_names is not None and len(order) <= 30:
+        accuracy_axis.set_xticks(positions)
+        accuracy_axis.set_xticklabels([class_names[c] for c in order], rotation=30, ha="right", fontsize=8)
+    accuracy_axis.set_xlabel(xlabel, fontsize=9)
+    accuracy_axis.set_ylabel("top-1 accuracy (%)")
+    accuracy_axis.set_ylim(-2, 110)
+    accuracy_axis.set_xlim(-0.5, len(order) - 0.5)
+    accuracy_axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3 if class_names is not None and len(order) <= 30
+                                                              else -0.18),
+                         ncol=min(len(rows), 4), fontsize=8, frameon=False)
+    if title:
+        accuracy_axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_results(rows: Sequence[Mapping[str, Any]], results_file: Optional[PathLike] = None,
+                  plot_file: Optional[PathLike] = None, shot_split: Optional[ShotSplit] = None,
+                  title: str = "", class_names: Optional[Sequence[str]] = None) -> List[Path]:
+    """Write JSON (a dict for one row, a list for several), a CSV beside it for several rows, and the plot.
+
+    Everything is rendered in memory first and each file lands by an atomic rename, so a failure
+    leaves no partial file. Returns the paths written.
+    """
+    outputs: List[Tuple[Path, bytes]] = []
+    if results_file is not None:
+        results_path = Path(results_file)
+        payload = rows[0] if len(rows) == 1 else list(rows)
+        outputs.append((results_path, (json.dumps(payload, indent=2) + "\n").encode("utf-8")))
+        if len(rows) > 1:
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({key: _csv_value(row.get(key)) for key in CSV_COLUMNS})
+            outputs.append((results_path.with_suffix(".csv"), text.getvalue().encode("utf-8")))
+    if plot_file is not None and rows:
+        outputs.append((Path(plot_file), plot_per_class_accuracy(rows, rows[0]["class_counts"], shot_split, title,
+                                                                 class_names)))
+    for path, data in outputs:
+        _atomic_write_bytes(path, data)
+    return [path for path, _ in outputs]
