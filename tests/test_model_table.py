@@ -1,0 +1,32 @@
+"""README's model table is generated, not typed: its CIFAR rows match a fresh computation.
+
+(The full check, every model at 224 px, is `python scripts/model_table.py --check`, ~2 min.)
+"""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_table():
+    spec = importlib.util.spec_from_file_location("model_table", ROOT / "scripts" / "model_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["ride_resnet32_2e", "ride_resnet32_3e", "ride_resnet32_4e", "ride_resnet32_6e", "nclpp_resnet32"])
+def test_readme_rows_are_current(model_table, name):
+    rows = model_table.readme_table((ROOT / "README.md").read_text()).splitlines()
+    assert model_table.model_row(name) in rows
+
+
+def test_table_lists_every_registered_model(model_table):
+    import timm
+
+    table = model_table.readme_table((ROOT / "README.md").read_text())
+    for name in timm.list_models("ride_*") + timm.list_models("nclpp_*"):
+        assert f"| `{name}` |" in table
