@@ -1,0 +1,352 @@
+"""Export, cards, push and ``pretrained=True`` against the real huggingface_hub and timm code.
+
+The Hub is a local stand-in (``hub_server.LocalHub``) on 127.0.0.1. ``huggingface_hub`` reads
+``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` and ``HF_HUB_DISABLE_XET`` once, at import,
+so everything that talks to the stand-in runs in a fresh Python process with those variables set,
+exactly as a user's shell would; nothing in huggingface_hub or timm is patched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import timm
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from hub_server import LocalHub, git_blob_sha1
+from timm_longtail.checkpoint import save_checkpoint
+from timm_longtail.errors import UserInputError
+from timm_longtail.hub import (
+    WeightsIntegrityError, check_pretrained_available, export_checkpoint, load_local_folder, parse_results,
+    push_folder, read_front_matter, verify_sha256,
+)
+from timm_longtail.hub.__main__ import main as hub_main
+from timm_longtail.hub.card import CARDS_DIR
+from timm_longtail.models import _weights
+from timm_longtail.models._cfgs import HF_ORG
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_LT_COUNTS = [int(5000 * 100 ** (-i / 9)) for i in range(10)]
+
+# Runs in a fresh process: publishes the export's SHA-256 in the table, then loads the weights
+# through timm by registered name and by hf-hub id, and saves every forward mode's output.
+LOADER = textwrap.dedent('''
+    import sys
+    import timm_longtail
+    import timm, torch
+    from safetensors.torch import load_file, save_file
+    from timm_longtail.models import _weights
+    from timm_longtail.models._cfgs import HF_ORG
+
+    repo_name, sha256, inputs_path, outputs_path = sys.argv[1:5]
+    _weights.PUBLISHED_WEIGHTS[repo_name] = {"sha256": sha256}
+    x = load_file(inputs_path)["x"]
+    outputs = {}
+    for label, name in (("name", repo_name), ("hf_hub", f"hf-hub:{HF_ORG}/{repo_name}")):
+        model = timm.create_model(name, pretrained=True).eval()
+        with torch.no_grad():
+            for mode in model.forward_modes():
+                outputs[f"{label}|{mode}"] = model(x, mode=mode)
+    save_file(outputs, outputs_path)
+''')
+
+
+def _python_env(**overrides: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.update(HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    env.update(overrides)
+    return env
+
+
+def _run(args, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=_python_env(**env), capture_output=True,
+                          text=True, timeout=300)
+
+
+def _outputs(model: torch.nn.Module, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return {mode: model(x, mode=mode) for mode in model.forward_modes()}
+
+
+def _assert_same_outputs(loaded: Dict[str, torch.Tensor], label: str, expected: Dict[str, torch.Tensor]) -> None:
+    modes = {key.split("|", 1)[1] for key in loaded if key.startswith(label + "|")}
+    assert modes == set(expected), f"{label}: forward modes differ"
+    for mode, tensor in expected.items():
+        assert torch.equal(loaded[f"{label}|{mode}"], tensor), f"{label} / {mode}: outputs differ from the original"
+
+
+def _export(tmp: Path, model_name: str, tag: str, results: object, **model_kwargs) -> dict:
+    """Save a randomly initialised model as a train.py checkpoint with results, and export it."""
+    torch.manual_seed(0)
+    model = timm.create_model(model_name, num_classes=10, **model_kwargs)
+    if model.has_router:
+        with torch.no_grad():  # a router that stops some samples early, so 'routed' differs from 'ensemble'
+            model.router.out.bias.fill_(0.5)
+        model.mark_router_trained()
+    model.eval()
+    checkpoint = tmp / "last.pth"
+    save_checkpoint(checkpoint, model, model_name=model_name, class_counts=CIFAR10_LT_COUNTS, class_names=CIFAR10_NAMES,
+                    extra=dict(dataset=dict(name="cifar10", tag=tag, imbalance_factor=100), epoch=199,
+                               recipe=dict(method=model_name.split("_")[0], epochs=200, batch_size=128, lr=0.1,
+                                           weight_decay=5e-4, seed=0, select_by="last")))
+    results_path = tmp / "results.json"
+    results_path.write_text(json.dumps(results))
+    exported = export_checkpoint(checkpoint, results_path, tmp / "export")
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    return dict(model=model, checkpoint=checkpoint, results=results, results_path=results_path, export=exported,
+                x=x, expected=_outputs(model, x))
+
+
+RIDE_RESULTS = {
+    "model": "ride_resnet32_2e", "dataset": "cifar10", "split": "test", "seed": 0, "wall_time_s": 5400,
+    "command": "python validate.py --checkpoint last.pth --forward-mode all",
+    "results": [
+        {"forward_mode": "ensemble", "top1": 71.25, "top5": 97.5, "top1_many": 80.125, "top1_medium": 41.5,
+         "top1_few": None, "macs_per_image": 5.1e7, "flops_per_image": 1.02e8},
+        {"forward_mode": "expert:0", "top1": 69.0, "top5": 96.25, "top1_many": 78.0, "top1_medium": 39.5,
+         "macs_per_image": 3.5e7},
+        {"forward_mode": "expert:1", "top1": 68.5, "top5": 96.0, "macs_per_image": 3.5e7},
+        {"forward_mode": "routed", "top1": 70.75, "top5": 97.0, "experts_used_hist": [6000, 4000],
+         "macs_per_image": 4.2e7},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def ride(tmp_path_factory) -> dict:
+    return _export(tmp_path_factory.mktemp("ride"), "ride_resnet32_2e", "cifar10_lt_if100", RIDE_RESULTS)
+
+
+@pytest.fixture(scope="module")
+def hub():
+    with LocalHub() as server:
+        yield server
+
+
+def _fill_hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
+    """Write ``folder`` into ``cache`` in the Hub cache layout, as huggingface_hub would after a download."""
+    storage = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    for path in folder.iterdir():
+        data = path.read_bytes()
+        etag = hashlib.sha256(data).hexdigest() if path.suffix == ".safetensors" else git_blob_sha1(data)
+        blob = storage / "blobs" / etag
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        pointer = storage / "snapshots" / commit / path.name
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        pointer.symlink_to(os.path.relpath(blob, pointer.parent))
+    (storage / "refs").mkdir(parents=True, exist_ok=True)
+    (storage / "refs" / "main").write_text(commit)
+    return storage
+
+
+# ---- (a) push to the stand-in Hub, then load through timm ----------------------------------
+def test_push_then_pretrained_loads_identical_model(ride, hub, tmp_path):
+    exported = ride["export"]
+    pushed = _run(["-m", "timm_longtail.hub", "push", str(exported.folder), "--repo-id", exported.repo_id],
+                  HF_ENDPOINT=hub.url, HF_TOKEN=hub.token, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+                  HF_HOME=str(tmp_path / "hf_home"))
+    assert pushed.returncode == 0, pushed.stderr
+    assert hub.token not in pushed.stdout + pushed.stderr
+    assert hub.commit_summaries(exported.repo_id) and len(hub.commit_summaries(exported.repo_id)) == 1
+    files = hub.files(exported.repo_id)
+    assert set(files) == {".gitattributes", "model.safetensors", "config.json", "README.md"}
+    assert files["model.safetensors"].lfs and not files["README.md"].lfs
+    assert files["model.safetensors"].data == (exported.folder / "model.safetensors").read_bytes()
+
+    save_file({"x": ride["x"]}, str(tmp_path / "x.safetensors"))
+    loaded = _run(["-c", LOADER, exported.repo_name, exported.sha256, str(tmp_path / "x.safetensors"),
+                   str(tmp_path / "out.safetensors")],
+                  HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1",
+                  HF_HUB_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf_home"))
+    assert loaded.returncode == 0, loaded.stderr
+    outputs = load_file(str(tmp_path / "out.safetensors"))
+    _assert_same_outputs(outputs, "name", ride["expected"])
+    _assert_same_outputs(outputs, "hf_hub", ride["expected"])
+    assert ("GET", f"/{exported.repo_id}/resolve/main/model.safetensors") in hub.requests
+
+
+# ---- (b) offline, from a pre-filled Hub cache ------------------------------------------------
+def test_offline_pretrained_from_prefilled_cache(ride, tmp_path):
+    exported = ride["export"]
+    _fill_hub_cache(tmp_path / "cache", exported.repo_id, exported.folder)
+    save_file({"x": ride["x"]}, str(tmp_path / "x.safetensors"))
+    loaded = _run(["-c", LOADER, exported.repo_name, exported.sha256, str(tmp_path / "x.safetensors"),
+                   str(tmp_path / "out.safetensors")],
+                  HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(tmp_path / "cache"),
+                  HF_HOME=str(tmp_path / "hf_home"))
+    assert loaded.returncode == 0, loaded.stderr
+    outputs = load_file(str(tmp_path / "out.safetensors"))
+    _assert_same_outputs(outputs, "name", ride["expected"])
+    _assert_same_outputs(outputs, "hf_hub", ride["expected"])
+
+
+def test_offline_cache_miss_and_tampered_cache_give_clear_errors(ride, tmp_path, monkeypatch):
+    exported = ride["export"]
+    monkeypatch.setitem(_weights.PUBLISHED_WEIGHTS, exported.repo_name, {"sha256": exported.sha256})
+    cfg = timm.models.get_pretrained_cfg(f"{exported.model_name}.{exported.tag}").to_dict()
+    with pytest.raises(UserInputError, match="not in the Hub cache"):
+        check_pretrained_available(exported.model_name, cfg, cache_dir=tmp_path / "empty")
+
+    storage = _fill_hub_cache(tmp_path / "cache", exported.repo_id, exported.folder)
+    check_pretrained_available(exported.model_name, cfg, cache_dir=tmp_path / "cache")  # intact: passes
+    blob = storage / "blobs" / exported.sha256
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF  # last byte of the last tensor: header still valid, content changed
+    blob.write_bytes(bytes(data))
+    with pytest.raises(WeightsIntegrityError, match="SHA-256 mismatch"):
+        check_pretrained_available(exported.model_name, cfg, cache_dir=tmp_path / "cache")
+
+
+# ---- (c) cards, integrity and errors ---------------------------------------------------------
+def test_card_front_matter_matches_results(ride):
+    card = (ride["export"].folder / "README.md").read_text()
+    front = read_front_matter(card)
+    assert yaml.safe_load(card.split("---\n")[1]) == front
+    assert front["library_name"] == "timm"
+    assert front["license"] == "apache-2.0"
+    assert {"timm", "image-classification", "ride"} <= set(front["tags"])
+    (index,) = front["model-index"]
+    assert index["name"] == ride["export"].repo_name
+    found = {}
+    for entry in index["results"]:
+        assert entry["task"]["type"] == "image-classification"
+        assert entry["dataset"]["split"] == ride["results"]["split"]
+        for metric in entry["metrics"]:
+            label, mode = metric["name"].rsplit(" (", 1)
+            found[(mode.rstrip(")"), label)] = metric["value"]
+    labels = {"top1": "Top-1 accuracy", "top5": "Top-5 accuracy", "top1_many": "Many-shot top-1 accuracy",
+              "top1_medium": "Medium-shot top-1 accuracy", "top1_few": "Few-shot top-1 accuracy"}
+    expected = {(row["forward_mode"], labels[key]): row[key]
+                for row in ride["results"]["results"] for key in labels if row.get(key) is not None}
+    assert found == expected
+    assert ride["export"].sha256 in card and ride["results"]["command"] in card
+
+
+def test_card_shows_paper_figures_next_to_ours(tmp_path):
+    results = [{"forward_mode": "ensemble", "top1": 80.5}, {"forward_mode": "expert:0", "top1": 78.0},
+               {"forward_mode": "expert:1", "top1": 77.5}]
+    exported = _export(tmp_path, "nclpp_resnet32", "cifar10_lt_if100", results)["export"]
+    card = (exported.folder / "README.md").read_text()
+    reference = yaml.safe_load((CARDS_DIR / "reference.yaml").read_text())
+    paper = {row["mode"]: row["top1"] for row in reference["paper_results"]
+             if (row["method"], row["arch"], row["dataset"], row["source"]) ==
+             ("nclpp", "resnet32", "cifar10_lt_if100", "paper")}
+    assert set(paper) == {"expert", "ensemble"}
+    rows = {line.split("|")[1].strip().strip("`"): line for line in card.splitlines()
+            if line.startswith("| `")}
+    for row in results:
+        kind = "expert" if row["forward_mode"].startswith("expert") else row["forward_mode"]
+        assert f"{row['top1']:.2f}" in rows[row["forward_mode"]]
+        assert f"{paper[kind]:.1f} (paper)" in rows[row["forward_mode"]]
+    assert reference["methods"]["nclpp"]["bibtex"].splitlines()[0] in card
+
+
+def test_sha256_check_rejects_tampered_file(ride, tmp_path):
+    folder = tmp_path / "tampered"
+    shutil.copytree(ride["export"].folder, folder)
+    weights = folder / "model.safetensors"
+    verify_sha256(weights, ride["export"].sha256)  # the untouched copy passes
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsIntegrityError, match="SHA-256 mismatch"):
+        verify_sha256(weights, ride["export"].sha256)
+    with pytest.raises(WeightsIntegrityError, match="SHA-256 mismatch"):
+        load_local_folder(folder)
+    with pytest.raises(WeightsIntegrityError, match="SHA-256 mismatch"):
+        timm.create_model(ride["export"].model_name, pretrained=True, num_classes=10,
+                          pretrained_cfg_overlay=dict(file=str(weights)))
+    with pytest.raises(WeightsIntegrityError, match="SHA-256 mismatch"):
+        push_folder(folder, ride["export"].repo_id)  # refused before any network call
+
+
+def test_local_folder_and_file_overlay_load_identical_model(ride, tmp_path):
+    exported = ride["export"]
+    folder = exported.folder
+    local = _outputs(load_local_folder(folder).eval(), ride["x"])
+    assert local.keys() == ride["expected"].keys()
+    assert all(torch.equal(local[mode], ride["expected"][mode]) for mode in local)
+    # the tagged name's cfg has the export's 10 classes, so timm keeps the classifier weights
+    overlay = timm.create_model(f"{exported.model_name}.{exported.tag}", pretrained=True,
+                                pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors"))).eval()
+    overlaid = _outputs(overlay, ride["x"])
+    assert all(torch.equal(overlaid[mode], ride["expected"][mode]) for mode in ride["expected"])
+
+    with pytest.raises(UserInputError, match="model folder not found"):
+        load_local_folder(tmp_path / "missing")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(folder, truncated)
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserInputError, match="not a readable safetensors file"):
+        load_local_folder(truncated)
+    (truncated / "model.safetensors").unlink()
+    with pytest.raises(UserInputError, match="has no model.safetensors"):
+        load_local_folder(truncated)
+
+
+def test_pretrained_without_published_weights_raises_clear_error(monkeypatch):
+    monkeypatch.setattr(_weights, "PUBLISHED_WEIGHTS", {})
+    with pytest.raises(UserInputError, match=r"no trained weights are published for ride_resnet32_3e\.cifar100_lt_if100 "
+                                             r"yet; train one with train\.py"):
+        timm.create_model("ride_resnet32_3e", pretrained=True)
+    with pytest.raises(UserInputError, match=r"no trained weights are published for nclpp_resnet32\.cifar10_lt_if50"):
+        timm.create_model("nclpp_resnet32.cifar10_lt_if50", pretrained=True)
+    # the cfg an hf-hub:timm-longtail/... id gives (timm fetches its config.json first, then calls the builder)
+    hub_cfg = dict(source="hf-hub", hf_hub_id=f"{HF_ORG}/ride_resnet50_2e.imagenet_lt")
+    with pytest.raises(UserInputError, match=r"no trained weights are published for ride_resnet50_2e\.imagenet_lt"):
+        check_pretrained_available("ride_resnet50_2e", hub_cfg)
+
+
+def test_export_from_corrupt_checkpoint_gives_clear_error(ride, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(ride["checkpoint"].read_bytes()[:4096])
+    out = tmp_path / "out"
+    with pytest.raises(UserInputError, match="not a readable checkpoint"):
+        export_checkpoint(corrupt, ride["results_path"], out)
+    code = hub_main(["export", "--checkpoint", str(corrupt), "--results", str(ride["results_path"]), "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "corrupt" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.pth"]  # nothing half-written
+
+
+def test_export_rejects_bad_results(ride, tmp_path):
+    bad = tmp_path / "bad.json"
+    for payload, message in (
+            ({"forward_mode": "ensemble", "top1": 150.0}, "percentages in"),
+            ([{"top1": 50.0}], "forward_mode"),
+            ([{"forward_mode": "ensemble", "top1": 50.0}, {"forward_mode": "ensemble", "top1": 51.0}], "more than once"),
+            ([{"forward_mode": "expert:5", "top1": 50.0}], "not one of this model's modes"),
+    ):
+        bad.write_text(json.dumps(payload))
+        with pytest.raises(UserInputError, match=message):
+            export_checkpoint(ride["checkpoint"], bad, tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+
+def test_results_reader_accepts_validate_layouts():
+    rows = [dict(model="m", forward_mode="ensemble", top1=50.0, top1_few=float("nan"),
+                 shot_split={"many_threshold": 100, "few_threshold": 20, "inclusive": True}),
+            dict(model="m", forward_mode="expert:0", top1=40.0)]
+    as_list = parse_results(rows)
+    as_mapping = parse_results({"ensemble": rows[0], "expert:0": rows[1]})
+    as_wrapped = parse_results({"seed": 3, "results": rows})
+    assert as_list.modes == as_mapping.modes == as_wrapped.modes
+    assert as_list.modes[0].top1_few is None  # an empty shot group has no accuracy
+    assert as_wrapped.info["seed"] == 3 and as_list.info["shot_split"]["inclusive"] is True
+    assert parse_results(rows[0]).modes == as_list.modes[:1]
