@@ -301,8 +301,9 @@ def test_local_folder_and_file_overlay_load_identical_model(ride, tmp_path):
 
 def test_pretrained_without_published_weights_raises_clear_error(monkeypatch):
     monkeypatch.setattr(_weights, "PUBLISHED_WEIGHTS", {})
-    with pytest.raises(UserInputError, match=r"no trained weights are published for ride_resnet32_3e\.cifar100_lt_if100 "
-                                             r"yet; train one with train\.py"):
+    unpublished = (r"no trained weights are published for ride_resnet32_3e\.cifar100_lt_if100 yet; "
+                   r"train one with train\.py")
+    with pytest.raises(UserInputError, match=unpublished):
         timm.create_model("ride_resnet32_3e", pretrained=True)
     with pytest.raises(UserInputError, match=r"no trained weights are published for nclpp_resnet32\.cifar10_lt_if50"):
         timm.create_model("nclpp_resnet32.cifar10_lt_if50", pretrained=True)
@@ -330,13 +331,24 @@ def test_export_rejects_bad_results(ride, tmp_path):
     for payload, message in (
             ({"forward_mode": "ensemble", "top1": 150.0}, "percentages in"),
             ([{"top1": 50.0}], "forward_mode"),
-            ([{"forward_mode": "ensemble", "top1": 50.0}, {"forward_mode": "ensemble", "top1": 51.0}], "more than once"),
+            ([{"forward_mode": "ensemble", "top1": 50.0}, {"forward_mode": "ensemble", "top1": 51.0}],
+             "more than once"),
             ([{"forward_mode": "expert:5", "top1": 50.0}], "not one of this model's modes"),
     ):
         bad.write_text(json.dumps(payload))
         with pytest.raises(UserInputError, match=message):
             export_checkpoint(ride["checkpoint"], bad, tmp_path / "out")
         assert not (tmp_path / "out").exists()
+
+
+def test_dataset_tag_follows_checkpoint_dataset():
+    from timm_longtail.hub.export import _tag_of
+
+    assert _tag_of({"dataset": {"name": "cifar100_lt", "imbalance_factor": 100.0}}, {}) == "cifar100_lt_if100"
+    assert _tag_of({"dataset": {"name": "imagenet_lt", "imbalance_factor": None}}, {}) == "imagenet_lt"
+    assert _tag_of({"dataset": {"tag": "cifar10_lt_if50", "name": "cifar10_lt"}}, {}) == "cifar10_lt_if50"
+    assert _tag_of({}, {"dataset": "tiny_imagenet_lt", "imbalance_factor": 10}) == "tiny_imagenet_lt_if10"
+    assert _tag_of({}, {}) is None
 
 
 def test_results_reader_accepts_validate_layouts():

@@ -17,7 +17,8 @@ EPILOG = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m timm_longtail.hub", description="Export trained weights for the Hugging Face Hub and push them.",
+        prog="python -m timm_longtail.hub",
+        description="Export trained weights for the Hugging Face Hub and push them.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--results", required=True, help="result JSON of validate.py / train.py for this checkpoint")
     export.add_argument("--out", required=True, help="folder to write (created; see --overwrite)")
     export.add_argument("--tag", default=None, help="dataset tag, e.g. cifar100_lt_if100 (default: the checkpoint's)")
-    export.add_argument("--repo-id", default=None, help="Hub repo the card points at (default: timm-longtail/<model>.<tag>)")
+    export.add_argument("--repo-id", default=None,
+                        help="Hub repo the card points at (default: timm-longtail/<model>.<tag>)")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     export.add_argument("--record", action="store_true",
                         help="also copy the card to hub_cards/<model>.<tag>/ (do this for weights you publish)")

@@ -143,15 +143,20 @@ def _differences(reference: Mapping[str, Any], method: str, family: Optional[str
 
 
 def _shot_split(info: Mapping[str, Any], class_counts: Sequence[int]) -> Tuple[str, Dict[str, int]]:
+    """The shot rule the results were computed with (``shot_split`` from the lt_accuracy metric, or a
+    named ``shot_rule``; the standard rule when neither is given) and the class count per split."""
     from ..data.longtail import SHOT_RULES, ShotSplit
 
-    rule = info.get("shot_rule") or "standard"
-    if isinstance(rule, str) and rule in SHOT_RULES:
-        split = ShotSplit.from_rule(rule, info.get("many_threshold"), info.get("few_threshold"))
-        return split.describe(), split.split_sizes(class_counts)
-    if isinstance(rule, str):  # a rule already described in words: count with the standard thresholds
-        return rule, ShotSplit.from_rule("standard").split_sizes(class_counts)
-    raise UserInputError(f"results: 'shot_rule' must be one of {sorted(SHOT_RULES)} or a description, got {rule!r}")
+    recorded = info.get("shot_split")
+    if isinstance(recorded, Mapping) and "many_threshold" in recorded and "few_threshold" in recorded:
+        split = ShotSplit(int(recorded["many_threshold"]), int(recorded["few_threshold"]),
+                          bool(recorded.get("inclusive", False)))
+    else:
+        rule = info.get("shot_rule") or "standard"
+        if not isinstance(rule, str) or rule not in SHOT_RULES:
+            raise UserInputError(f"results: 'shot_rule' must be one of {sorted(SHOT_RULES)}, got {rule!r}")
+        split = ShotSplit.from_rule(rule)
+    return split.describe(), split.split_sizes(class_counts)
 
 
 def build_front_matter(*, repo_name: str, method: str, dataset: Mapping[str, Any], tag: str, eval_split: str,
@@ -251,7 +256,6 @@ def build_card_context(
                                method_name=method["name"])
     return dict(
         front_matter=yaml.safe_dump(front, sort_keys=False, allow_unicode=True, default_flow_style=False),
-        front=front,
         repo_id=repo_id, repo_name=repo_id.split("/", 1)[1], model_name=model_name, registered_name=registered_name,
         method=method, arch_name=(reference.get("architectures") or {}).get(arch, arch),
         num_experts=num_experts, num_classes=int(model.num_classes),

@@ -30,6 +30,7 @@ __all__ = ["ExportResult", "export_checkpoint", "record_card", "table_entry"]
 PathLike = Union[str, os.PathLike]
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CONSTRUCTED_LT = ("cifar10_lt", "cifar100_lt", "tiny_imagenet_lt")  # long tail built with an imbalance factor
 _DATA_CFG_KEYS = ("mean", "std", "input_size", "crop_pct", "crop_mode", "interpolation")
 
 
@@ -68,20 +69,35 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _tag_of(checkpoint: Mapping[str, Any]) -> Optional[str]:
+def _tag_from(name: Any, imbalance_factor: Any) -> Optional[str]:
+    """``("cifar100_lt", 100)`` -> ``cifar100_lt_if100``; benchmarks with a fixed split keep their name."""
+    if not isinstance(name, str) or not name:
+        return None
+    numeric = isinstance(imbalance_factor, (int, float)) and not isinstance(imbalance_factor, bool)
+    if name in _CONSTRUCTED_LT and numeric:
+        return f"{name}_if{float(imbalance_factor):g}"
+    return name
+
+
+def _tag_of(checkpoint: Mapping[str, Any], info: Mapping[str, Any]) -> Optional[str]:
+    """The dataset tag a checkpoint (or, failing that, its results) records, explicitly or by name and IF."""
     dataset = checkpoint.get("dataset")
     if isinstance(dataset, Mapping):
         for key in ("tag", "pretrained_tag"):
             if isinstance(dataset.get(key), str) and dataset[key]:
                 return dataset[key]
-    return None
+        tag = _tag_from(dataset.get("name"), dataset.get("imbalance_factor"))
+        if tag:
+            return tag
+    return _tag_from(info.get("dataset"), info.get("imbalance_factor"))
 
 
 def _data_config(checkpoint: Mapping[str, Any], registered: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """Preprocessing to record: the tag's registered cfg, overridden by what training recorded."""
     cfg: Dict[str, Any] = {}
     if registered:
-        cfg.update({k: registered[k] for k in _DATA_CFG_KEYS + ("pool_size", "license") if registered.get(k) is not None})
+        keys = _DATA_CFG_KEYS + ("pool_size", "license")
+        cfg.update({k: registered[k] for k in keys if registered.get(k) is not None})
     for source in (checkpoint.get("data_config"), checkpoint.get("dataset")):
         if isinstance(source, Mapping):
             cfg.update({k: source[k] for k in _DATA_CFG_KEYS if source.get(k) is not None})
@@ -95,7 +111,8 @@ def _write_weights(model: torch.nn.Module, path: Path, metadata: Mapping[str, An
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt", **{k: json.dumps(_json_safe(v)) for k, v in metadata.items()}})
+    encoded = {k: json.dumps(_json_safe(v)) for k, v in metadata.items()}  # checkpoint.load_checkpoint decodes them
+    save_file(state, str(path), metadata={"format": "pt", **encoded})
 
 
 def _apply_umask(folder: Path) -> None:
@@ -110,7 +127,8 @@ def _apply_umask(folder: Path) -> None:
 def _replace_folder(tmp: Path, out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise UserInputError(f"output folder {out} already exists and is not empty: pass --overwrite or another --out")
+            raise UserInputError(
+                f"output folder {out} already exists and is not empty: pass --overwrite or another --out")
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / out.name)
         os.replace(tmp, out)
@@ -147,9 +165,10 @@ def export_checkpoint(
     model, ckpt = build_model_from_checkpoint(checkpoint)
     model.eval()
     model_name = ckpt["model_name"]
-    if run.info.get("model") and str(run.info["model"]).split(".")[0] not in (model_name, f"hf-hub:{HF_ORG}/{model_name}"):
-        raise UserInputError(f"{results} holds results of {run.info['model']!r}, but the checkpoint is a {model_name}")
-    tag = tag or _tag_of(ckpt)
+    evaluated = str(run.info.get("model") or "")
+    if evaluated and ":" not in evaluated and "/" not in evaluated and evaluated.split(".")[0] != model_name:
+        raise UserInputError(f"{results} holds results of {evaluated!r}, but the checkpoint is a {model_name}")
+    tag = tag or _tag_of(ckpt, run.info)
     if not tag:
         raise UserInputError("the checkpoint does not record its dataset tag: pass --tag (e.g. cifar100_lt_if100)")
     if not _TAG_RE.match(tag):
@@ -163,10 +182,12 @@ def export_checkpoint(
                              f"{model.num_classes} classes: the card and config need the training counts")
     names = ckpt.get("class_names") or [str(i) for i in range(model.num_classes)]
     if len(names) != model.num_classes:
-        raise UserInputError(f"the checkpoint's class_names ({len(names)}) do not match the model's {model.num_classes} classes")
+        raise UserInputError(
+            f"the checkpoint's class_names ({len(names)}) do not match the model's {model.num_classes} classes")
     for row in run.modes:
         if row.mode not in model.forward_modes():
-            raise UserInputError(f"{results}: forward mode {row.mode!r} is not one of this model's modes {model.forward_modes()}")
+            raise UserInputError(
+                f"{results}: forward mode {row.mode!r} is not one of this model's modes {model.forward_modes()}")
 
     registered_name = f"{model_name}.{tag}"
     registered = get_pretrained_cfg(registered_name)
@@ -183,9 +204,11 @@ def export_checkpoint(
                                             class_counts=counts, class_names=names))
         sha = sha256_of_file(weights)
         section = dict(
-            repo_name=repo_id.split("/", 1)[1], tag=tag, method=model_name.split("_", 1)[0], dataset=ckpt.get("dataset"),
+            repo_name=repo_id.split("/", 1)[1], tag=tag, method=model_name.split("_", 1)[0],
+            dataset=ckpt.get("dataset"),
             epoch=ckpt.get("epoch"), code_version=ckpt.get("version"), forward_modes=model.forward_modes(),
-            router_trained=bool(getattr(model, "router_trained", False)), shot_rule=run.info.get("shot_rule", "standard"),
+            router_trained=bool(getattr(model, "router_trained", False)),
+            shot_split=run.info.get("shot_split") or run.info.get("shot_rule", "standard"),
             **{CONFIG_SHA256_KEY: sha},
         )
         try:

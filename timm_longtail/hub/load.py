@@ -27,7 +27,8 @@ def load_local_folder(path: Union[str, os.PathLike], **kwargs: Any) -> nn.Module
         raise UserInputError(f"model folder not found: {folder}")
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise UserInputError(f"{folder} has no config.json: export the folder with `python -m timm_longtail.hub export`")
+        raise UserInputError(
+            f"{folder} has no config.json: export the folder with `python -m timm_longtail.hub export`")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:

@@ -66,7 +66,8 @@ class RunResults:
 
 
 def _number(value: Any, key: str, where: str) -> Optional[float]:
-    if value is None:
+    """A finite number, or ``None`` for a missing/NaN value (an empty shot group has no accuracy)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UserInputError(f"{where}: '{key}' must be a finite number, got {value!r}")
@@ -128,7 +129,8 @@ def parse_results(payload: Any, where: str = "results") -> RunResults:
             elif isinstance(rows, list):
                 raw_rows = [(row, None) for row in rows]
             else:
-                raise UserInputError(f"{where}: '{rows_key}' must be a list of results or a mapping from mode to result")
+                raise UserInputError(
+                    f"{where}: '{rows_key}' must be a list of results or a mapping from mode to result")
         elif _looks_like_row(payload):
             raw_rows = [(payload, None)]
         elif payload and all(_looks_like_row(v) for v in payload.values()):
