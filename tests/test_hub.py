@@ -28,7 +28,7 @@ from timm_longtail.checkpoint import save_checkpoint
 from timm_longtail.errors import UserInputError
 from timm_longtail.hub import (
     WeightsIntegrityError, check_pretrained_available, export_checkpoint, load_local_folder, parse_results,
-    push_folder, read_front_matter, verify_sha256,
+    push_folder, read_front_matter, record_card, verify_sha256,
 )
 from timm_longtail.hub.__main__ import main as hub_main
 from timm_longtail.hub.card import CARDS_DIR
@@ -211,6 +211,20 @@ def test_offline_cache_miss_and_tampered_cache_give_clear_errors(ride, tmp_path,
         check_pretrained_available(exported.model_name, cfg, cache_dir=tmp_path / "cache")
 
 
+def test_hf_hub_export_outside_our_org_is_checked_against_its_config(ride, tmp_path):
+    """Someone's own push (not in the table): the download must match the SHA-256 its config.json records."""
+    exported = ride["export"]
+    storage = _fill_hub_cache(tmp_path / "cache", "someone/my-ride", exported.folder)
+    cfg = dict(source="hf-hub", hf_hub_id="someone/my-ride")
+    check_pretrained_available(exported.model_name, cfg, cache_dir=tmp_path / "cache")
+    blob = storage / "blobs" / exported.sha256
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(WeightsIntegrityError, match="SHA-256 mismatch"):
+        check_pretrained_available(exported.model_name, cfg, cache_dir=tmp_path / "cache")
+
+
 # ---- (c) cards, integrity and errors ---------------------------------------------------------
 def test_card_front_matter_matches_results(ride):
     card = (ride["export"].folder / "README.md").read_text()
@@ -234,6 +248,15 @@ def test_card_front_matter_matches_results(ride):
                 for row in ride["results"]["results"] for key in labels if row.get(key) is not None}
     assert found == expected
     assert ride["export"].sha256 in card and ride["results"]["command"] in card
+
+
+def test_record_card_keeps_card_config_and_hash(ride, tmp_path):
+    recorded = record_card(ride["export"], cards_dir=tmp_path)
+    assert recorded == tmp_path / ride["export"].repo_name
+    assert (recorded / "README.md").read_bytes() == (ride["export"].folder / "README.md").read_bytes()
+    weights = json.loads((recorded / "weights.json").read_text())
+    assert weights["sha256"] == hashlib.sha256((ride["export"].folder / "model.safetensors").read_bytes()).hexdigest()
+    assert weights["repo_id"] == ride["export"].repo_id
 
 
 def test_card_shows_paper_figures_next_to_ours(tmp_path):
