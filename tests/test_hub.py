@@ -385,3 +385,9 @@ def test_results_reader_accepts_validate_layouts():
     assert as_list.modes[0].top1_few is None  # an empty shot group has no accuracy
     assert as_wrapped.info["seed"] == 3 and as_list.info["shot_split"]["inclusive"] is True
     assert parse_results(rows[0]).modes == as_list.modes[:1]
+    # train.py's final.json: {mode: metrics} under "modes", run facts beside it
+    final = parse_results({"seed": 42, "dataset": {"name": "cifar10_lt", "imbalance_factor": 100.0},
+                           "modes": {"ensemble": {"top1": 50.0}, "expert:0": {"top1": 40.0}},
+                           "ema": {"modes": {"ensemble": {"top1": 49.0}}}, "wall_time_s": 12.5})
+    assert [(row.mode, row.top1) for row in final.modes] == [("ensemble", 50.0), ("expert:0", 40.0)]
+    assert final.info["wall_time_s"] == 12.5 and final.info["dataset"]["name"] == "cifar10_lt"
