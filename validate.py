@@ -88,8 +88,11 @@ def _create_model(args: argparse.Namespace, num_classes: Optional[int]):
         kwargs["num_experts"] = args.num_experts
     try:
         model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs)
-    except (RuntimeError, TypeError) as error:
-        raise UserInputError(f"cannot create model {args.model!r}: {str(error).splitlines()[0]}") from None
+    except UserInputError:
+        raise
+    except Exception as error:  # unknown name, bad kwargs, Hub download failure: all a user's to fix
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserInputError(f"cannot create model {args.model!r}: {reason}") from None
     checkpoint: Dict[str, Any] = {}
     if checkpoint_path is not None:
         checkpoint = load_weights_file(model, checkpoint_path)

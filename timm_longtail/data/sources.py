@@ -56,16 +56,21 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def _decode_rgb(data: Optional[bytes], path: Optional[str], where: str) -> np.ndarray:
-    """Decode one stored image to an RGB uint8 array; a bad file becomes a UserInputError."""
+def _open_rgb(data: Optional[bytes], path: Optional[str], where: str) -> Image.Image:
+    """Open and fully decode one image as RGB; a bad file becomes a UserInputError naming it."""
     try:
         source = io.BytesIO(data) if data is not None else path
         if source is None:
             raise ValueError("the row holds neither image bytes nor a path")
         with Image.open(source) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+            return image.convert("RGB")  # convert() decodes everything: truncation shows up here
     except _IMAGE_READ_ERRORS as exc:
         raise UserInputError(f"unreadable or truncated image {where}: {exc}; replace or remove that file") from None
+
+
+def _decode_rgb(data: Optional[bytes], path: Optional[str], where: str) -> np.ndarray:
+    """One stored image as an RGB uint8 array."""
+    return np.asarray(_open_rgb(data, path, where), dtype=np.uint8)
 
 
 class LongTailDataset(Dataset, abc.ABC):
@@ -140,7 +145,7 @@ class FileListDataset(LongTailDataset):
         path = self.root / self.paths[index]
         if not path.is_file():
             raise UserInputError(f"image file not found: {path}; check the image root (--data-dir)")
-        return Image.fromarray(_decode_rgb(None, str(path), f"{path}"))
+        return _open_rgb(None, str(path), str(path))
 
 
 # --------------------------------------------------------------------------------------------
