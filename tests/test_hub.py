@@ -371,6 +371,7 @@ def test_dataset_tag_follows_checkpoint_dataset():
     assert _tag_of({"dataset": {"name": "imagenet_lt", "imbalance_factor": None}}, {}) == "imagenet_lt"
     assert _tag_of({"dataset": {"tag": "cifar10_lt_if50", "name": "cifar10_lt"}}, {}) == "cifar10_lt_if50"
     assert _tag_of({}, {"dataset": "tiny_imagenet_lt", "imbalance_factor": 10}) == "tiny_imagenet_lt_if10"
+    assert _tag_of({}, {"dataset": {"name": "cifar100_lt", "imbalance_factor": 50.0}}) == "cifar100_lt_if50"
     assert _tag_of({}, {}) is None
 
 

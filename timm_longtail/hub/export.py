@@ -81,15 +81,17 @@ def _tag_from(name: Any, imbalance_factor: Any) -> Optional[str]:
 
 def _tag_of(checkpoint: Mapping[str, Any], info: Mapping[str, Any]) -> Optional[str]:
     """The dataset tag a checkpoint (or, failing that, its results) records, explicitly or by name and IF."""
-    dataset = checkpoint.get("dataset")
-    if isinstance(dataset, Mapping):
-        for key in ("tag", "pretrained_tag"):
-            if isinstance(dataset.get(key), str) and dataset[key]:
-                return dataset[key]
-        tag = _tag_from(dataset.get("name"), dataset.get("imbalance_factor"))
+    sources = ((checkpoint.get("dataset"), None), (info.get("dataset"), info.get("imbalance_factor")))
+    for dataset, imbalance_factor in sources:
+        if isinstance(dataset, Mapping):
+            for key in ("tag", "pretrained_tag"):
+                if isinstance(dataset.get(key), str) and dataset[key]:
+                    return dataset[key]
+            dataset, imbalance_factor = dataset.get("name"), dataset.get("imbalance_factor")
+        tag = _tag_from(dataset, imbalance_factor)
         if tag:
             return tag
-    return _tag_from(info.get("dataset"), info.get("imbalance_factor"))
+    return None
 
 
 def _data_config(checkpoint: Mapping[str, Any], registered: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
