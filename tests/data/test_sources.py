@@ -292,3 +292,8 @@ def test_truncated_image_in_parquet_is_reported(tmp_path):
     assert len(build_dataset("cifar10_lt", tmp_path, "train", imbalance_factor=1)) == 20
     with pytest.raises(UserInputError, match=r"row 3 \(3.jpg\)"):
         build_dataset("cifar10_lt", tmp_path, "test")
+
+
+def test_hub_source_offline_asks_for_a_local_copy():
+    with pytest.raises(UserInputError, match="uoft-cs/cifar100.*--data-dir"):
+        build_dataset("cifar100_lt", split="test")  # the test suite runs with HF_HUB_OFFLINE=1
