@@ -66,7 +66,7 @@ def _create_nclpp(variant: str, pretrained: bool = False, **kwargs: Any) -> NCLP
     if pretrained:
         cfg = resolve_pretrained_cfg(
             variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
-        check_pretrained_available(variant, cfg.to_dict())
+        check_pretrained_available(variant, cfg.to_dict(), cache_dir=kwargs.get("cache_dir"))
     return build_model_with_cfg(
         NCLPPResNet, variant, pretrained,
         feature_cfg=dict(feature_cls="getter", out_indices=_default_out_indices(kwargs)),
