@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--split-dir", default=None, help="folder of the split lists (ImageNet-LT, Places-LT, iNat)")
     group.add_argument("--imbalance-factor", type=float, default=None,
                        help="training imbalance factor, for the dataset's class counts (default: the dataset's)")
-    group.add_argument("--seed", type=int, default=0, help="seed of the CIFAR-LT construction (class counts)")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seed of the CIFAR-LT construction (class counts) and of a model built without weights")
     group.add_argument("--img-size", type=int, default=None, help="input size (default: the model's pretrained cfg)")
     group.add_argument("--num-samples", type=int, default=None, help="evaluate at most this many images (quick runs)")
     group = parser.add_argument_group("shot splits")
@@ -149,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset and not checkpoint_is_pth:
         dataset = build_dataset(args.dataset, args.data_dir, args.split, imbalance_factor=args.imbalance_factor,
                                 seed=args.seed, split_dir=args.split_dir)
+    torch.manual_seed(args.seed)  # a model evaluated without weights (smoke runs) gets the same init every time
     model, checkpoint = _create_model(args, dataset.num_classes if dataset is not None else None)
     if dataset is None:
         name, data_dir, imbalance = _dataset_args(args, checkpoint)
