@@ -331,6 +331,7 @@ def plot_per_class_accuracy(rows: Sequence[Mapping[str, Any]], class_counts: Seq
     count_axis.fill_between(positions, [max(int(class_counts[c]), 1) for c in order], step="mid", color="0.88",
                             zorder=0)
     count_axis.set_yscale("log")
+    count_axis.set_ylim(bottom=max(min(int(c) for c in class_counts), 1) / 2)  # keep the tail's bar visible
     count_axis.set_ylabel("training images per class (log)")
     accuracy_axis.set_zorder(count_axis.get_zorder() + 1)
     accuracy_axis.patch.set_visible(False)
