@@ -13,21 +13,19 @@ HF_ORG = "timm-longtail"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the CIFAR-10 statistics RIDE/LDAM use for CIFAR-100 too
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
+_CIFAR = dict(input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD,
+              interpolation="bilinear")
+_IMAGENET = dict(input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, mean=IMAGENET_DEFAULT_MEAN,
+                 std=IMAGENET_DEFAULT_STD, interpolation="bilinear")
+
 DATASET_TAGS: Dict[str, Dict[str, Any]] = {
-    "cifar100_lt_if100": dict(num_classes=100, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0,
-                              mean=CIFAR_MEAN, std=CIFAR_STD, interpolation="bilinear"),
-    "cifar100_lt_if50": dict(num_classes=100, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0,
-                             mean=CIFAR_MEAN, std=CIFAR_STD, interpolation="bilinear"),
-    "cifar10_lt_if100": dict(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0,
-                             mean=CIFAR_MEAN, std=CIFAR_STD, interpolation="bilinear"),
-    "cifar10_lt_if50": dict(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0,
-                            mean=CIFAR_MEAN, std=CIFAR_STD, interpolation="bilinear"),
-    "imagenet_lt": dict(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-                        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, interpolation="bilinear"),
-    "inat2018": dict(num_classes=8142, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-                     mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, interpolation="bilinear"),
-    "places_lt": dict(num_classes=365, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
-                      mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, interpolation="bilinear"),
+    "cifar100_lt_if100": dict(num_classes=100, **_CIFAR),
+    "cifar100_lt_if50": dict(num_classes=100, **_CIFAR),
+    "cifar10_lt_if100": dict(num_classes=10, **_CIFAR),
+    "cifar10_lt_if50": dict(num_classes=10, **_CIFAR),
+    "imagenet_lt": dict(num_classes=1000, **_IMAGENET),
+    "inat2018": dict(num_classes=8142, **_IMAGENET),
+    "places_lt": dict(num_classes=365, **_IMAGENET),
 }
 
 

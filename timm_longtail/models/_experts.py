@@ -454,11 +454,6 @@ class MultiExpertNet(nn.Module):
         return len(loaded)
 
 
-def default_out_indices(model_kwargs: Dict) -> Tuple[int, ...]:
-    """All feature levels: 4 for CIFAR ResNets (stem + 3 stages), 5 for ImageNet ResNets."""
-    return tuple(range(len(model_kwargs.get("layers", ())) + 1))
-
-
 def init_weights(model: nn.Module) -> None:
     """Kaiming-normal convs and linears, unit BN, zero-init of each residual branch's last BN."""
     for module in model.modules():

@@ -14,14 +14,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Dict, Sequence
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._builder import resolve_pretrained_cfg
+from timm.models import generate_default_cfgs, register_model
 
 from ..errors import UserInputError
 from ._backbones import build_resnet_stages, split_trunk_and_experts
 from ._cfgs import lt_cfg
-from ._experts import MultiExpertNet, default_out_indices as _default_out_indices, init_weights
-from ._weights import check_pretrained_available
+from ._builder import create_lt_model
+from ._experts import MultiExpertNet, init_weights
 
 __all__ = ["RIDEResNet"]
 
@@ -77,15 +76,7 @@ class RIDEResNet(MultiExpertNet):
 
 
 def _create_ride(variant: str, pretrained: bool = False, **kwargs: Any) -> RIDEResNet:
-    if pretrained:
-        cfg = resolve_pretrained_cfg(
-            variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
-        check_pretrained_available(variant, cfg.to_dict(), cache_dir=kwargs.get("cache_dir"))
-    return build_model_with_cfg(
-        RIDEResNet, variant, pretrained,
-        feature_cfg=dict(feature_cls="getter", out_indices=_default_out_indices(kwargs)),
-        **kwargs,
-    )
+    return create_lt_model(RIDEResNet, variant, pretrained, **kwargs)
 
 
 def _cfg(model_name: str, tag: str, num_experts: int) -> Dict[str, Any]:
