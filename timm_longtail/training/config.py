@@ -53,10 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checkpoint to report: the last epoch, or the best held-out validation "
                             "balanced top-1 (needs --val-split-fraction > 0)")
     group.add_argument("--train-transform", default=None,
-                       help="transform recipe of timm_longtail.data.transforms (ride_cifar, "
+                       help="augmentation recipe of timm_longtail.data.transforms (ride_cifar, inat, "
                             "nclpp_cifar, imagenet, nclpp_imagenet); default follows method and dataset")
-    group.add_argument("--eval-transform", default=None,
-                       help="evaluation transform recipe (default: the train recipe's eval side)")
     group.add_argument("--img-size", type=int, default=None,
                        help="train/eval resolution (default: the images' own size for the CIFAR-style "
                             "recipes, 224 for the ImageNet-style ones)")
@@ -71,8 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--model", default=None, help="timm model name, e.g. ride_resnet32_3e")
     group.add_argument("--num-experts", type=int, default=None,
                        help="experts of the model (default: the model name's)")
+    group.add_argument("--model-kwargs", type=yaml.safe_load, default=None, metavar="YAML",
+                       help="extra keyword arguments of timm.create_model, as a YAML mapping, e.g. "
+                            "'{reduce_dimension: false}'")
     group.add_argument("--pretrained", action="store_true", default=False,
-                       help="start from the model's pretrained weights (timm pretrained_cfg)")
+                       help="start from the model's published weights (timm pretrained_cfg)")
+    group.add_argument("--pretrained-backbone", default=None, metavar="NAME|FILE",
+                       help="seed the trunk and every expert from a plain ResNet: a timm model name "
+                            "(e.g. resnet152.tv_in1k) or a local .safetensors/.pth state dict")
     group.add_argument("--initial-checkpoint", default=None,
                        help="timm_longtail checkpoint to start from (required by --stage router)")
     group.add_argument("--resume", default=None,

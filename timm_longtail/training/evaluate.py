@@ -1,43 +1,51 @@
-"""Evaluation during and after training."""
+"""Evaluation during and after training, through ``timm_longtail.evaluation`` (as validate.py).
+
+Going through the same functions as ``validate.py`` keeps the keys of ``final.json`` and of a
+later ``validate.py`` run identical, and the accuracies computed by the same ``lt_accuracy`` metric.
+"""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from ..data.longtail import ShotSplit
+from .loop import Precision
 
-@torch.no_grad()
-def _predict(model: nn.Module, loader, mode: str, device: torch.device, channels_last: bool, precision) -> tuple:
-    was_training = model.training
-    model.eval()
-    preds, targets = [], []
-    try:
-        for images, target in loader:
-            images = images.to(device)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with precision.autocast():
-                logits = model(images, mode=mode)
-            preds.append(logits.float().argmax(1).cpu())
-            targets.append(target)
-    finally:
-        model.train(was_training)
-    return torch.cat(preds), torch.cat(targets)
+__all__ = ["balanced_top1", "evaluate_final"]
 
 
-def balanced_top1(model: nn.Module, loader, mode: str, device: torch.device, channels_last: bool, precision) -> float:
-    preds, targets = _predict(model, loader, mode, device, channels_last, precision)
-    accs = [(preds[targets == c] == c).float().mean().item() for c in targets.unique()]
-    return 100.0 * sum(accs) / len(accs)
+def balanced_top1(model: nn.Module, loader: Iterable, mode: str, class_counts: Sequence[int],
+                  device: torch.device, channels_last: bool, precision: Precision) -> float:
+    """Mean of the per-class top-1 over the classes present (the held-out split is long-tailed).
+
+    This is the model-selection score: on a balanced test set it is the plain top-1, so a
+    checkpoint chosen by it is chosen for the figure that gets reported.
+    """
+    from ..evaluation import evaluate_mode
+
+    row = evaluate_mode(model, loader, mode, class_counts=class_counts, device=device,
+                        amp=precision.dtype is not None, amp_dtype=precision.dtype, channels_last=channels_last)
+    present = [acc for acc in row["per_class_accuracy"] if acc is not None]
+    return float(sum(present) / len(present))
 
 
-def evaluate_final(model, loader, class_counts: Sequence[int], modes, device, img_size, channels_last,
-                   precision) -> dict[str, Any]:
-    modes = modes or model.forward_modes()
-    out = {}
-    for mode in modes:
-        if mode == "routed" and not model.router_trained:
-            continue
-        out[mode] = {"top1": balanced_top1(model, loader, mode, device, channels_last, precision)}
-    return {"modes": out}
+def evaluate_final(model: nn.Module, loader: Iterable, class_counts: Sequence[int], modes: Sequence[str] | None,
+                   device: torch.device, img_size: int | None, channels_last: bool, precision: Precision,
+                   context: dict[str, Any]) -> dict[str, Any]:
+    """Every requested forward mode (default: all the model has) on the test loader.
+
+    Returns ``{"modes": {mode: row}, "shot_split": ...}`` with validate.py's row keys (top1, top5,
+    top1_many/medium/few, macs_per_image, flops_per_image, images_per_sec, experts_used_hist...).
+    """
+    from ..data.transforms import eval_input_size
+    from ..evaluation import evaluate_model
+
+    shot_split = ShotSplit()
+    rows = evaluate_model(
+        model, loader, list(modes) if modes else "all", class_counts=class_counts,
+        class_counts_source="training set", input_size=eval_input_size(model, img_size), shot_split=shot_split,
+        device=device, amp=precision.dtype is not None, amp_dtype=precision.dtype, channels_last=channels_last,
+        context=context)
+    return {"modes": {row["forward_mode"]: row for row in rows}, "shot_split": shot_split.to_dict()}

@@ -91,6 +91,11 @@ def check_args(args: argparse.Namespace) -> MethodSpec:
         raise UserInputError(f"--drw-epoch has no effect with --method {args.method}; remove it")
     if args.loss_kwargs is not None and not isinstance(args.loss_kwargs, dict):
         raise UserInputError("--loss-kwargs must be a YAML mapping, e.g. '{diversity_factor: -0.45}'")
+    if args.model_kwargs is not None and not isinstance(args.model_kwargs, dict):
+        raise UserInputError("--model-kwargs must be a YAML mapping, e.g. '{reduce_dimension: false}'")
+    if args.pretrained_backbone and (args.pretrained or args.stage == "router"):
+        raise UserInputError("--pretrained-backbone seeds a new model: drop --pretrained / use it in the "
+                             "experts stage only")
     return spec
 
 

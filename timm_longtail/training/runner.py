@@ -165,15 +165,19 @@ def _set_transform(dataset: Any, transform: Any) -> None:
     target.transform = transform
 
 
-def _create_model(args: argparse.Namespace, name: str, found: Checkpoints, num_classes: int) -> nn.Module:
+def _create_model(args: argparse.Namespace, name: str, found: Checkpoints,
+                  num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The model and the keyword arguments that re-create it (recorded in every checkpoint)."""
     import timm
 
     source = found.resume if found.resume is not None else found.initial
     if source is not None:
         model, _ = build_model_from_checkpoint(source)
+        kwargs = dict(source.get("model_kwargs") or {})
         where = "--resume" if found.resume is not None else "--initial-checkpoint"
     else:
-        kwargs: dict[str, Any] = dict(num_classes=num_classes)
+        kwargs = dict(args.model_kwargs or {})
+        kwargs["num_classes"] = num_classes
         if args.num_experts is not None:
             kwargs["num_experts"] = args.num_experts
         try:
@@ -183,9 +187,45 @@ def _create_model(args: argparse.Namespace, name: str, found: Checkpoints, num_c
         except TypeError as error:
             raise UserInputError(f"--model {name} does not take these options: {error}") from None
         where = "--model"
+        if args.pretrained_backbone:
+            _load_backbone(model, args.pretrained_backbone)
     if model.num_classes != num_classes:
         raise UserInputError(f"{where}: the model has {model.num_classes} classes, the dataset {num_classes}")
-    return model
+    return model, kwargs
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A bare state dict (torchvision/timm .pth or .safetensors) or one of our checkpoints."""
+    if path.suffix == ".safetensors":
+        return load_checkpoint(path)["state_dict"]
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a bad file
+        raise UserInputError(f"{path} is not a readable weights file: {str(error).splitlines()[0]}") from None
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise UserInputError(f"{path} holds no state dict of tensors")
+    return payload
+
+
+def _load_backbone(model: nn.Module, source: str) -> None:
+    """ImageNet-pretrained ResNet weights into the trunk and every expert (e.g. NCL++ Places-LT)."""
+    import timm
+
+    path = Path(source)
+    if path.is_file():
+        state_dict = _read_state_dict(path)
+    else:
+        try:
+            state_dict = timm.create_model(source, pretrained=True).state_dict()
+        except Exception as error:  # unknown name, no network, missing weights: all the same to the user
+            raise UserInputError(f"--pretrained-backbone {source}: neither a file nor a timm model with "
+                                 f"weights ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+    loaded = model.load_backbone_state_dict(state_dict)
+    if loaded == 0:
+        raise UserInputError(f"--pretrained-backbone {source}: no tensor matches this model's trunk or experts")
+    _logger.info("loaded %d backbone tensors from %s", loaded, source)
 
 
 def _build_teacher(found: Checkpoints, num_classes: int, device: torch.device) -> nn.Module | None:
@@ -252,6 +292,17 @@ def _eval_loader(args: argparse.Namespace, dataset: Any, ctx: DistContext):
                          pin_memory=args.pin_mem and ctx.device.type == "cuda", persistent_workers=False)
 
 
+def _common_steps(local_steps: int, ctx: DistContext) -> int:
+    """Steps every rank can take: samplers may give ranks one batch more or less (they would hang)."""
+    if not ctx.distributed:
+        return local_steps
+    import torch.distributed as dist
+
+    steps = torch.tensor([local_steps], device=ctx.device)
+    dist.all_reduce(steps, op=dist.ReduceOp.MIN)
+    return int(steps.item())
+
+
 def _output_dir(args: argparse.Namespace, name: str) -> Path:
     if args.experiment:
         return Path(args.output) / args.experiment
@@ -281,7 +332,7 @@ class _Run:
         self.model_name = _model_name(args, self.found)
         self.data = _build_data(args, self.spec)
         num_classes = len(self.data.full_class_counts)
-        model = _create_model(args, self.model_name, self.found, num_classes)
+        model, self.model_kwargs = _create_model(args, self.model_name, self.found, num_classes)
         check_model(model, self.model_name, self.spec, args.stage)
         if args.stage == "router" and self.found.resume is None:
             stage1 = (self.found.initial.get("recipe") or {}).get("stage")
@@ -312,7 +363,7 @@ class _Run:
         self.drw_epoch = resolve_drw_epoch(args, self.spec)
 
         self.train_loader = _train_loader(args, self.data, ctx)
-        self.steps_per_epoch = len(self.train_loader)
+        self.steps_per_epoch = _common_steps(len(self.train_loader), ctx)
         if args.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, args.max_steps_per_epoch)
         try:
@@ -387,7 +438,8 @@ class _Run:
         if self.model_ema is not None:
             extra["state_dict_ema"] = {k: v.detach().cpu() for k, v in self.model_ema.module.state_dict().items()}
         save_checkpoint(path, unwrap_model(self.model), model_name=self.model_name,
-                        class_counts=self.data.full_class_counts, class_names=self.data.class_names, extra=extra)
+                        class_counts=self.data.full_class_counts, class_names=self.data.class_names,
+                        model_kwargs=self.model_kwargs, extra=extra)
 
     def _reweighting(self, epoch: int) -> bool:
         return self.drw_epoch is not None and epoch >= self.drw_epoch
@@ -425,7 +477,7 @@ class _Run:
                     optimizer=self.optimizer, precision=self.precision, ctx=ctx, stop=stop,
                     scheduler=self.scheduler, sched_on_updates=args.sched_on_updates,
                     num_updates=self.num_updates, clip_grad=args.clip_grad, channels_last=args.channels_last,
-                    max_steps=args.max_steps_per_epoch, log_interval=args.log_interval,
+                    max_steps=self.steps_per_epoch, log_interval=args.log_interval,
                     model_ema=self.model_ema, steps_per_epoch=self.steps_per_epoch)
                 if result.interrupted:
                     return self._interrupted(stop, epoch)
@@ -470,8 +522,8 @@ class _Run:
         model = self.model
         mode = "routed" if self.args.stage == "router" else "ensemble"
         loader = _eval_loader(self.args, self.data.val, self.ctx)
-        return {"top1_balanced": balanced_top1(model, loader, mode, self.ctx.device, self.args.channels_last,
-                                               self.precision)}
+        return {"top1_balanced": balanced_top1(model, loader, mode, self.data.full_class_counts, self.ctx.device,
+                                               self.args.channels_last, self.precision)}
 
     def _interrupted(self, stop: StopFlag, completed_epochs: int) -> int:
         last = self.output_dir / "last.pth"
@@ -496,12 +548,13 @@ class _Run:
         result: dict[str, Any] = dict(
             command=self.command, seed=args.seed, model=self.model_name, method=args.method, stage=args.stage,
             dataset=self.data.info, selected_checkpoint=selected, checkpoint=str(path),
-            selected_epoch=(self.history.best_epoch if selected == "best" else args.epochs - 1),
+            selected_epoch=(self.history.best_epoch if selected == "best" else len(self.history.epoch_times) - 1),
             selection_rule=("best held-out validation balanced top-1 (split from the training set)"
                             if selected == "best" else "last epoch"),
             epochs=args.epochs, drw_epoch=self.drw_epoch,
             epoch_time_s=_mean(self.history.epoch_times),
             train_images_per_sec=_mean(self.history.images_per_sec),
+            train_time_s=float(sum(self.history.epoch_times)),
         )
         if self.history.best_metric is not None:
             result["val_top1_balanced_best"] = self.history.best_metric
@@ -511,12 +564,15 @@ class _Run:
                 model, _ = build_model_from_checkpoint(path)
                 model.to(self.ctx.device)
             loader = _eval_loader(args, self.data.test, ctx)
+            context = dict(model=self.model_name, checkpoint=str(path), dataset=self.data.info["name"],
+                           split=args.test_split, imbalance_factor=self.data.info.get("imbalance_factor"))
             result.update(evaluate_final(model, loader, self.data.full_class_counts, args.eval_modes,
-                                         self.ctx.device, self.data.img_size, args.channels_last, self.precision))
+                                         self.ctx.device, self.data.img_size, args.channels_last, self.precision,
+                                         context))
             if self.model_ema is not None:
-                ema = evaluate_final(self.model_ema.module, loader, self.data.full_class_counts, args.eval_modes,
-                                     self.ctx.device, self.data.img_size, args.channels_last, self.precision)
-                result["ema"] = ema
+                result["ema"] = evaluate_final(self.model_ema.module, loader, self.data.full_class_counts,
+                                               args.eval_modes, self.ctx.device, self.data.img_size,
+                                               args.channels_last, self.precision, dict(context, ema=True))
         result["wall_time_s"] = time.time() - self.started
         _atomic_json(self.output_dir / "final.json", result)
         _logger.info("final: %s", _headline(result))
@@ -528,10 +584,15 @@ def _headline(result: dict[str, Any]) -> str:
     modes = result.get("modes") or {}
     parts = []
     for mode, metrics in modes.items():
-        parts.append(f"{mode} top1 {metrics.get('top1', float('nan')):.2f} "
-                     f"(many {metrics.get('top1_many', float('nan')):.1f} / medium "
-                     f"{metrics.get('top1_medium', float('nan')):.1f} / few {metrics.get('top1_few', float('nan')):.1f})")
+        shown = {key: _pct(metrics.get(key)) for key in ("top1", "top1_many", "top1_medium", "top1_few")}
+        hist = metrics.get("experts_used_hist")
+        parts.append(f"{mode} top1 {shown['top1']} (many {shown['top1_many']} / medium {shown['top1_medium']} / "
+                     f"few {shown['top1_few']})" + (f" experts used {hist}" if hist else ""))
     return "; ".join(parts) or "no evaluation"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
 
 
 def _mean(values: list[float]) -> float | None:
@@ -541,13 +602,24 @@ def _mean(values: list[float]) -> float | None:
 def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
     from ..checkpoint import atomic_write
 
-    text = json.dumps(payload, indent=2, default=_json_default)
+    text = json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False)
 
     def write(tmp: str) -> None:
         with open(tmp, "w") as handle:
             handle.write(text + "\n")
 
     atomic_write(path, write)
+
+
+def _finite(value: Any) -> Any:
+    """NaN (e.g. the accuracy of an empty shot group) becomes null: strict JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -559,8 +631,6 @@ def _json_default(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, float) and math.isnan(value):
-        return None
     return str(value)
 
 

@@ -1,0 +1,247 @@
+"""train.py end to end on the shipped demo set: every method and stage, resume, errors, SIGINT.
+
+Runs are tiny (batch 8, 2 steps per epoch, 40 test images) and in-process through
+``train.main(argv)`` to skip the import cost; one run goes through a real subprocess and a signal.
+"""
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from timm_longtail.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
+from timm_longtail.data import build_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "train.py"
+QUICK = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-size", "8", "--eval-batch-size", "20",
+         "--max-steps-per-epoch", "2", "--max-eval-samples", "40", "--log-interval", "1", "--seed", "1",
+         "--warmup-epochs", "0"]
+
+
+@pytest.fixture(scope="module")
+def train_module():
+    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def train(train_module, runs: Path, name: str, *argv: str) -> Path:
+    code = train_module.main([*QUICK, "--output", str(runs), "--experiment", name, *argv])
+    assert code == 0
+    return runs / name
+
+
+def summary_rows(run: Path) -> list:
+    with open(run / "summary.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def check_final(run: Path, modes: list) -> dict:
+    final = json.loads((run / "final.json").read_text())
+    assert list(final["modes"]) == modes
+    for mode, row in final["modes"].items():
+        for key in ("top1", "top5", "top1_many", "top1_medium", "top1_few", "macs_per_image", "flops_per_image",
+                    "images_per_sec"):
+            assert row[key] is not None, (mode, key)
+        assert row["forward_mode"] == mode and row["num_samples"] == 40
+        assert row["flops_per_image"] == 2 * row["macs_per_image"]
+    for key in ("command", "seed", "wall_time_s", "train_images_per_sec", "epoch_time_s"):
+        assert final[key] is not None
+    assert final["seed"] == 1 and final["command"].startswith("train.py ")
+    assert final["selected_checkpoint"] == "last"
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    return final
+
+
+@pytest.fixture(scope="module")
+def ride_stage1(train_module, runs):
+    return train(train_module, runs, "ride", "--model", "ride_resnet32_3e", "--method", "ride", "--epochs", "2",
+                 "--drw-epoch", "1")
+
+
+@pytest.mark.parametrize("method, model, extra", [
+    ("ce", "nclpp_resnet32", ["--num-experts", "1"]),
+    ("bsce", "nclpp_resnet32", ["--num-experts", "1"]),
+    ("ldam_drw", "ride_resnet32_2e", ["--num-experts", "1", "--model-kwargs", "{reduce_dimension: false}",
+                                      "--drw-epoch", "0"]),
+])
+def test_baselines(train_module, runs, method, model, extra):
+    run = train(train_module, runs, method, "--model", model, "--method", method, "--epochs", "1", *extra)
+    check_final(run, ["ensemble", "expert:0"])
+    rows = summary_rows(run)
+    assert len(rows) == 1 and float(rows[0]["train_loss"]) > 0
+    assert rows[0]["train_reweighting"] == ("1" if method == "ldam_drw" else "0")
+    model_back, ckpt = build_model_from_checkpoint(run / "last.pth")
+    assert ckpt["model_name"] == model and ckpt["recipe"]["method"] == method and ckpt["epoch"] == 1
+    assert ckpt["class_counts"] == build_dataset("demo").class_counts
+    if method == "ldam_drw":  # the unreduced plain ResNet-32 comes back from the checkpoint
+        assert model_back.heads[0].fc.in_features == 64
+
+
+def test_ride_stage1_switches_drw_and_records_the_run(ride_stage1):
+    rows = summary_rows(ride_stage1)
+    assert [r["train_reweighting"] for r in rows] == ["0", "1"]
+    assert "train_diversity" in rows[0] and float(rows[1]["train_images_per_sec"]) > 0
+    final = check_final(ride_stage1, ["ensemble", "expert:0", "expert:1", "expert:2"])  # router untrained
+    assert final["drw_epoch"] == 1
+    ckpt = load_checkpoint(ride_stage1 / "last.pth")
+    assert ckpt["reweighting"] is True and ckpt["recipe"]["drw_epoch"] == 1 and "optimizer" in ckpt
+    assert (ride_stage1 / "args.yaml").is_file() and (ride_stage1 / "log.txt").read_text()
+
+
+def test_router_stage_trains_only_the_router(train_module, runs, ride_stage1):
+    run = train(train_module, runs, "router", "--method", "ride", "--stage", "router", "--initial-checkpoint",
+                str(ride_stage1 / "last.pth"), "--epochs", "1", "--lr", "0.01", "--sched", "cosine")
+    final = check_final(run, ["ensemble", "expert:0", "expert:1", "expert:2", "routed"])
+    hist = final["modes"]["routed"]["experts_used_hist"]
+    assert len(hist) == 3 and sum(hist) == 40
+    before = load_checkpoint(ride_stage1 / "last.pth")["state_dict"]
+    model, ckpt = build_model_from_checkpoint(run / "last.pth")
+    assert model.router_trained and ckpt["model_name"] == "ride_resnet32_3e"
+    changed = {k.split(".")[0] for k, v in ckpt["state_dict"].items()
+               if v.dtype.is_floating_point and not torch.equal(v, before[k])}
+    assert changed == {"router"}  # experts' weights and BN statistics frozen
+
+
+def test_ride_with_teacher_adds_distillation(train_module, runs, ride_stage1):
+    run = train(train_module, runs, "distill", "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "1",
+                "--teacher", str(ride_stage1 / "last.pth"), "--eval-modes", "ensemble")
+    rows = summary_rows(run)
+    assert float(rows[0]["train_distill"]) != 0
+    check_final(run, ["ensemble"])
+
+
+def test_nclpp_with_two_copies(train_module, runs):
+    run = train(train_module, runs, "nclpp", "--model", "nclpp_resnet32", "--method", "nclpp", "--num-experts",
+                "2", "--num-copies", "2", "--epochs", "1", "--eval-modes", "ensemble", "expert:1")
+    rows = summary_rows(run)
+    assert float(rows[0]["train_views_per_sec"]) > float(rows[0]["train_images_per_sec"])
+    check_final(run, ["ensemble", "expert:1"])
+    assert load_checkpoint(run / "last.pth")["dataset"]["num_copies"] == 2
+
+
+def test_held_out_validation_selects_without_the_test_set(train_module, runs):
+    run = train(train_module, runs, "selected", "--model", "nclpp_resnet32", "--method", "bsce", "--num-experts",
+                "1", "--epochs", "2", "--val-split-fraction", "0.2", "--select-by", "val", "--eval-modes", "ensemble")
+    final = json.loads((run / "final.json").read_text())
+    assert final["selected_checkpoint"] == "best" and final["selected_epoch"] in (0, 1)
+    # round(0.2 n_c) of the demo counts 500, 299, 179, 107, 64, 38, 23, 13, 8, 5
+    assert final["dataset"]["val_images"] == 100 + 60 + 36 + 21 + 13 + 8 + 5 + 3 + 2 + 1
+    assert [r["eval_top1_balanced"] != "" for r in summary_rows(run)] == [True, True]
+    best = load_checkpoint(run / "best.pth")
+    assert best["epoch"] == final["selected_epoch"] + 1
+    assert sum(best["train_class_counts"]) == 1236 - 249
+
+
+def test_resume_continues_exactly(train_module, runs):
+    common = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--no-final-eval",
+              "--decay-milestones", "2"]
+    straight = train(train_module, runs, "straight", *common, "--epochs", "2")
+    half = train(train_module, runs, "half", *common, "--epochs", "1")
+    assert load_checkpoint(half / "last.pth")["epoch"] == 1
+    assert train_module.main([*QUICK, *common, "--epochs", "2", "--resume", str(half / "last.pth")]) == 0
+    a, b = load_checkpoint(straight / "last.pth"), load_checkpoint(half / "last.pth")
+    assert b["epoch"] == 2 and b["num_updates"] == a["num_updates"] == 4
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert b["optimizer"]["param_groups"][0]["lr"] == a["optimizer"]["param_groups"][0]["lr"]
+    assert len(summary_rows(half)) == 2  # the resumed run appends to its own folder's summary
+
+
+def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_path, capsys):
+    nclpp_ckpt = tmp_path / "nclpp.pth"
+    one_expert = tmp_path / "ride1e.pth"
+    five_classes = tmp_path / "five.pth"
+    counts = build_dataset("demo").class_counts
+    save_checkpoint(nclpp_ckpt, timm.create_model("nclpp_resnet32", num_classes=10), model_name="nclpp_resnet32",
+                    class_counts=counts, extra=dict(recipe=dict(method="nclpp", stage="experts"), optimizer={}))
+    save_checkpoint(one_expert, timm.create_model("ride_resnet32_2e", num_classes=10, num_experts=1),
+                    model_name="ride_resnet32_2e", class_counts=counts)
+    save_checkpoint(five_classes, timm.create_model("ride_resnet32_6e", num_classes=5),
+                    model_name="ride_resnet32_6e", class_counts=[5, 4, 3, 2, 1])
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model: ride_resnet32_3e\nlearning_rate: 0.1\n")
+    ride = ["--model", "ride_resnet32_3e", "--method", "ride"]
+    cases = [
+        (["--method", "mixup", "--model", "ride_resnet32_3e"], "unknown --method"),
+        (["--method", "ride", "--model", "nclpp_resnet32"], "does not fit --method ride"),
+        (["--method", "ride", "--stage", "router", "--initial-checkpoint", str(one_expert)], "has no router"),
+        (["--method", "ride", "--stage", "router", "--initial-checkpoint", str(nclpp_ckpt)], "does not fit"),
+        ([*ride, "--teacher", str(five_classes)], "--teacher has 5 classes"),
+        ([*ride, "--resume", str(nclpp_ckpt)], "checkpoint of 'nclpp_resnet32'"),
+        ([*ride, "--resume", str(corrupt)], "not a readable checkpoint"),
+        ([*ride, "--initial-checkpoint", str(tmp_path / "missing.pth")], "not found"),
+        (["--model", "ride_resnet32_9e", "--method", "ride"], "cannot create --model"),
+        (["--config", str(bad_yaml)], "unknown key 'learning_rate'"),
+        ([*ride, "--dataset", "cifar10_lt", "--data-dir", str(tmp_path / "nowhere")], ""),
+        ([*ride, "--loss-kwargs", "{diversity: 1}"], "does not take option"),
+        ([*ride, "--opt", "nosuchopt"], "--opt"),
+    ]
+    for argv, message in cases:
+        name = f"bad{cases.index((argv, message))}"
+        code = train_module.main([*QUICK, "--output", str(runs), "--experiment", name, *argv])
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last, (argv, err)
+        assert not (runs / name).exists()  # nothing written, nothing trained
+
+
+def test_sigint_leaves_a_resumable_checkpoint(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    argv = [sys.executable, str(TRAIN), *QUICK, "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "50",
+            "--max-steps-per-epoch", "3", "--no-final-eval", "--output", str(tmp_path), "--experiment", "stopped"]
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = tmp_path / "stopped" / "last.pth"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), process.communicate()[0] if process.poll() is not None else "no checkpoint in time"
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, output
+    assert "resume with" in output and "Traceback" not in output
+    ckpt = load_checkpoint(last)
+    assert 1 <= ckpt["epoch"] < 50
+    resumed = subprocess.run([*argv[:-4], "--epochs", str(ckpt["epoch"] + 1), "--resume", str(last)], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(last)["epoch"] == ckpt["epoch"] + 1
+
+
+def test_two_processes_with_torchrun(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         str(TRAIN), *QUICK, "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "2", "--drw-epoch", "1",
+         "--eval-modes", "ensemble", "--val-split-fraction", "0.1", "--output", str(tmp_path), "--experiment", "ddp"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "ddp"
+    rows = summary_rows(run)
+    assert len(rows) == 2 and all(r["eval_top1_balanced"] for r in rows)  # rank 0 alone writes
+    assert load_checkpoint(run / "last.pth")["epoch"] == 2
+    assert done.stdout.count("epoch 1 done") + done.stderr.count("epoch 1 done") == 1  # rank-0 logging
+    check_final(run, ["ensemble"])

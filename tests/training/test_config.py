@@ -1,0 +1,73 @@
+"""The YAML recipes: every shipped config parses, uses only train.py's arguments, fits its method."""
+from pathlib import Path
+
+import pytest
+import timm
+
+import timm_longtail  # noqa: F401  (registers the models)
+from timm_longtail.errors import UserInputError
+from timm_longtail.losses import LOSS_OPTIONS
+from timm_longtail.training import METHODS, known_keys, load_recipe, parse_args
+from timm_longtail.training.recipe import check_args
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_configs_exist_for_every_method():
+    methods = {load_recipe(path)["method"] for path in CONFIGS}
+    assert methods == set(METHODS)
+    names = {path.stem for path in CONFIGS}
+    for needed in ("ride_r32_3e_cifar100lt", "ride_r32_3e_cifar100lt_router", "ride_r32_6e_cifar100lt_teacher",
+                   "ride_r32_3e_cifar100lt_distill", "ride_r32_3e_cifar10lt", "ride_r50_3e_imagenetlt",
+                   "ride_x50_3e_imagenetlt", "ride_r50_3e_inat", "nclpp_r32_cifar100lt", "nclpp_r32_cifar10lt",
+                   "nclpp_r50_imagenetlt", "nclpp_x50_imagenetlt", "nclpp_r50_inat", "nclpp_r152_placeslt",
+                   "ce_r32_cifar10lt", "bsce_r32_cifar10lt", "ldam_drw_r32_cifar10lt",
+                   "ride_r32_3e_tinyimagenetlt", "nclpp_r32_tinyimagenetlt", "demo_ride", "demo_nclpp"):
+        assert needed in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_parses_and_fits_its_method(path):
+    recipe = load_recipe(path)
+    assert set(recipe) <= known_keys()
+    argv = ["--config", str(path)]
+    if recipe.get("stage") == "router":
+        argv += ["--initial-checkpoint", "stage1.pth"]  # given on the command line by design
+    args = parse_args(argv)
+    spec = check_args(args)
+    if args.model is not None:
+        assert timm.is_model(args.model), args.model
+    assert set(args.loss_kwargs or {}) <= set(LOSS_OPTIONS[spec.name])
+    assert isinstance(args.lr, float) and isinstance(args.weight_decay, float)
+    if recipe.get("sched") == "multistep":
+        assert all(0 < m <= args.epochs for m in args.decay_milestones)
+    if spec.reweights and args.stage == "experts":
+        assert args.drw_epoch is not None and args.drw_epoch < args.epochs
+
+
+def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: ride_resnet32_3e\nbatch_sise: 64\n")
+    with pytest.raises(UserInputError, match=r"unknown key 'batch_sise'.*batch_size"):
+        load_recipe(path)
+
+
+def test_yaml_values_get_the_flag_types_and_flags_win(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("weight-decay: 5e-4\nepochs: '12'\ndecay_milestones: 7\nchannels_last: true\n")
+    args = parse_args(["--config", str(path), "--epochs", "3"])
+    assert args.weight_decay == pytest.approx(5e-4)  # PyYAML alone reads 5e-4 as a string
+    assert args.epochs == 3 and args.decay_milestones == [7] and args.channels_last is True
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stage: sideways\n", "stage"),
+    ("amp: maybe\n", "true or false"),
+    ("lr: fast\n", "lr"),
+    ("- a list\n", "mapping"),
+])
+def test_bad_yaml_values_are_user_errors(tmp_path, text, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(UserInputError, match=message):
+        load_recipe(path)
