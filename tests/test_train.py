@@ -81,8 +81,9 @@ def ride_stage1(train_module, runs):
                                       "--drw-epoch", "0"]),
 ])
 def test_baselines(train_module, runs, method, model, extra):
-    run = train(train_module, runs, method, "--model", model, "--method", method, "--epochs", "1", *extra)
-    check_final(run, ["ensemble", "expert:0"])
+    run = train(train_module, runs, method, "--model", model, "--method", method, "--epochs", "1",
+                "--eval-modes", "ensemble", *extra)
+    check_final(run, ["ensemble"])
     rows = summary_rows(run)
     assert len(rows) == 1 and float(rows[0]["train_loss"]) > 0
     assert rows[0]["train_reweighting"] == ("1" if method == "ldam_drw" else "0")
@@ -106,8 +107,10 @@ def test_ride_stage1_switches_drw_and_records_the_run(ride_stage1):
 
 def test_router_stage_trains_only_the_router(train_module, runs, ride_stage1):
     run = train(train_module, runs, "router", "--method", "ride", "--stage", "router", "--initial-checkpoint",
-                str(ride_stage1 / "last.pth"), "--epochs", "1", "--lr", "0.01", "--sched", "cosine")
-    final = check_final(run, ["ensemble", "expert:0", "expert:1", "expert:2", "routed"])
+                str(ride_stage1 / "last.pth"), "--epochs", "1", "--lr", "0.01", "--sched", "cosine",
+                "--eval-modes", "routed", "ensemble")
+    final = check_final(run, ["routed", "ensemble"])
+    assert final["modes"]["routed"]["macs_per_image"] <= final["modes"]["ensemble"]["macs_per_image"]
     hist = final["modes"]["routed"]["experts_used_hist"]
     assert len(hist) == 3 and sum(hist) == 40
     before = load_checkpoint(ride_stage1 / "last.pth")["state_dict"]
@@ -205,7 +208,8 @@ def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_pa
 
 
 def test_sigint_leaves_a_resumable_checkpoint(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    # one thread: a busy CI machine starves OpenMP thread teams of a second process
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
     argv = [sys.executable, str(TRAIN), *QUICK, "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "50",
             "--max-steps-per-epoch", "3", "--no-final-eval", "--output", str(tmp_path), "--experiment", "stopped"]
     process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

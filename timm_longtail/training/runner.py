@@ -650,6 +650,7 @@ def _add_file_log(path: Path) -> logging.Handler:
 
 def run(args: argparse.Namespace, command: str = "") -> int:
     """Train as ``args`` say; returns the exit code (0 done, 128+signal when stopped)."""
+    _logger.setLevel(logging.INFO)  # progress lines reach log.txt whatever the root logger's level
     spec = check_args(args)
     ctx = setup_distributed(args.device)
     job = _Run(args, spec, ctx, command)
