@@ -131,10 +131,13 @@ def test_ride_with_teacher_adds_distillation(train_module, runs, ride_stage1):
 
 def test_nclpp_with_two_copies(train_module, runs):
     run = train(train_module, runs, "nclpp", "--model", "nclpp_resnet32", "--method", "nclpp", "--num-experts",
-                "2", "--num-copies", "2", "--epochs", "1", "--eval-modes", "ensemble", "expert:1")
+                "2", "--num-copies", "2", "--epochs", "1", "--eval-modes", "ensemble", "expert:1",
+                "--amp", "--channels-last", "--model-ema")  # bfloat16 autocast on CPU
     rows = summary_rows(run)
     assert float(rows[0]["train_views_per_sec"]) > float(rows[0]["train_images_per_sec"])
-    check_final(run, ["ensemble", "expert:1"])
+    final = check_final(run, ["ensemble", "expert:1"])
+    assert final["modes"]["ensemble"]["amp"] is True and list(final["ema"]["modes"]) == ["ensemble", "expert:1"]
+    assert "state_dict_ema" in load_checkpoint(run / "last.pth")
     assert load_checkpoint(run / "last.pth")["dataset"]["num_copies"] == 2
 
 
