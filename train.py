@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside the training steps (set-up, final evaluation)
+        print("interrupted; the last complete epoch's last.pth stays resumable", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -214,14 +214,16 @@ def test_sigint_leaves_a_resumable_checkpoint(tmp_path):
     # one thread: a busy CI machine starves OpenMP thread teams of a second process
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
     argv = [sys.executable, str(TRAIN), *QUICK, "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "50",
-            "--max-steps-per-epoch", "3", "--no-final-eval", "--output", str(tmp_path), "--experiment", "stopped"]
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            "--max-steps-per-epoch", "3", "--no-final-eval", "--workers", "1",
+            "--output", str(tmp_path), "--experiment", "stopped"]
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
     last = tmp_path / "stopped" / "last.pth"
     deadline = time.time() + 240
     while not last.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
     assert last.exists(), process.communicate()[0] if process.poll() is not None else "no checkpoint in time"
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the loader worker gets it too
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGINT, output
     assert "resume with" in output and "Traceback" not in output

@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,16 +281,32 @@ def _train_loader(args: argparse.Namespace, data: Data, ctx: DistContext):
     else:
         base = ShuffleSampler(len(data.train), seed=args.seed)
     sampler = EpochSeededSampler(base, seed=args.seed, rank=ctx.rank)
-    return create_loader(SeededDataset(data.train), batch_size=args.batch_size, sampler=sampler,
-                         num_workers=args.workers, pin_memory=args.pin_mem and ctx.device.type == "cuda",
-                         persistent_workers=args.workers > 0)
+    loader = create_loader(SeededDataset(data.train), batch_size=args.batch_size, sampler=sampler,
+                           num_workers=args.workers, pin_memory=args.pin_mem and ctx.device.type == "cuda",
+                           persistent_workers=args.workers > 0)
+    loader.worker_init_fn = ignore_stop_signals
+    return loader
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the main process.
+
+    Ctrl-C (or a scheduler's SIGTERM to the process group) reaches the workers too; a worker that
+    dies of it makes the main process fail mid-step. Ignored here, the main process finishes the
+    step, keeps its checkpoint and shuts the workers down itself.
+    """
+    del worker_id
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _eval_loader(args: argparse.Namespace, dataset: Any, ctx: DistContext):
     from ..data import create_loader
 
-    return create_loader(dataset, batch_size=args.eval_batch_size, shuffle=False, num_workers=args.workers,
-                         pin_memory=args.pin_mem and ctx.device.type == "cuda", persistent_workers=False)
+    loader = create_loader(dataset, batch_size=args.eval_batch_size, shuffle=False, num_workers=args.workers,
+                           pin_memory=args.pin_mem and ctx.device.type == "cuda", persistent_workers=False)
+    loader.worker_init_fn = ignore_stop_signals
+    return loader
 
 
 def _common_steps(local_steps: int, ctx: DistContext) -> int:
