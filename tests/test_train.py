@@ -254,3 +254,22 @@ def test_two_processes_with_torchrun(tmp_path):
     assert load_checkpoint(run / "last.pth")["epoch"] == 2
     assert done.stdout.count("epoch 1 done") + done.stderr.count("epoch 1 done") == 1  # rank-0 logging
     check_final(run, ["ensemble"])
+
+
+def test_pretrained_backbone_seeds_trunk_and_every_expert(train_module, runs, tmp_path):
+    donor = timm.create_model("nclpp_resnet32", num_classes=10, num_experts=1)
+    plain = {}  # a plain-ResNet state dict: no trunk./experts.<i>. prefixes
+    for key, value in donor.state_dict().items():
+        for prefix in ("trunk.", "experts.0."):
+            if key.startswith(prefix):
+                plain[key[len(prefix):]] = value
+    torch.save(plain, tmp_path / "plain.pth")
+    run = train(train_module, runs, "backbone", "--model", "nclpp_resnet32", "--method", "nclpp", "--num-experts",
+                "2", "--epochs", "1", "--lr", "0", "--weight-decay", "0", "--no-final-eval",
+                "--pretrained-backbone", str(tmp_path / "plain.pth"))
+    state = load_checkpoint(run / "last.pth")["state_dict"]
+    weights = [k for k in plain if k.endswith("conv1.weight") or k.endswith("conv2.weight")]
+    assert weights
+    for key in weights:
+        targets = [f"{p}{key}" for p in ("trunk.", "experts.0.", "experts.1.") if f"{p}{key}" in state]
+        assert targets and all(torch.equal(state[t], plain[key]) for t in targets), key

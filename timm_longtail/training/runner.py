@@ -221,8 +221,9 @@ def _load_backbone(model: nn.Module, source: str) -> None:
         try:
             state_dict = timm.create_model(source, pretrained=True).state_dict()
         except Exception as error:  # unknown name, no network, missing weights: all the same to the user
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise UserInputError(f"--pretrained-backbone {source}: neither a file nor a timm model with "
-                                 f"weights ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+                                 f"weights ({reason})") from None
     loaded = model.load_backbone_state_dict(state_dict)
     if loaded == 0:
         raise UserInputError(f"--pretrained-backbone {source}: no tensor matches this model's trunk or experts")
