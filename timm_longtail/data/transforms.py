@@ -85,8 +85,8 @@ class MultiViewTransform:
 
     Returns a ``(T, C, H, W)`` tensor, so a DataLoader batch is ``(B, T, C, H, W)``: image ``b``'s
     ``t``-th augmented copy is ``batch[b, t]``. NCL++ trains on ``T`` copies of every image (4 on
-    CIFAR): flatten with ``batch.flatten(0, 1)`` to get ``B*T`` images ordered image-major
-    (``b*T + t``), and repeat each target ``T`` times with ``targets.repeat_interleave(T)``.
+    CIFAR): the NCL++ losses want the ``T*B`` rows copy-major (row ``t*B + b`` is copy ``t`` of
+    image ``b``): ``batch.transpose(0, 1).flatten(0, 1)`` with ``targets.repeat(T)``, as train.py does.
     """
 
     def __init__(self, transform: Callable, num_views: int):
