@@ -1,6 +1,8 @@
 """Test set-up: offline Hub, and torchvision importable before any test imports timm."""
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a Hub cache miss otherwise hangs ~45 s on this network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -20,3 +22,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import a repo script (train.py, validate.py, scripts/*.py) as a module, without running it."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,20 +2,18 @@
 
 (The full check, every model at 224 px, is `python scripts/model_table.py --check`, ~2 min.)
 """
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def model_table():
-    spec = importlib.util.spec_from_file_location("model_table", ROOT / "scripts" / "model_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "model_table.py", "model_table")
 
 
 @pytest.mark.parametrize("name", ["ride_resnet32_2e", "ride_resnet32_3e", "ride_resnet32_4e", "ride_resnet32_6e", "nclpp_resnet32"])

@@ -4,7 +4,6 @@ Runs are tiny (batch 8, 2 steps per epoch, 40 test images) and in-process throug
 ``train.main(argv)`` to skip the import cost; one run goes through a real subprocess and a signal.
 """
 import csv
-import importlib.util
 import json
 import os
 import signal
@@ -14,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 import timm
 import torch
 
@@ -29,10 +30,7 @@ QUICK = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-size
 
 @pytest.fixture(scope="module")
 def train_module():
-    spec = importlib.util.spec_from_file_location("train_script", TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TRAIN, "train_script")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """validate.py end to end on the shipped demo set, and its one-line errors."""
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 import timm
 import torch
 
@@ -27,10 +28,7 @@ def run_validate(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def validate_module():
-    spec = importlib.util.spec_from_file_location("validate_script", VALIDATE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(VALIDATE, "validate_script")
 
 
 def test_all_modes_end_to_end(tmp_path):
