@@ -452,20 +452,3 @@ class MultiExpertNet(nn.Module):
                     loaded[target] = value
         self.load_state_dict(loaded, strict=False)
         return len(loaded)
-
-
-def init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convs and linears, unit BN, zero-init of each residual branch's last BN."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.Linear):
-            nn.init.kaiming_normal_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-    for module in model.modules():
-        if hasattr(module, "zero_init_last"):
-            module.zero_init_last()

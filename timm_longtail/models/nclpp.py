@@ -17,7 +17,8 @@ from ..errors import UserInputError
 from ._backbones import build_resnet_stages, split_trunk_and_experts
 from ._cfgs import HF_ORG, lt_cfg
 from ._builder import create_lt_model
-from ._experts import MultiExpertNet, init_weights
+from ._experts import MultiExpertNet
+from ._init import init_weights
 
 __all__ = ["NCLPPResNet"]
 
@@ -30,6 +31,7 @@ class NCLPPResNet(MultiExpertNet):
         stem: ``'cifar'`` (ResNet-32, widths 16/32/64) or ``'imagenet'`` (standard widths).
         num_experts: K, 2 by default (the NCL++ paper's setting).
         head_type / head_scale / head_bias: classifier of every expert.
+        weight_init: ``'reference'`` (NCL's code, the zoo's recipe) or ``'timm'`` (see ``_init.py``).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class NCLPPResNet(MultiExpertNet):
             head_scale: float = 16.0,
             head_bias: bool = True,
             drop_rate: float = 0.0,
+            weight_init: str = "reference",
     ):
         if not isinstance(num_experts, int) or num_experts < 1:
             raise UserInputError(f"num_experts must be an integer >= 1, got {num_experts!r}")
@@ -58,7 +61,7 @@ class NCLPPResNet(MultiExpertNet):
             num_classes=num_classes, in_chans=in_chans, global_pool=global_pool,
             head_type=head_type, head_scale=head_scale, head_bias=head_bias, drop_rate=drop_rate,
         )
-        init_weights(self)
+        init_weights(self, weight_init, reference="nclpp", stem=stem)
 
 
 def _create_nclpp(variant: str, pretrained: bool = False, **kwargs: Any) -> NCLPPResNet:

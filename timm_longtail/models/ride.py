@@ -20,7 +20,8 @@ from ..errors import UserInputError
 from ._backbones import build_resnet_stages, split_trunk_and_experts
 from ._cfgs import lt_cfg
 from ._builder import create_lt_model
-from ._experts import MultiExpertNet, init_weights
+from ._experts import MultiExpertNet
+from ._init import init_weights
 
 __all__ = ["RIDEResNet"]
 
@@ -37,6 +38,7 @@ class RIDEResNet(MultiExpertNet):
         reduce_dimension: use RIDE's reduced expert widths.
         head_scale: ``s`` of the cosine heads.
         router_top_k: how many of the mean logits the router sees (clamped to the class count).
+        weight_init: ``'reference'`` (RIDE's code, the zoo's recipe) or ``'timm'`` (see ``_init.py``).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class RIDEResNet(MultiExpertNet):
             router_top_k: int = 30,
             router_hidden_dim: int = 16,
             drop_rate: float = 0.0,
+            weight_init: str = "reference",
     ):
         if not isinstance(num_experts, int) or num_experts < 1:
             raise UserInputError(f"num_experts must be an integer >= 1, got {num_experts!r}")
@@ -72,7 +75,7 @@ class RIDEResNet(MultiExpertNet):
             head_type="cosine", head_scale=head_scale, head_bias=False, drop_rate=drop_rate,
             router_top_k=router_top_k, router_hidden_dim=router_hidden_dim,
         )
-        init_weights(self)
+        init_weights(self, weight_init, reference="ride", stem=stem)
 
 
 def _create_ride(variant: str, pretrained: bool = False, **kwargs: Any) -> RIDEResNet:
