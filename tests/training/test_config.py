@@ -1,4 +1,5 @@
 """The YAML recipes: every shipped config parses, uses only train.py's arguments, fits its method."""
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,31 @@ def test_bad_yaml_values_are_user_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(UserInputError, match=message):
         load_recipe(path)
+
+
+def _header(path: Path) -> str:
+    lines = path.read_text().splitlines()
+    return " ".join(line for line in lines if line.startswith("#"))
+
+
+HEAD_SCALE_CONFIGS = [p for p in CONFIGS if re.search(r"cosine head scale \d+", _header(p))]
+
+
+@pytest.mark.parametrize("path", HEAD_SCALE_CONFIGS, ids=[p.stem for p in HEAD_SCALE_CONFIGS])
+def test_config_builds_the_head_scale_its_header_states(path):
+    """Built as train.py builds it (``_create_model`` with the recipe's model_kwargs)."""
+    from timm_longtail.models._experts import CosineLinear
+    from timm_longtail.training.runner import Checkpoints, _create_model, _model_name
+
+    stated = float(re.search(r"cosine head scale (\d+)", _header(path)).group(1))
+    args = parse_args(["--config", str(path)])
+    check_args(args)
+    found = Checkpoints()
+    model, kwargs = _create_model(args, _model_name(args, found), found, num_classes=10)
+    scales = {m.scale for m in model.modules() if isinstance(m, CosineLinear)}
+    assert scales == {stated}, f"{path.name}: header says {stated}, built {scales}"
+    assert kwargs.get("head_scale", stated) == stated  # recorded in the checkpoint's model_kwargs
+
+
+def test_nclpp_inat_uses_the_reference_head_scale_32():
+    assert any(p.stem == "nclpp_r50_inat" for p in HEAD_SCALE_CONFIGS)
