@@ -1,0 +1,21 @@
+"""scripts/benchmark_train.py: one real training step per variant/setting, JSON out."""
+import json
+from pathlib import Path
+
+from conftest import load_script
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_writes_a_rate_per_variant_and_setting(tmp_path, capsys):
+    bench = load_script(ROOT / "scripts" / "benchmark_train.py", "benchmark_train")
+    out = tmp_path / "bench.json"
+    assert bench.main(["--variants", "ride_resnet32_2e", "nclpp_resnet32_t2", "--settings", "fp32",
+                       "fp32_channels_last", "--batch-size", "4", "--steps", "1", "--warmup", "1",
+                       "--device", "cpu", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == payload
+    rows = {(r["variant"], r["setting"]): r["train_images_per_sec"] for r in payload["results"]}
+    assert set(rows) == {(v, s) for v in ("ride_resnet32_2e", "nclpp_resnet32_t2")
+                         for s in ("fp32", "fp32_channels_last")}
+    assert all(rate > 0 for rate in rows.values())
