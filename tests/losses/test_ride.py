@@ -193,6 +193,19 @@ def test_distillation_zero_when_student_equals_teacher_and_by_hand_otherwise():
     assert all(s.grad[e].abs().sum() > 0 for e in range(2))
 
 
+def test_reference_distillation_is_the_mean_kl_repeated_once_per_expert():
+    """``on="reference"``: KL on the mean logits; the objective enters E times (``repeats``)."""
+    teacher = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    student = np.array([[[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]], [[2.0, 0.0, 0.0], [0.0, 1.0, 1.0]],
+                        [[0.5, 0.5, 0.0], [0.0, 2.0, 0.0]]])
+    t = 1.5
+    expected = t * t * _kl(teacher.numpy() / t, student.mean(0) / t)
+    reference = DistillationLoss(temperature=t, on="reference")
+    assert reference(torch.tensor(student, dtype=torch.float32), teacher).item() == pytest.approx(expected, rel=1e-5)
+    assert reference.repeats(3) == 3 and reference.repeats(4) == 4
+    assert DistillationLoss(on="mean").repeats(3) == 1 and DistillationLoss(on="experts").repeats(3) == 1
+
+
 def test_bad_options_are_user_errors():
     with pytest.raises(UserInputError, match="base_loss"):
         RIDELoss(COUNTS, base_loss="focal")

@@ -2,10 +2,14 @@
 import os
 import signal
 
+import numpy as np
+import pytest
 import torch
+from torch import nn
 
+from timm_longtail.losses import DistillationLoss, RIDELoss
 from timm_longtail.training.distributed import DistContext
-from timm_longtail.training.loop import StopFlag, copy_major
+from timm_longtail.training.loop import ExpertsObjective, StopFlag, copy_major
 
 
 def test_copy_major_rows_are_copy_then_image():
@@ -31,3 +35,88 @@ def test_first_signal_sets_the_flag_instead_of_killing():
     finally:
         flag.restore()
     assert signal.getsignal(signal.SIGTERM) != flag._handle
+
+
+# ---- RIDE distillation objective vs. the reference code, computed by hand -------------------------
+
+COUNTS = np.array([60.0, 30.0, 10.0])
+
+
+def _log_softmax(v):
+    v = v - v.max(axis=-1, keepdims=True)
+    return v - np.log(np.exp(v).sum(axis=-1, keepdims=True))
+
+
+def _kl_batchmean(target_logits, input_logits):
+    """torch ``kl_div(log_softmax(input), softmax(target), reduction='batchmean')``."""
+    log_q, log_p = _log_softmax(target_logits), _log_softmax(input_logits)
+    return float((np.exp(log_q) * (log_q - log_p)).sum(-1).mean())
+
+
+def _reference_objective_by_hand(z, y, teacher, reweight, diversity=-0.45, rf=0.05, s=30.0,
+                                 kd_temperature=1.5, kd_factor=1.0):
+    """RIDE's ``RIDELossWithDistill.forward`` (model/loss.py) transcribed loop by loop.
+
+    The student's output is the mean of its (E, B, C) expert logits. For *every* student expert the
+    whole RIDE loss (itself a sum over the experts of LDAM-CE + diversity KL) is added, and then
+    the KD term of the mean logits: ``factor · T² · KL(softmax(t/T) || softmax(z̄/T))``.
+    """
+    margins = COUNTS ** -0.25
+    margins = 0.5 * margins / margins.max()
+    drw = (1 - 0.9999) / (1 - 0.9999 ** COUNTS)
+    drw = drw / drw.sum() * len(COUNTS)
+    weights = len(COUNTS) * COUNTS / COUNTS.sum() * rf + 1 - rf
+    temps = weights / weights.max() if reweight else np.ones(len(COUNTS))
+    output = z.mean(0)
+    rows = np.arange(len(y))
+
+    def ride_loss():
+        loss = 0.0
+        for logits_item in z:
+            shifted = logits_item.copy()
+            shifted[rows, y] -= s * margins[y]
+            nll = -_log_softmax(shifted)[rows, y]
+            w = drw[y] if reweight else np.ones(len(y))
+            loss += (w * nll).sum() / w.sum()
+            loss += diversity * temps.mean() ** 2 * _kl_batchmean(output / temps, logits_item / temps)
+        return loss
+
+    total = 0.0
+    for _ in z:  # "for logits_item in extra_info['logits']" in RIDELossWithDistill
+        total += ride_loss()
+        total += kd_factor * kd_temperature ** 2 * _kl_batchmean(teacher / kd_temperature, output / kd_temperature)
+    return total
+
+
+class _FixedTeacher(nn.Module):
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, images, mode=None):
+        assert mode == "ensemble"
+        return self.logits
+
+
+@pytest.mark.parametrize("reweight", [False, True])
+def test_reference_distillation_objective_matches_the_reference_code_by_hand(reweight):
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(3, 4, 3)) * 3  # E=3 student experts, B=4, C=3
+    teacher = rng.normal(size=(4, 3)) * 3
+    y = np.array([0, 2, 1, 2])
+    expected = _reference_objective_by_hand(z, y, teacher, reweight)
+
+    criterion = RIDELoss(COUNTS.tolist(), diversity_factor=-0.45, reweight_factor=0.05)
+    criterion.set_reweighting(reweight)
+    teacher_module = _FixedTeacher(torch.tensor(teacher, dtype=torch.float32))
+    objective = ExpertsObjective(criterion, teacher_module,
+                                 DistillationLoss(temperature=1.5, factor=1.0, on="reference"))
+    outputs = {"logits": torch.tensor(z, dtype=torch.float32)}
+    loss, components = objective(outputs, torch.zeros(4, 3, 2, 2), torch.tensor(y))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert sum(components.values()) == pytest.approx(loss.item(), rel=1e-5)  # terms add up to the loss
+
+    # 'mean' is the same terms added once: the reference objective is E = 3 times it.
+    once, _ = ExpertsObjective(criterion, teacher_module, DistillationLoss(1.5, 1.0, on="mean"))(
+        outputs, torch.zeros(4, 3, 2, 2), torch.tensor(y))
+    assert loss.item() == pytest.approx(3 * once.item(), rel=1e-6)

@@ -43,3 +43,11 @@ def test_freeze_for_stage_trains_experts_or_router_only():
     freeze_for_stage(model, "experts")
     frozen = {name.split(".")[0] for name, p in model.named_parameters() if not p.requires_grad}
     assert frozen == {"router"}
+
+
+@pytest.mark.parametrize("mode", ["experts", "mean", "reference"])
+def test_distill_modes_are_accepted(mode):
+    args = parse_args(["--method", "ride", "--model", "ride_resnet32_3e", "--teacher", "t.pth", "--distill-on", mode])
+    check_args(args)
+    assert args.distill_on == mode
+    assert parse_args(["--method", "ride"]).distill_on == "experts"  # the paper's form stays the default

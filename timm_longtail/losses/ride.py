@@ -16,10 +16,11 @@ from ..errors import UserInputError
 from ._common import LossModule, as_class_counts, check_expert_logits
 from .ldam import LDAMLoss, drw_class_weights
 
-__all__ = ["RIDELoss", "RouterLoss", "DistillationLoss", "router_targets", "diversity_temperatures"]
+__all__ = ["RIDELoss", "RouterLoss", "DistillationLoss", "DISTILL_TARGETS", "router_targets",
+           "diversity_temperatures"]
 
 BASE_LOSSES = ("ldam", "ce")
-DISTILL_TARGETS = ("experts", "mean")
+DISTILL_TARGETS = ("experts", "mean", "reference")
 
 
 def _kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
@@ -203,11 +204,21 @@ class RouterLoss(LossModule):
 class DistillationLoss(LossModule):
     """Self-distillation from a many-expert RIDE teacher: ``factor · T² · KL(q_T || p_T)``.
 
-    ``q_T = softmax(z_teacher / T)``, ``p_T = softmax(z_student / T)``, KL batch mean.
-    ``on="experts"`` (default, the paper): one KL per student expert, summed over experts.
-    ``on="mean"`` (the reference code): one KL on the student's mean logits. The reference also
-    adds (RIDE loss + KD) once per expert, i.e. E times in total; we add the KD term once (train
-    code sums it with ``RIDELoss``). The teacher logits are detached: the teacher is not trained.
+    ``q_T = softmax(z_teacher / T)`` (teacher ensemble logits, detached: the teacher is not
+    trained), ``p_T = softmax(z_student / T)``, KL batch mean. Three modes (``on``):
+
+    - ``"experts"`` (default, the paper): one KL per student expert, summed over experts; the
+      objective is ``L_RIDE + Σ_e factor·T²·KL(q_T || p_T(z^e))``.
+    - ``"mean"``: one KL on the student's mean logits ``z̄``, added once:
+      ``L_RIDE + factor·T²·KL(q_T || p_T(z̄))``. Not the reference objective (E times smaller).
+    - ``"reference"`` (the RIDE code, ``RIDELossWithDistill``): the KL on ``z̄``, and the sum
+      ``(L_RIDE + factor·T²·KL(q_T || p_T(z̄)))`` added once per student expert, i.e.
+      ``E · (L_RIDE + factor·T²·KL(q_T || p_T(z̄)))`` — E times the ``"mean"`` objective, which
+      under SGD is E times the learning rate against an unchanged weight decay.
+
+    ``forward`` returns the distillation term of one repetition; :meth:`repeats` says how many
+    times the objective ``(method loss + distillation)`` is added (E for ``"reference"``, else 1);
+    the training loop (``ExpertsObjective``) applies it.
     """
 
     def __init__(self, temperature: float = 1.5, factor: float = 1.0, on: str = "experts") -> None:
@@ -220,6 +231,10 @@ class DistillationLoss(LossModule):
         self.factor = float(factor)
         self.on = on
 
+    def repeats(self, num_experts: int) -> int:
+        """How many times ``(method loss + distillation)`` enters the objective: E in ``"reference"``."""
+        return int(num_experts) if self.on == "reference" else 1
+
     def forward(self, student_expert_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         if (student_expert_logits.ndim != 3 or teacher_logits.ndim != 2
                 or student_expert_logits.shape[1:] != teacher_logits.shape):
@@ -228,7 +243,7 @@ class DistillationLoss(LossModule):
                 f"{tuple(student_expert_logits.shape)} and {tuple(teacher_logits.shape)}")
         t = self.temperature
         student = student_expert_logits.float()
-        if self.on == "mean":
+        if self.on != "experts":
             student = student.mean(0, keepdim=True)
         log_q_teacher = F.log_softmax(teacher_logits.detach().float() / t, dim=-1)
         log_p_student = F.log_softmax(student / t, dim=-1)

@@ -105,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="router stage: BCE weight of 'call the next expert' targets")
     group.add_argument("--distill-temperature", type=float, default=1.5)
     group.add_argument("--distill-factor", type=float, default=1.0)
-    group.add_argument("--distill-on", default="experts", choices=["experts", "mean"],
-                       help="distil into every expert, or into the experts' mean logits")
+    group.add_argument("--distill-on", default="experts", choices=["experts", "mean", "reference"],
+                       help="'experts': RIDE loss + one KL per student expert (the paper); 'mean': "
+                            "RIDE loss + one KL on the experts' mean logits; 'reference': the RIDE "
+                            "code's objective, E x (RIDE loss + KL on the mean logits)")
 
     group = parser.add_argument_group("Optimizer")
     group.add_argument("--opt", default="sgd", help="timm optimizer name ('sgd' is Nesterov)")

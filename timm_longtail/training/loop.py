@@ -68,7 +68,12 @@ class RouterForward(nn.Module):
 
 
 class ExpertsObjective:
-    """Method loss on all experts' logits, plus RIDE distillation from a teacher when given."""
+    """Method loss on all experts' logits, plus RIDE distillation from a teacher when given.
+
+    With a teacher the objective is ``r · (method loss + distillation)``, ``r =
+    distillation.repeats(E)``: 1, or E for ``on="reference"`` (the RIDE code adds both once per
+    student expert). The logged components are scaled by ``r`` too, so they add up to the loss.
+    """
 
     def __init__(self, criterion: nn.Module, teacher: nn.Module | None = None,
                  distillation: nn.Module | None = None):
@@ -85,8 +90,10 @@ class ExpertsObjective:
             with torch.no_grad():
                 teacher_logits = self.teacher(images, mode="ensemble").float()
             distill = self.distillation(expert_logits, teacher_logits)
-            components["distill"] = float(distill.detach())
-            loss = loss + distill
+            repeats = self.distillation.repeats(expert_logits.shape[0])
+            components = {key: repeats * value for key, value in components.items()}
+            components["distill"] = repeats * float(distill.detach())
+            loss = repeats * (loss + distill)
         return loss, components
 
 

@@ -54,7 +54,7 @@ def check_args(args: argparse.Namespace) -> MethodSpec:
     if spec is None:
         raise UserInputError(f"unknown --method '{args.method}' (choose from {', '.join(METHODS)})")
     for name, choices in (("stage", ("experts", "router")), ("select_by", ("last", "val")),
-                          ("distill_on", ("experts", "mean"))):
+                          ("distill_on", ("experts", "mean", "reference"))):
         if getattr(args, name) not in choices:
             raise UserInputError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}")
     if args.stage == "router":
