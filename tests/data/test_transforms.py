@@ -23,8 +23,8 @@ def _image(size=32, seed=0):
     return Image.fromarray(pixels)
 
 
-@pytest.mark.parametrize("recipe, size", [("ride_cifar", 32), ("nclpp_cifar", 32), ("imagenet", 224),
-                                          ("inat", 224), ("nclpp_imagenet", 224)])
+@pytest.mark.parametrize("recipe, size", [("ride_cifar", 32), ("ldam_cifar", 32), ("nclpp_cifar", 32),
+                                          ("imagenet", 224), ("inat", 224), ("nclpp_imagenet", 224)])
 def test_recipes_produce_normalised_tensors(recipe, size):
     torch.manual_seed(0)
     out = create_train_transform(recipe)(_image(40))
@@ -41,6 +41,15 @@ def test_recipes_hold_the_documented_steps():
     assert [type(t) for t in ncl].index(Cutout) < [type(t) for t in ncl].index(T.Normalize)
     names = [type(t).__name__ for t in create_train_transform("nclpp_imagenet").transforms]
     assert names.index("ColorJitter") < names.index("RandAugment")  # NCL++ order: jitter, then RandAugment
+
+
+def test_ldam_cifar_is_crop_and_flip_only():
+    """LDAM-DRW code: RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize; no rotation."""
+    steps = create_train_transform("ldam_cifar").transforms
+    assert [type(t) for t in steps] == [T.RandomCrop, T.RandomHorizontalFlip, T.ToTensor, T.Normalize]
+    assert steps[0].size == (32, 32) and steps[0].padding == 4
+    assert tuple(steps[3].mean) == CIFAR_MEAN and tuple(steps[3].std) == CIFAR_STD
+    assert create_train_transform("ldam_cifar", img_size=64).transforms[0].padding == 8
 
 
 def test_cifar_eval_transform_normalises_with_cifar_statistics():

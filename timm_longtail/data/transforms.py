@@ -3,7 +3,10 @@
 Recipes (``create_train_transform(recipe)``):
 
 ``ride_cifar``
-    random crop 32 (pad 4), horizontal flip, rotation +-15 deg, CIFAR-10 mean/std (RIDE, LDAM).
+    random crop 32 (pad 4), horizontal flip, rotation +-15 deg, CIFAR-10 mean/std (RIDE's code).
+``ldam_cifar``
+    random crop 32 (pad 4), horizontal flip, CIFAR-10 mean/std: no rotation (the LDAM-DRW code,
+    Cao et al. 2019, used by its LDAM-DRW and CE baselines).
 ``nclpp_cifar``
     random crop 32 (pad 4), flip, AutoAugment CIFAR-10 policy (torchvision; timm has only the
     ImageNet policies), Cutout 16 px, CIFAR-10 mean/std (NCL++'s code; not RandAugment).
@@ -48,8 +51,8 @@ __all__ = [
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
-TRAIN_RECIPES = ("ride_cifar", "nclpp_cifar", "imagenet", "inat", "nclpp_imagenet")
-_SMALL_IMAGE_RECIPES = ("ride_cifar", "nclpp_cifar")
+TRAIN_RECIPES = ("ride_cifar", "ldam_cifar", "nclpp_cifar", "imagenet", "inat", "nclpp_imagenet")
+_SMALL_IMAGE_RECIPES = ("ride_cifar", "ldam_cifar", "nclpp_cifar")  # names end in _cifar (train.py sizes by it)
 
 
 class Cutout(nn.Module):
@@ -123,6 +126,10 @@ def create_train_transform(recipe: str, img_size: Optional[int] = None, mean: Op
         return T.Compose([
             T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip(), T.RandomRotation(15),
             T.ToTensor(), _normalize(mean, std),
+        ])
+    if recipe == "ldam_cifar":
+        return T.Compose([
+            T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip(), T.ToTensor(), _normalize(mean, std),
         ])
     if recipe == "nclpp_cifar":
         return T.Compose([

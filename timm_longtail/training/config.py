@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checkpoint to report: the last epoch, or the best held-out validation "
                             "balanced top-1 (needs --val-split-fraction > 0)")
     group.add_argument("--train-transform", default=None,
-                       help="augmentation recipe of timm_longtail.data.transforms (ride_cifar, inat, "
-                            "nclpp_cifar, imagenet, nclpp_imagenet); default follows method and dataset")
+                       help="augmentation recipe of timm_longtail.data.transforms (ride_cifar, "
+                            "ldam_cifar, nclpp_cifar, imagenet, inat, nclpp_imagenet); default follows "
+                            "method and dataset")
     group.add_argument("--img-size", type=int, default=None,
                        help="train/eval resolution (default: the images' own size for the CIFAR-style "
                             "recipes, 224 for the ImageNet-style ones)")
