@@ -119,9 +119,11 @@ def test_router_stage_trains_only_the_router(train_module, runs, ride_stage1):
     assert changed == {"router"}  # experts' weights and BN statistics frozen
 
 
-def test_ride_with_teacher_adds_distillation(train_module, runs, ride_stage1):
-    run = train(train_module, runs, "distill", "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "1",
-                "--teacher", str(ride_stage1 / "last.pth"), "--eval-modes", "ensemble")
+@pytest.mark.parametrize("distill_on", ["experts", "reference"])
+def test_ride_with_teacher_adds_distillation(train_module, runs, ride_stage1, distill_on):
+    run = train(train_module, runs, f"distill_{distill_on}", "--model", "ride_resnet32_2e", "--method", "ride",
+                "--epochs", "1", "--teacher", str(ride_stage1 / "last.pth"), "--distill-on", distill_on,
+                "--eval-modes", "ensemble")
     rows = summary_rows(run)
     assert float(rows[0]["train_distill"]) != 0
     check_final(run, ["ensemble"])

@@ -100,3 +100,66 @@ def test_config_builds_the_head_scale_its_header_states(path):
 
 def test_nclpp_inat_uses_the_reference_head_scale_32():
     assert any(p.stem == "nclpp_r50_inat" for p in HEAD_SCALE_CONFIGS)
+
+
+# ---- CIFAR baselines: the LDAM-DRW code's recipe (Cao et al. 2019, kaidic/LDAM-DRW) ---------------
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+LDAM_DRW_CODE_BASELINES = ["ce_r32_cifar10lt", "bsce_r32_cifar10lt", "ldam_drw_r32_cifar10lt"]
+
+
+def _ldam_drw_code_lr(epoch: int, base: float = 0.1) -> float:
+    """``adjust_learning_rate`` of the LDAM-DRW code's cifar_train.py (epoch counted from 0)."""
+    epoch = epoch + 1
+    if epoch <= 5:
+        return base * epoch / 5
+    if epoch > 180:
+        return base * 0.0001
+    if epoch > 160:
+        return base * 0.01
+    return base
+
+
+def _set_up_run(name: str):
+    """train.py's set-up of a config (optimizer, scheduler, loss, model), on the embedded demo set."""
+    import torch
+
+    from timm_longtail.training.distributed import DistContext
+    from timm_longtail.training.runner import _Run
+
+    args = parse_args(["--config", str(CONFIG_DIR / f"{name}.yaml"), "--dataset", "demo", "--device", "cpu",
+                       "--workers", "0"])
+    args.imbalance_factor = None  # the demo set's long tail is fixed
+    run = _Run(args, check_args(args), DistContext(device=torch.device("cpu")), "test")
+    run.setup()
+    return run
+
+
+@pytest.mark.parametrize("name", LDAM_DRW_CODE_BASELINES)
+def test_cifar_baselines_follow_the_ldam_drw_code(name):
+    import torch
+
+    recipe = load_recipe(CONFIG_DIR / f"{name}.yaml")
+    assert recipe["train_transform"] == "ldam_cifar"  # crop + flip, no RandomRotation
+    assert recipe["batch_size"] == 128 and recipe["epochs"] == 200 and not recipe.get("amp", False)
+    assert recipe["channels_last"] is True and recipe["workers"] == 2
+    run = _set_up_run(name)
+    optimizer = run.optimizer
+    assert type(optimizer) is torch.optim.SGD
+    for group in optimizer.param_groups:  # plain momentum, weight decay on every parameter
+        assert group["momentum"] == 0.9 and group["nesterov"] is False and group["weight_decay"] == 2e-4
+    # the lr of every epoch, stepped as the runner steps it (scheduler.step(epoch + 1) after each epoch)
+    for epoch in range(200):
+        if epoch > 0:
+            run.scheduler.step(epoch)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(_ldam_drw_code_lr(epoch), rel=1e-9), epoch
+    if name.startswith("ldam_drw"):
+        assert run.drw_epoch == 160  # the code: betas[epoch // 160], beta 0.9999 from epoch 160
+        assert run.criterion.ldam.margins.max().item() == pytest.approx(0.5)
+        heads = [m for m in run.model.modules() if type(m).__name__ == "CosineLinear"]
+        assert len(heads) == 1 and heads[0].scale == 30.0 and heads[0].bias is None
+        assert heads[0].in_features == 64  # 16/32/64, no RIDE channel reduction
+    else:
+        assert run.drw_epoch is None
+        heads = [m for m in run.model.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(heads) == 1 and heads[0].in_features == 64 and heads[0].bias is not None
