@@ -22,8 +22,8 @@ import torch.nn as nn
 from .errors import UserInputError
 
 __all__ = [
-    "atomic_write", "build_model_from_checkpoint", "code_version", "load_checkpoint", "load_weights_file",
-    "save_checkpoint", "unwrap_model",
+    "atomic_write", "build_model_from_checkpoint", "code_version", "lineage_entry", "load_checkpoint",
+    "load_weights_file", "run_lineage", "save_checkpoint", "unwrap_model",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -112,6 +112,43 @@ def _load_safetensors(path: Path) -> Dict[str, Any]:
         except json.JSONDecodeError:
             checkpoint[key] = value
     return checkpoint
+
+
+def lineage_entry(checkpoint: Mapping[str, Any], role: str) -> Dict[str, Any]:
+    """What a run records about a checkpoint it started from (``role``: ``"initial_checkpoint"``) or
+    distilled from (``"teacher"``): its model, stage, epoch, code version and full recipe, paths made
+    portable. A teacher's own lineage is kept inside its entry, under ``"lineage"``."""
+    from ._paths import portable_paths
+
+    recipe = dict(checkpoint.get("recipe") or {})
+    dataset = checkpoint.get("dataset") if isinstance(checkpoint.get("dataset"), Mapping) else {}
+    entry: Dict[str, Any] = dict(
+        role=role, model_name=checkpoint.get("model_name"), method=recipe.get("method"), stage=recipe.get("stage"),
+        dataset=dataset.get("name"), epoch=checkpoint.get("epoch"), version=checkpoint.get("version"),
+        command=portable_paths(checkpoint.get("command")), recipe=portable_paths(recipe),
+    )
+    if role == "teacher" and checkpoint.get("lineage"):
+        entry["lineage"] = list(checkpoint["lineage"])
+    return entry
+
+
+def run_lineage(resume: Optional[Mapping[str, Any]] = None, initial: Optional[Mapping[str, Any]] = None,
+                teacher: Optional[Mapping[str, Any]] = None) -> list:
+    """The ``lineage`` a run writes into its checkpoints and ``final.json``, oldest first.
+
+    A run started from ``--initial-checkpoint`` (e.g. RIDE's router stage) records that checkpoint's
+    own lineage, then the checkpoint itself (``role: initial_checkpoint``); a distillation run adds
+    its ``--teacher`` (``role: teacher``). A resumed run keeps the lineage its checkpoint recorded.
+    """
+    if resume is not None and isinstance(resume.get("lineage"), list):
+        return list(resume["lineage"])
+    lineage: list = []
+    if initial is not None:
+        lineage.extend(initial.get("lineage") or [])
+        lineage.append(lineage_entry(initial, "initial_checkpoint"))
+    if teacher is not None:
+        lineage.append(lineage_entry(teacher, "teacher"))
+    return lineage
 
 
 def load_checkpoint(path: PathLike) -> Dict[str, Any]:

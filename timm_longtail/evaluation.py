@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ._paths import portable_paths
 from .data.longtail import ShotSplit
 from .errors import UserInputError
 
@@ -236,7 +237,8 @@ def evaluate_model(
 ) -> List[Dict[str, Any]]:
     """One result row per forward mode (``modes`` may be ``"all"``), with compute and context keys.
 
-    ``context`` adds identifying keys to every row (model, checkpoint, dataset, split, ...).
+    ``context`` adds identifying keys to every row (model, checkpoint, dataset, split, ...); absolute
+    paths in it are written relative to the checkout or as a bare name (:func:`portable_paths`).
     """
     from .metrics import load_lt_accuracy
 
@@ -246,7 +248,7 @@ def evaluate_model(
     metric = load_lt_accuracy(keep_in_memory=True)
     rows = []
     for mode in modes:
-        row: Dict[str, Any] = dict(context or {})
+        row: Dict[str, Any] = portable_paths(dict(context or {}))
         row.update(evaluate_mode(model, loader, mode, class_counts=class_counts, shot_split=shot_split, device=device,
                                  amp=amp, amp_dtype=amp_dtype, channels_last=channels_last, metric=metric,
                                  progress=progress, description=mode))

@@ -1,10 +1,11 @@
-"""Every variant is registered with timm, with cfgs pointing at our Hub organisation."""
+"""Every variant is registered with timm; only published ``<model>.<tag>`` cfgs have a weight source."""
 import pytest
 import timm
 
 import timm_longtail  # noqa: F401
 from timm_longtail.errors import UserInputError
-from timm_longtail.models._cfgs import HF_ORG
+from timm_longtail.models._cfgs import HF_ORG, hub_name, hub_repo_id
+from timm_longtail.models._weights import PUBLISHED_WEIGHTS
 
 RIDE_NAMES = {f"ride_{arch}_{n}e" for arch in ("resnet32", "resnet50", "resnext50_32x4d", "resnet152") for n in (2, 3, 4, 6)}
 NCLPP_NAMES = {"nclpp_resnet32", "nclpp_resnet50", "nclpp_resnext50", "nclpp_resnext50_32x4d", "nclpp_resnet152"}
@@ -16,18 +17,34 @@ def test_all_variants_listed():
 
 
 @pytest.mark.parametrize("name", sorted(RIDE_NAMES | NCLPP_NAMES))
-def test_cfgs_point_at_hub_org(name):
-    cfg = timm.models.get_pretrained_cfg(name)
-    assert cfg.hf_hub_id.startswith(f"{HF_ORG}/")
-    assert cfg.hf_hub_id.split("/", 1)[1].split(".")[0] in (name, "nclpp_resnext50_32x4d")
-    assert len(cfg.input_size) == 3 and cfg.mean and cfg.std and cfg.num_classes > 0
-    assert len(timm.list_pretrained(f"{name}.*")) >= 1
+def test_cfgs_have_weights_only_when_published(name):
+    tagged = timm.list_models(name, include_tags=True)
+    assert tagged, f"{name} registers no tag"
+    for full_name in tagged:
+        cfg = timm.models.get_pretrained_cfg(full_name)
+        assert len(cfg.input_size) == 3 and cfg.mean and cfg.std and cfg.num_classes > 0
+        published = hub_name(name, cfg.tag) in PUBLISHED_WEIGHTS
+        assert bool(cfg.has_weights) == published, full_name
+        assert cfg.hf_hub_id == (hub_repo_id(name, cfg.tag) if published else None)
+        assert hub_repo_id(name, cfg.tag).startswith(f"{HF_ORG}/")
+    default = timm.models.get_pretrained_cfg(name)
+    if any(hub_name(name, t.split(".", 1)[1]) in PUBLISHED_WEIGHTS for t in tagged):
+        assert default.has_weights, f"{name}'s default tag {default.tag} has no weights but another tag does"
+
+
+def test_list_pretrained_lists_exactly_the_published_table():
+    ours = set(timm.list_pretrained("ride_*")) | set(timm.list_pretrained("nclpp_*"))
+    tagged = {full for name in RIDE_NAMES | NCLPP_NAMES for full in timm.list_models(name, include_tags=True)}
+    expected = {full for full in tagged if hub_name(*full.split(".", 1)) in PUBLISHED_WEIGHTS}
+    assert ours == expected
+    assert {hub_name(*name.split(".", 1)) for name in ours} == set(PUBLISHED_WEIGHTS)
 
 
 def test_alias_shares_structure_and_weights_repo():
     alias, canonical = timm.create_model("nclpp_resnext50"), timm.create_model("nclpp_resnext50_32x4d")
     assert sum(p.numel() for p in alias.parameters()) == sum(p.numel() for p in canonical.parameters())
-    assert alias.pretrained_cfg["hf_hub_id"] == canonical.pretrained_cfg["hf_hub_id"]
+    assert alias.pretrained_cfg.get("hf_hub_id") == canonical.pretrained_cfg.get("hf_hub_id")
+    assert hub_repo_id("nclpp_resnext50", "imagenet_lt") == f"{HF_ORG}/nclpp_resnext50_32x4d.imagenet_lt"
 
 
 def test_dataset_tag_sets_defaults():

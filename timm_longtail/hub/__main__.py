@@ -31,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Hub repo the card points at (default: timm-longtail/<model>.<tag>)")
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     export.add_argument("--record", action="store_true",
-                        help="also copy the card to hub_cards/<model>.<tag>/ (do this for weights you publish)")
+                        help="also copy the card, config and weights to hub_cards/<model>.<tag>/ (do this for "
+                             "weights you publish; pretrained=True loads them from there in a source checkout)")
+    export.add_argument("--record-without-weights", action="store_true",
+                        help="with --record: leave model.safetensors out of hub_cards/ (large weights: Hub only)")
     export.add_argument("--cards-dir", default=None, help="hub_cards/ folder (default: the source checkout's)")
 
     push = commands.add_parser("push", help="upload an export folder to the Hub as one commit")
@@ -54,9 +57,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"exported {result.repo_id} to {result.folder}")
             print(f"model.safetensors sha256 {result.sha256}")
             if args.record:
-                print(f"card recorded in {record_card(result, args.cards_dir)}")
-            print("once pushed, add to PUBLISHED_WEIGHTS in timm_longtail/models/_weights.py:")
-            print(f"    {table_entry(result)}")
+                recorded = record_card(result, args.cards_dir, weights=not args.record_without_weights)
+                print(f"card recorded in {recorded}")
+            print("once pushed (or committed under hub_cards/), publish it in timm_longtail/models/published_weights.json:")
+            print(f"    from timm_longtail.models._weights import record_published; {table_entry(result)}")
         else:
             from .push import push_folder
 

@@ -3,8 +3,13 @@
 The template (``hub_cards/templates/model_card.md.j2``) holds the prose; ``hub_cards/reference.yaml``
 holds what the card says about methods, datasets and the papers' published figures. This module
 only gathers facts into the template's context: the README's YAML front matter (with the
-``model-index`` the Hub shows as an evaluation table) is built as a dict and dumped with PyYAML, so
-it is valid YAML whatever the values.
+``model-index`` the Hub shows as an evaluation table) is built with huggingface_hub's
+``ModelCardData`` and ``EvalResult``, so the Hub reads it back as written.
+
+A checkpoint trained in stages (RIDE's router stage on top of the experts stage, a student
+distilled from a teacher) records its ``lineage``; the card lists every stage's recipe, oldest
+first, and compares the paper's recipe with the experts stage's. Paths in recipes and commands
+are shown relative to the checkout, or as bare names, never as absolute paths.
 """
 from __future__ import annotations
 
@@ -14,11 +19,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+from .._paths import portable_paths
 from ..errors import UserInputError
 from .results import ModeResult, RunResults
 
 __all__ = [
-    "CARDS_DIR", "build_card_context", "build_front_matter", "load_reference", "parse_model_name",
+    "CARDS_DIR", "METRIC_DECIMALS", "build_card_context", "build_card_data", "build_front_matter", "load_reference",
+    "parse_model_name",
     "read_front_matter", "render_card",
 ]
 
@@ -33,6 +40,8 @@ _RECIPE_SUMMARY_KEYS = (
     "loss_kwargs", "teacher", "train_transform", "amp", "select_by", "val_split_fraction", "seed",
 )
 _WALL_TIME_KEYS = ("wall_time_s", "wall_time_seconds", "wall_time", "train_time_s", "elapsed_s")
+METRIC_DECIMALS = 2
+"""Accuracies in the ``model-index`` are rounded to this many decimals (as the card's tables show them)."""
 
 
 def parse_model_name(model_name: str) -> Tuple[str, str]:
@@ -114,12 +123,19 @@ def _published_for(row: ModeResult, paper_rows: Sequence[Mapping[str, Any]]) -> 
 
 
 def _differences(reference: Mapping[str, Any], method: str, family: Optional[str], recipe: Mapping[str, Any],
-                 info: Mapping[str, Any], has_paper_figures: bool, dataset_name: str) -> List[str]:
+                 info: Mapping[str, Any], has_paper_figures: bool, dataset_name: str,
+                 compared: Optional[Mapping[str, Any]] = None, compared_label: str = "") -> List[str]:
+    """How our recipe differs from the paper's. ``compared`` is the recipe of the experts stage (the
+    one the paper's recipe describes; ``None`` when it is not recorded), ``recipe`` this checkpoint's."""
     lines: List[str] = []
     paper = ((reference.get("paper_recipes") or {}).get(method) or {}).get(family or "") or {}
     method_name = reference["methods"][method]["name"]
-    for key, paper_value in paper.items():
-        ours = recipe.get(key)
+    if compared is None and paper:
+        lines.append(f"This checkpoint's {recipe.get('stage') or 'training'} stage started from a checkpoint "
+                     f"whose recipe is not recorded: its experts stage cannot be compared with the "
+                     f"{method_name} paper's recipe.")
+    for key, paper_value in paper.items() if compared is not None else ():
+        ours = compared.get(key)
         if ours is None:
             continue
         if isinstance(paper_value, (int, float)) and isinstance(ours, (int, float)) and not isinstance(ours, bool):
@@ -127,7 +143,7 @@ def _differences(reference: Mapping[str, Any], method: str, family: Optional[str
         else:
             same = ours == paper_value
         if not same:
-            lines.append(f"`{key}`: ours {ours}, the {method_name} paper's recipe {paper_value}.")
+            lines.append(f"{compared_label}`{key}`: ours {ours}, the {method_name} paper's recipe {paper_value}.")
     if not paper:
         lines.append(f"The {method_name} paper gives no recipe for {dataset_name}: the recipe above is ours.")
     if not has_paper_figures:
@@ -159,35 +175,89 @@ def _shot_split(info: Mapping[str, Any], class_counts: Sequence[int]) -> Tuple[s
     return split.describe(), split.split_sizes(class_counts)
 
 
-def build_front_matter(*, repo_name: str, method: str, dataset: Mapping[str, Any], tag: str, eval_split: str,
-                       results: RunResults, license_id: str, method_name: str) -> Dict[str, Any]:
-    """The card's metadata: library, licence, tags and the ``model-index`` evaluation results."""
-    dataset_entry = {"name": dataset.get("name", tag), "type": dataset.get("hub_id") or tag, "split": eval_split}
-    entries = []
-    for row in results.modes:
-        metrics = [{"type": "accuracy", "name": f"Top-1 accuracy ({row.mode})", "value": row.top1}]
-        for key, label in (("top5", "Top-5 accuracy"), ("top1_many", "Many-shot top-1 accuracy"),
-                           ("top1_medium", "Medium-shot top-1 accuracy"), ("top1_few", "Few-shot top-1 accuracy")):
-            value = getattr(row, key)
-            if value is not None:
-                metrics.append({"type": "accuracy", "name": f"{label} ({row.mode})", "value": value})
-        entries.append({
-            "task": {"type": "image-classification", "name": "Image Classification"},
-            "dataset": dict(dataset_entry),
-            "metrics": metrics,
-        })
-    front: Dict[str, Any] = {
-        "library_name": "timm",
-        "license": license_id,
-        "pipeline_tag": "image-classification",
-        "tags": ["image-classification", "timm", "timm-longtail", "long-tailed-recognition", "multi-expert",
-                 method_name.lower().replace("+", "p")],
-    }
-    if dataset.get("hub_id"):
-        front["datasets"] = [dataset["hub_id"]]
-    front["metrics"] = ["accuracy"]
-    front["model-index"] = [{"name": repo_name, "results": entries}]
-    return front
+_METRIC_LABELS = (("top1", "Top-1 accuracy"), ("top5", "Top-5 accuracy"), ("top1_many", "Many-shot top-1 accuracy"),
+                  ("top1_medium", "Medium-shot top-1 accuracy"), ("top1_few", "Few-shot top-1 accuracy"))
+
+
+def build_card_data(*, repo_name: str, method: str, dataset: Mapping[str, Any], tag: str, eval_split: str,
+                    results: RunResults, license_id: str, method_name: str):
+    """The card's metadata as a ``huggingface_hub.ModelCardData``: library, licence, tags, and one
+    ``EvalResult`` per forward mode and metric (named ``"<metric> (<mode>)"``, value in %, rounded to
+    :data:`METRIC_DECIMALS`), which it turns into the ``model-index`` the Hub shows."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    eval_results = [
+        EvalResult(task_type="image-classification", task_name="Image Classification",
+                   dataset_type=str(dataset.get("hub_id") or tag), dataset_name=str(dataset.get("name", tag)),
+                   dataset_split=eval_split, metric_type="accuracy", metric_name=f"{label} ({row.mode})",
+                   metric_value=round(float(getattr(row, key)), METRIC_DECIMALS))
+        for row in results.modes for key, label in _METRIC_LABELS if getattr(row, key) is not None
+    ]
+    return ModelCardData(
+        library_name="timm", license=license_id, pipeline_tag="image-classification",
+        tags=["image-classification", "timm", "timm-longtail", "long-tailed-recognition", "multi-expert",
+              method_name.lower().replace("+", "p")],
+        datasets=[dataset["hub_id"]] if dataset.get("hub_id") else None, metrics=["accuracy"],
+        model_name=repo_name, eval_results=eval_results,
+    )
+
+
+def build_front_matter(**kwargs: Any) -> Dict[str, Any]:
+    """:func:`build_card_data` as the plain dict written to the card's YAML front matter."""
+    return build_card_data(**kwargs).to_dict()
+
+
+# ---- training stages -------------------------------------------------------------------------
+def _stage_name(recipe: Mapping[str, Any]) -> str:
+    stage = recipe.get("stage")
+    return f"{stage} stage" if stage else "training"
+
+
+def _flatten_lineage(lineage: Any, prefix: str = "") -> List[Tuple[str, Mapping[str, Any]]]:
+    """(label, entry) for every recorded ancestor, oldest first; a teacher's own ancestors precede it."""
+    out: List[Tuple[str, Mapping[str, Any]]] = []
+    for entry in lineage if isinstance(lineage, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        recipe = entry.get("recipe") if isinstance(entry.get("recipe"), Mapping) else {}
+        model = f"`{entry.get('model_name')}`" if entry.get("model_name") else "a checkpoint"
+        if entry.get("role") == "teacher":
+            out.extend(_flatten_lineage(entry.get("lineage"), f"{prefix}the teacher's earlier stage: "))
+            label = f"{prefix}teacher {model}, {_stage_name(recipe)}"
+        else:
+            label = f"{prefix}{model}, {_stage_name(recipe)}"
+        out.append((label, entry))
+    return out
+
+
+def _stage_view(number: int, label: str, recipe: Mapping[str, Any], epoch: Any, command: Any,
+                role: str = "") -> Dict[str, Any]:
+    full = {k: v for k, v in recipe.items() if v is not None and k not in ("notes", "differences_from_paper")}
+    return dict(
+        number=number, label=label, role=role, epoch=epoch, epochs=recipe.get("epochs"), command=command,
+        summary=[(k, _value(recipe[k])) for k in _RECIPE_SUMMARY_KEYS if recipe.get(k) is not None],
+        full=full, yaml=yaml.safe_dump(full, sort_keys=True, default_flow_style=False) if full else "",
+    )
+
+
+def _training_stages(lineage: Any, recipe: Mapping[str, Any], epoch: Any, command: Any,
+                     ) -> Tuple[List[Dict[str, Any]], Optional[Mapping[str, Any]], str]:
+    """Every stage's view, oldest first (this checkpoint last), and the experts-stage recipe the
+    paper's recipe is compared with (``None`` when it is not recorded), with its label."""
+    ancestors = _flatten_lineage(lineage)
+    stages = [_stage_view(i, label, portable_paths(dict(entry.get("recipe") or {})), entry.get("epoch"),
+                          portable_paths(entry.get("command")), str(entry.get("role") or ""))
+              for i, (label, entry) in enumerate(ancestors, start=1)]
+    stages.append(_stage_view(len(stages) + 1, f"this checkpoint, {_stage_name(recipe)}", recipe, epoch, command))
+    if recipe.get("stage") in (None, "experts"):
+        return stages, recipe, ""
+    main_chain = [(i, entry) for i, (_, entry) in enumerate(ancestors, start=1)
+                  if entry.get("role") == "initial_checkpoint"]
+    for number, entry in main_chain:
+        stage_recipe = entry.get("recipe") if isinstance(entry.get("recipe"), Mapping) else {}
+        if stage_recipe.get("stage") in (None, "experts"):
+            return stages, stage_recipe, f"stage {number} ({_stage_name(stage_recipe)}): "
+    return stages, None, ""
 
 
 def build_card_context(
@@ -209,10 +279,11 @@ def build_card_context(
     dataset.setdefault("name", tag)
     dataset.setdefault("description", f"Dataset tag `{tag}`.")
     dataset.setdefault("terms", "see the dataset's own terms.")
-    info = results.info
+    info = portable_paths(dict(results.info))
     recipe = dict(checkpoint.get("recipe") or {})
     for key, value in (info.get("recipe") or {}).items():
         recipe.setdefault(key, value)
+    recipe = portable_paths(recipe)
     counts = [int(c) for c in checkpoint["class_counts"]]
     shot_rule, split_sizes = _shot_split(info, counts)
     num_experts = int(getattr(model, "num_experts", 1))
@@ -225,6 +296,7 @@ def build_card_context(
     if checkpoint.get("epoch") is not None:
         run_facts.append(f"**Checkpoint:** epoch {checkpoint['epoch']}"
                          + (f" of {recipe['epochs']}" if recipe.get("epochs") else "")
+                         + (f" of the {recipe['stage']} stage" if recipe.get("stage") not in (None, "experts") else "")
                          + (f", selected by `{recipe['select_by']}`" if recipe.get("select_by") else "") + ".")
     seed = info.get("seed", recipe.get("seed"))
     if seed is not None:
@@ -236,7 +308,9 @@ def build_card_context(
     if checkpoint.get("version"):
         run_facts.append(f"**Code:** timm-longtail {checkpoint['version']}.")
 
-    recipe_full = {k: v for k, v in recipe.items() if v is not None and k not in ("notes", "differences_from_paper")}
+    command = info.get("command") or recipe.get("command")
+    stages, compared, compared_label = _training_stages(checkpoint.get("lineage"), recipe, checkpoint.get("epoch"),
+                                                        command)
     result_rows = [dict(
         mode=row.mode, top1=_pct(row.top1), top5=_pct(row.top5), many=_pct(row.top1_many),
         medium=_pct(row.top1_medium), few=_pct(row.top1_few),
@@ -251,11 +325,11 @@ def build_card_context(
         note=row.get("note", ""),
     ) for row in paper_rows]
     router_trained = bool(getattr(model, "router_trained", False))
-    front = build_front_matter(repo_name=repo_id.split("/", 1)[1], method=method_key, dataset=dataset, tag=tag,
-                               eval_split=eval_split, results=results, license_id=license_id,
-                               method_name=method["name"])
+    card_data = build_card_data(repo_name=repo_id.split("/", 1)[1], method=method_key, dataset=dataset, tag=tag,
+                                eval_split=eval_split, results=results, license_id=license_id,
+                                method_name=method["name"])
     return dict(
-        front_matter=yaml.safe_dump(front, sort_keys=False, allow_unicode=True, default_flow_style=False),
+        front_matter=card_data.to_yaml() + "\n",
         repo_id=repo_id, repo_name=repo_id.split("/", 1)[1], model_name=model_name, registered_name=registered_name,
         method=method, arch_name=(reference.get("architectures") or {}).get(arch, arch),
         num_experts=num_experts, num_classes=int(model.num_classes),
@@ -269,12 +343,9 @@ def build_card_context(
         dataset=dataset, num_train_images=f"{sum(counts):,}", max_count=max(counts), min_count=min(counts),
         imbalance=f"{max(counts) / max(min(counts), 1):.0f}", shot_rule=shot_rule, split_sizes=split_sizes,
         eval_split=eval_split, num_eval_samples=_count(info.get("num_samples")), run_facts=run_facts,
-        recipe_summary=[(k, _value(recipe[k])) for k in _RECIPE_SUMMARY_KEYS if recipe.get(k) is not None],
-        recipe_full=recipe_full,
-        recipe_yaml=yaml.safe_dump(recipe_full, sort_keys=True, default_flow_style=False) if recipe_full else "",
-        command=info.get("command") or recipe.get("command"),
+        stages=stages,
         differences=_differences(reference, method_key, dataset.get("family"), recipe, info, bool(paper_rows),
-                                 dataset["name"]),
+                                 dataset["name"], compared=compared, compared_label=compared_label),
         results=result_rows, any_flops=any(r.flops_per_image is not None for r in results.modes),
         paper_rows=paper_view, license_name={"apache-2.0": "Apache-2.0"}.get(license_id, license_id),
     )

@@ -19,8 +19,9 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
+from .._paths import portable_paths
 from ..errors import UserInputError
-from ..models._cfgs import HF_ORG
+from ..models._cfgs import HF_ORG, hub_repo_id
 from ..models._weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
 from .card import CARDS_DIR, build_card_context, load_reference, render_card
 from .results import load_results
@@ -32,6 +33,7 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CONSTRUCTED_LT = ("cifar10_lt", "cifar100_lt", "tiny_imagenet_lt")  # long tail built with an imbalance factor
 _DATA_CFG_KEYS = ("mean", "std", "input_size", "crop_pct", "crop_mode", "interpolation")
+_COMMIT_IN_VERSION = re.compile(r"\+g([0-9a-f]{7,40})\b")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class ExportResult:
     model_name: str
     tag: str
     sha256: str
+    size: int = 0
+    commit: Optional[str] = None
+    """Git commit the checkpoint was trained from (from its recorded code version), when known."""
 
     @property
     def repo_name(self) -> str:
@@ -50,8 +55,23 @@ class ExportResult:
 
 
 def table_entry(result: ExportResult) -> str:
-    """The line to add to ``PUBLISHED_WEIGHTS`` in ``timm_longtail/models/_weights.py``."""
-    return f'"{result.repo_name}": {{"sha256": "{result.sha256}"}},'
+    """The :func:`~timm_longtail.models._weights.record_published` call that publishes this export."""
+    return (f"record_published({result.repo_name!r}, {result.sha256!r}, {result.size}, "
+            f"{result.commit or '<commit it was trained from>'!r})")
+
+
+def _commit_of(version: Any) -> Optional[str]:
+    """``"0.1.0+g1a2b3c4"`` (what checkpoints record) -> ``"1a2b3c4"``."""
+    match = _COMMIT_IN_VERSION.search(version) if isinstance(version, str) else None
+    return match.group(1) if match else None
+
+
+def _trained_on_demo(checkpoint: Mapping[str, Any], info: Mapping[str, Any]) -> bool:
+    for dataset in (checkpoint.get("dataset"), info.get("dataset")):
+        name = dataset.get("name") if isinstance(dataset, Mapping) else dataset
+        if name == "demo":
+            return True
+    return False
 
 
 def _json_safe(value: Any) -> Any:
@@ -175,9 +195,14 @@ def export_checkpoint(
         raise UserInputError("the checkpoint does not record its dataset tag: pass --tag (e.g. cifar100_lt_if100)")
     if not _TAG_RE.match(tag):
         raise UserInputError(f"tag {tag!r} must be letters, digits, '_' or '-' (it becomes part of the repo name)")
-    repo_id = repo_id or f"{HF_ORG}/{model_name}.{tag}"
+    repo_id = repo_id or hub_repo_id(model_name, tag)
     if not _REPO_RE.match(repo_id):
         raise UserInputError(f"repo id {repo_id!r} must look like 'org/name'")
+    if _trained_on_demo(ckpt, run.info) and repo_id.split("/", 1)[0] == HF_ORG:
+        raise UserInputError(
+            f"{checkpoint} was trained on the embedded demo set (a small CIFAR-10-LT sample for smoke tests), "
+            f"not on a benchmark: it cannot be published as {repo_id}. Train on a benchmark (e.g. cifar10_lt), "
+            f"or export to a repo of your own with --repo-id <you>/<name>")
     counts = ckpt.get("class_counts")
     if not counts or len(counts) != model.num_classes:
         raise UserInputError(f"the checkpoint's class_counts ({len(counts or [])}) do not match the model's "
@@ -192,8 +217,11 @@ def export_checkpoint(
                 f"{results}: forward mode {row.mode!r} is not one of this model's modes {model.forward_modes()}")
 
     registered_name = f"{model_name}.{tag}"
-    registered = get_pretrained_cfg(registered_name)
-    registered = registered.to_dict() if registered is not None and registered.hf_hub_id == repo_id else None
+    try:  # timm raises for a tag the model does not register (e.g. a dataset without a pretrained cfg)
+        registered = get_pretrained_cfg(registered_name)
+    except RuntimeError:
+        registered = None
+    registered = registered.to_dict() if registered is not None and hub_repo_id(model_name, tag) == repo_id else None
     data_cfg = _data_config(ckpt, registered)
     model_kwargs = _json_safe(dict(ckpt.get("model_kwargs") or {}))
 
@@ -207,7 +235,7 @@ def export_checkpoint(
         sha = sha256_of_file(weights)
         section = dict(
             repo_name=repo_id.split("/", 1)[1], tag=tag, method=model_name.split("_", 1)[0],
-            dataset=ckpt.get("dataset"),
+            dataset=portable_paths(ckpt.get("dataset")),
             epoch=ckpt.get("epoch"), code_version=ckpt.get("version"), forward_modes=model.forward_modes(),
             router_trained=bool(getattr(model, "router_trained", False)),
             shot_split=run.info.get("shot_split") or run.info.get("shot_rule", "standard"),
@@ -231,16 +259,26 @@ def export_checkpoint(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return ExportResult(folder=out, repo_id=repo_id, model_name=model_name, tag=tag, sha256=sha)
+    return ExportResult(folder=out, repo_id=repo_id, model_name=model_name, tag=tag, sha256=sha,
+                        size=(out / WEIGHTS_FILENAME).stat().st_size, commit=_commit_of(ckpt.get("version")))
 
 
-def record_card(result: ExportResult, cards_dir: Optional[PathLike] = None) -> Path:
-    """Copy the card and config of an export to ``hub_cards/<model>.<tag>/`` (the record of published weights)."""
+def record_card(result: ExportResult, cards_dir: Optional[PathLike] = None, *, weights: bool = True) -> Path:
+    """Copy an export to ``hub_cards/<model>.<tag>/``, the record of published weights: the card,
+    ``config.json``, ``weights.json`` (repo id, SHA-256, size, commit) and, with ``weights=True``,
+    ``model.safetensors`` itself, which ``pretrained=True`` then loads from a source checkout without
+    the network once the table lists its SHA-256 (:func:`~timm_longtail.models._weights.record_published`)."""
     target = Path(cards_dir or CARDS_DIR) / result.repo_name
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("README.md", "config.json"):
-        shutil.copyfile(result.folder / name, target / name)
+    names = ("README.md", "config.json") + ((WEIGHTS_FILENAME,) if weights else ())
+    for name in names:
+        tmp = target / f".{name}.tmp"
+        shutil.copyfile(result.folder / name, tmp)
+        os.replace(tmp, target / name)
+    if weights and sha256_of_file(target / WEIGHTS_FILENAME) != result.sha256:
+        raise UserInputError(f"{result.folder / WEIGHTS_FILENAME} changed after export: export it again")
     (target / "weights.json").write_text(json.dumps(
         dict(repo_id=result.repo_id, file=WEIGHTS_FILENAME, sha256=result.sha256,
-             size=(result.folder / WEIGHTS_FILENAME).stat().st_size), indent=2) + "\n", encoding="utf-8")
+             size=(result.folder / WEIGHTS_FILENAME).stat().st_size, commit=result.commit),
+        indent=2) + "\n", encoding="utf-8")
     return target

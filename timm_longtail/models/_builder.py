@@ -16,14 +16,17 @@ def create_lt_model(model_cls: Type[MultiExpertNet], variant: str, pretrained: b
     """``build_model_with_cfg`` plus two things timm does not know about our models.
 
     With ``pretrained=True`` the published-weights table is checked first, so a variant without
-    trained weights fails with a clear message rather than a Hub 404. ``features_only`` uses
+    trained weights fails with a clear message rather than a Hub 404, and the checked source (a
+    committed ``hub_cards`` file in a source checkout, else the Hub) is what timm loads. ``features_only`` uses
     ``forward_intermediates`` (timm's getter wrapper), with every level by default (4 for CIFAR
     ResNets, 5 for ImageNet ResNets).
     """
     if pretrained:
-        cfg = resolve_pretrained_cfg(
-            variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
-        check_pretrained_available(variant, cfg.to_dict(), cache_dir=kwargs.get("cache_dir"))
+        overlay = kwargs.get("pretrained_cfg_overlay")
+        cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=overlay)
+        source = check_pretrained_available(variant, cfg.to_dict(), cache_dir=kwargs.get("cache_dir"))
+        if source:
+            kwargs["pretrained_cfg_overlay"] = {**(overlay or {}), **source}
     out_indices = tuple(range(len(kwargs.get("layers", ())) + 1))
     return build_model_with_cfg(
         model_cls, variant, pretrained,

@@ -1,14 +1,17 @@
-"""Pretrained-config helpers shared by the model files: the Hub organisation and dataset tags."""
+"""Pretrained-config helpers shared by the model files: the Hub organisation, repo names and dataset tags."""
 from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-__all__ = ["HF_ORG", "DATASET_TAGS", "lt_cfg"]
+__all__ = ["HF_ORG", "DATASET_TAGS", "HUB_NAME_ALIASES", "hub_name", "hub_repo_id", "lt_cfg"]
 
 HF_ORG = "timm-longtail"
 """Hub organisation holding every ``<model>.<tag>`` weight repo."""
+
+HUB_NAME_ALIASES: Dict[str, str] = {"nclpp_resnext50": "nclpp_resnext50_32x4d"}
+"""Registered aliases -> the model whose weights (table entry, Hub repo, ``hub_cards/`` folder) they share."""
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the CIFAR-10 statistics RIDE/LDAM use for CIFAR-100 too
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -29,10 +32,28 @@ DATASET_TAGS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def hub_name(model_name: str, tag: str) -> str:
+    """``<model>.<tag>`` of the weights a registered name uses (an alias shares its canonical model's)."""
+    return f"{HUB_NAME_ALIASES.get(model_name, model_name)}.{tag}"
+
+
+def hub_repo_id(model_name: str, tag: str) -> str:
+    """``timm-longtail/<model>.<tag>``: where the weights of ``model_name`` trained on ``tag`` go on the Hub.
+
+    Computed from the name, so it exists for every tag, published or not (export and push use it).
+    """
+    return f"{HF_ORG}/{hub_name(model_name, tag)}"
+
+
 def lt_cfg(model_name: str, tag: str, first_conv: Tuple[str, ...], classifier: Tuple[str, ...], **overrides) -> Dict[str, Any]:
-    """A timm pretrained cfg for ``<model_name>.<tag>``, pointing at ``HF_ORG/<model_name>.<tag>``."""
+    """A timm pretrained cfg for ``<model_name>.<tag>``: classes, input size and normalisation of the tag.
+
+    It has no weight source: :func:`timm_longtail.models._weights.with_published_weights` adds the
+    ``hf_hub_id`` to the cfgs whose weights are published, so timm's ``has_weights`` (and
+    ``list_pretrained``) is true for those only.
+    """
     cfg = dict(
-        url="", hf_hub_id=f"{HF_ORG}/{model_name}.{tag}", license="apache-2.0",
+        url="", license="apache-2.0",
         first_conv=first_conv if len(first_conv) > 1 else first_conv[0],
         classifier=classifier if len(classifier) > 1 else classifier[0],
         **DATASET_TAGS[tag],

@@ -15,10 +15,11 @@ from timm.models import generate_default_cfgs, register_model
 
 from ..errors import UserInputError
 from ._backbones import build_resnet_stages, split_trunk_and_experts
-from ._cfgs import HF_ORG, lt_cfg
+from ._cfgs import lt_cfg
 from ._builder import create_lt_model
 from ._experts import MultiExpertNet
 from ._init import init_weights
+from ._weights import with_published_weights
 
 __all__ = ["NCLPPResNet"]
 
@@ -68,27 +69,25 @@ def _create_nclpp(variant: str, pretrained: bool = False, **kwargs: Any) -> NCLP
     return create_lt_model(NCLPPResNet, variant, pretrained, **kwargs)
 
 
-def _cfg(model_name: str, tag: str, hub_name: str = "") -> Dict[str, Any]:
-    cfg = lt_cfg(
+def _cfg(model_name: str, tag: str) -> Dict[str, Any]:
+    return lt_cfg(
         model_name, tag,
         first_conv=tuple(f"experts.{i}.conv1" for i in range(2)),
         classifier=tuple(f"heads.{i}.fc" for i in range(2)),
         paper_ids="arXiv:2306.16709",
         paper_name="NCL++: Nested Collaborative Learning for Long-Tailed Visual Recognition",
     )
-    if hub_name:  # an alias shares its canonical model's weights
-        cfg["hf_hub_id"] = f"{HF_ORG}/{hub_name}.{tag}"
-    return cfg
 
 
-default_cfgs = generate_default_cfgs({
+# the alias nclpp_resnext50 shares nclpp_resnext50_32x4d's weights (HUB_NAME_ALIASES in _cfgs.py)
+default_cfgs = generate_default_cfgs(with_published_weights({
     **{f"nclpp_resnet32.{tag}": _cfg("nclpp_resnet32", tag)
        for tag in ("cifar100_lt_if100", "cifar100_lt_if50", "cifar10_lt_if100", "cifar10_lt_if50")},
     **{f"nclpp_resnet50.{tag}": _cfg("nclpp_resnet50", tag) for tag in ("imagenet_lt", "inat2018")},
     "nclpp_resnext50_32x4d.imagenet_lt": _cfg("nclpp_resnext50_32x4d", "imagenet_lt"),
-    "nclpp_resnext50.imagenet_lt": _cfg("nclpp_resnext50", "imagenet_lt", hub_name="nclpp_resnext50_32x4d"),
+    "nclpp_resnext50.imagenet_lt": _cfg("nclpp_resnext50", "imagenet_lt"),
     "nclpp_resnet152.places_lt": _cfg("nclpp_resnet152", "places_lt"),
-})
+}))
 
 
 @register_model

@@ -22,6 +22,7 @@ from ._cfgs import lt_cfg
 from ._builder import create_lt_model
 from ._experts import MultiExpertNet
 from ._init import init_weights
+from ._weights import with_published_weights
 
 __all__ = ["RIDEResNet"]
 
@@ -99,10 +100,10 @@ _TAGS = {
     "resnet152": ("imagenet_lt", "places_lt"),
 }
 
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs(with_published_weights({
     f"ride_{arch}_{n}e.{tag}": _cfg(f"ride_{arch}_{n}e", tag, n)
     for arch, tags in _TAGS.items() for n in (2, 3, 4, 6) for tag in tags
-})
+}))
 
 @register_model
 def ride_resnet32_2e(pretrained: bool = False, **kwargs) -> RIDEResNet:

@@ -1,0 +1,70 @@
+"""Paths as results files and model cards show them: never an absolute path of the machine that ran.
+
+A path inside the source checkout, or beside it (``../shared/data/cifar10``), is written relative
+to the checkout; any other absolute path is reduced to its last component (the folder's or file's
+name). Relative paths are kept as given.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import shlex
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, Optional
+
+__all__ = ["portable_path", "portable_paths"]
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def _is_absolute(text: str) -> bool:
+    return text.startswith("/") and not text.startswith("//") or (len(text) > 2 and text[1] == ":" and text[2] in "/\\")
+
+
+def portable_path(path: Any, root: Optional[os.PathLike] = None) -> str:
+    """``/work/main/runs/x/last.pth`` -> ``runs/x/last.pth``; ``/work/shared/data/c10`` -> ``../shared/data/c10``;
+    ``/data/imagenet`` -> ``imagenet``. ``root`` is the checkout (default: the one holding this package)."""
+    text = os.fspath(path)
+    if not _is_absolute(text):
+        return text
+    normal = posixpath.normpath(text.replace("\\", "/"))
+    base = PurePosixPath(posixpath.normpath(os.fspath(root or _CHECKOUT).replace("\\", "/")))
+    target = PurePosixPath(normal)
+    for prefix, anchor in (("", base), ("../", base.parent)):
+        if anchor != PurePosixPath("/") and (target == anchor or anchor in target.parents):
+            rel = target.relative_to(anchor).as_posix()
+            return (prefix + rel).rstrip("/") if rel != "." else (prefix.rstrip("/") or ".")
+    return target.name or text
+
+
+def _portable_text(text: str, root: Optional[os.PathLike]) -> str:
+    if _is_absolute(text) and not any(c.isspace() for c in text):
+        return portable_path(text, root)
+    if "/" not in text or not any(c.isspace() for c in text):
+        return text
+    try:  # a command line: rewrite its absolute-path arguments (also --flag=/path)
+        tokens = shlex.split(text)
+    except ValueError:
+        return text
+    changed = False
+    for i, token in enumerate(tokens):
+        flag, eq, value = token.partition("=")
+        if eq and flag.startswith("-") and _is_absolute(value):
+            tokens[i], changed = f"{flag}={portable_path(value, root)}", True
+        elif _is_absolute(token):
+            tokens[i], changed = portable_path(token, root), True
+    return shlex.join(tokens) if changed else text
+
+
+def portable_paths(value: Any, root: Optional[os.PathLike] = None) -> Any:
+    """``value`` with every absolute path in it (strings, command lines, nested in dicts and lists)
+    rewritten by :func:`portable_path`; ``Path`` objects become strings."""
+    if isinstance(value, Mapping):
+        return {key: portable_paths(item, root) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(portable_paths(item, root) for item in value)
+    if isinstance(value, os.PathLike):
+        return portable_path(value, root)
+    if isinstance(value, str):
+        return _portable_text(value, root)
+    return value
