@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
+from ..checkpoint import build_model_from_checkpoint, load_checkpoint, run_lineage, save_checkpoint
 from ..errors import UserInputError
 from .distributed import DistContext, cleanup_distributed, setup_distributed
 from .loop import (
@@ -445,6 +445,7 @@ class _Run:
 
         extra: dict[str, Any] = dict(
             epoch=epoch, num_updates=self.num_updates, recipe=self._recipe(), dataset=self.data.info,
+            lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
             train_class_counts=self.data.train_class_counts, command=self.command, seed=self.args.seed,
             optimizer=self.optimizer.state_dict(),
             scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
@@ -573,6 +574,7 @@ class _Run:
             epoch_time_s=_mean(self.history.epoch_times),
             train_images_per_sec=_mean(self.history.images_per_sec),
             train_time_s=float(sum(self.history.epoch_times)),
+            lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
         )
         if self.history.best_metric is not None:
             result["val_top1_balanced_best"] = self.history.best_metric
