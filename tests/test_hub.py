@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -400,3 +401,198 @@ def test_results_reader_accepts_validate_layouts():
                            "ema": {"modes": {"ensemble": {"top1": 49.0}}}, "wall_time_s": 12.5})
     assert [(row.mode, row.top1) for row in final.modes] == [("ensemble", 50.0), ("expert:0", 40.0)]
     assert final.info["wall_time_s"] == 12.5 and final.info["dataset"]["name"] == "cifar10_lt"
+
+
+# ---- (d) weights committed under hub_cards/ in a source checkout ------------------------------
+# Loads by bare model name (the default tag must be the published one) and by full name, offline,
+# with an empty Hub cache; saves every forward mode's output and what timm lists as pretrained.
+COMMITTED_LOADER = textwrap.dedent('''
+    import json, sys
+    import timm_longtail
+    import timm, torch
+    from safetensors.torch import load_file, save_file
+
+    model_name, full_name, inputs_path, outputs_path = sys.argv[1:5]
+    x = load_file(inputs_path)["x"]
+    outputs = {}
+    for label, name in (("name", model_name), ("full", full_name)):
+        model = timm.create_model(name, pretrained=True).eval()
+        with torch.no_grad():
+            for mode in model.forward_modes():
+                outputs[f"{label}|{mode}"] = model(x, mode=mode)
+    save_file(outputs, outputs_path)
+    print(json.dumps(timm.list_pretrained(["ride_*", "nclpp_*"])))
+''')
+
+
+def _checkout_with_committed_weights(tmp: Path, exported) -> Path:
+    """A source-checkout layout holding ``hub_cards/<model>.<tag>/`` as ``export --record`` writes it."""
+    checkout = tmp / "checkout"
+    recorded = record_card(exported, cards_dir=checkout / "hub_cards")
+    assert sorted(p.name for p in recorded.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                           "weights.json"]
+    return checkout
+
+
+def test_committed_weights_load_offline_with_an_empty_hub_cache(ride, tmp_path):
+    exported = ride["export"]
+    checkout = _checkout_with_committed_weights(tmp_path, exported)
+    env = _publish(tmp_path, exported)
+    env[_weights.REPO_ROOT_ENV] = str(checkout)
+    save_file({"x": ride["x"]}, str(tmp_path / "x.safetensors"))
+    cache = tmp_path / "hub_cache"
+    loaded = _run(["-c", COMMITTED_LOADER, exported.model_name, exported.repo_name, str(tmp_path / "x.safetensors"),
+                   str(tmp_path / "out.safetensors")],
+                  HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(cache),
+                  HF_HOME=str(tmp_path / "hf_home"), **env)
+    assert loaded.returncode == 0, loaded.stderr
+    outputs = load_file(str(tmp_path / "out.safetensors"))
+    _assert_same_outputs(outputs, "name", ride["expected"])  # ride_resnet32_2e's default tag is the published one
+    _assert_same_outputs(outputs, "full", ride["expected"])
+    assert json.loads(loaded.stdout.splitlines()[-1]) == [exported.repo_name]
+    assert not cache.exists() or not any(cache.rglob("*.safetensors"))  # nothing came from the Hub
+
+
+def test_tampered_committed_weights_are_refused(ride, tmp_path, monkeypatch):
+    exported = ride["export"]
+    checkout = _checkout_with_committed_weights(tmp_path, exported)
+    monkeypatch.setenv(_weights.REPO_ROOT_ENV, str(checkout))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub_cache"))
+    monkeypatch.setitem(_weights.PUBLISHED_WEIGHTS, exported.repo_name,
+                        {"sha256": exported.sha256, "size": exported.size, "commit": "abcdef1"})
+    intact = timm.create_model(exported.repo_name, pretrained=True).eval()  # by full name, in this process
+    loaded = _outputs(intact, ride["x"])
+    assert all(torch.equal(loaded[mode], ride["expected"][mode]) for mode in ride["expected"])
+
+    weights = checkout / "hub_cards" / exported.repo_name / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, header still valid: only the hash tells
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsIntegrityError) as raised:
+        timm.create_model(exported.repo_name, pretrained=True)
+    message = str(raised.value)
+    assert message.startswith(f"{weights} is not the published model.safetensors of {exported.repo_name}")
+    assert exported.sha256 in message and "\n" not in message
+    weights.write_bytes(bytes(data[:-8]))  # truncated: the size already differs
+    with pytest.raises(WeightsIntegrityError, match=re.escape(str(weights))):
+        timm.create_model(exported.repo_name, pretrained=True)
+    assert not (tmp_path / "hub_cache").exists()  # refused, not silently replaced by a download
+
+
+# ---- (e) cards: model-index, lineage, paths, demo ----------------------------------------------
+def test_model_index_reads_back_through_huggingface_hub(ride):
+    from huggingface_hub import ModelCard, metadata_load
+
+    path = ride["export"].folder / "README.md"
+    card = ModelCard.load(path)
+    assert card.data.library_name == "timm" and card.data.model_name == ride["export"].repo_name
+    labels = {"top1": "Top-1 accuracy", "top5": "Top-5 accuracy", "top1_many": "Many-shot top-1 accuracy",
+              "top1_medium": "Medium-shot top-1 accuracy", "top1_few": "Few-shot top-1 accuracy"}
+    expected = {f"{labels[key]} ({row['forward_mode']})": round(row[key], 2)
+                for row in ride["results"]["results"] for key in labels if row.get(key) is not None}
+    found = {}
+    for result in card.data.eval_results:
+        assert (result.task_type, result.metric_type) == ("image-classification", "accuracy")
+        assert (result.dataset_type, result.dataset_split) == ("uoft-cs/cifar10", "test")
+        found[result.metric_name] = result.metric_value
+    assert found == expected
+    assert found["Few-shot top-1 accuracy (expert:0)"] == 27.5  # 27.500000000000004 in the results file
+    assert "27.500000000000004" not in path.read_text()
+    assert metadata_load(path)["model-index"] == card.data.to_dict()["model-index"]
+
+
+def _staged_checkpoint(tmp: Path, root: str) -> Path:
+    """A router-stage checkpoint whose lineage holds a 6-expert teacher and the distilled experts stage,
+    with absolute paths in its recipes, commands and dataset record: data under ``root`` (outside the
+    checkout), runs inside the checkout."""
+    torch.manual_seed(0)
+    model = timm.create_model("ride_resnet32_3e", num_classes=10)
+    model.mark_router_trained()
+    data = f"{root}/data/cifar10"
+    teacher = dict(role="teacher", model_name="ride_resnet32_6e", method="ride", stage="experts", epoch=200,
+                   command=f"train.py --data-dir {data} --model ride_resnet32_6e",
+                   recipe=dict(method="ride", stage="experts", epochs=200, lr=0.1, batch_size=128, data_dir=data,
+                               output=f"{root}/runs"))
+    stage1 = dict(role="initial_checkpoint", model_name="ride_resnet32_3e", method="ride", stage="experts", epoch=200,
+                  command=f"train.py --data-dir {data} --teacher {root}/runs/teacher/last.pth",
+                  recipe=dict(method="ride", stage="experts", epochs=200, lr=0.1, batch_size=128, weight_decay=5e-4,
+                              teacher=f"{root}/runs/teacher/last.pth", data_dir=data))
+    checkpoint = tmp / "router.pth"
+    save_checkpoint(checkpoint, model, model_name="ride_resnet32_3e", class_counts=CIFAR10_LT_COUNTS,
+                    class_names=CIFAR10_NAMES, extra=dict(
+                        dataset=dict(name="cifar10_lt", imbalance_factor=100.0, root=data, source=data), epoch=3,
+                        lineage=[teacher, stage1],
+                        command=f"train.py --initial-checkpoint={REPO_ROOT}/runs/s1/last.pth --data-dir {data}",
+                        recipe=dict(method="ride", stage="router", epochs=3, lr=0.01, batch_size=512, data_dir=data,
+                                    initial_checkpoint=f"{REPO_ROOT}/runs/s1/last.pth", seed=0)))
+    return checkpoint
+
+
+def test_router_card_shows_every_stage_and_no_absolute_path(tmp_path):
+    root = str(tmp_path / "elsewhere")
+    checkpoint = _staged_checkpoint(tmp_path, root)
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({
+        "command": f"validate.py --checkpoint {root}/runs/router/last.pth --data-dir {root}/data/cifar10",
+        "data_dir": f"{root}/data/cifar10", "checkpoint": f"{REPO_ROOT}/runs/router/last.pth",
+        "results": [{"forward_mode": "routed", "top1": 70.0}, {"forward_mode": "ensemble", "top1": 71.0}]}))
+    exported = export_checkpoint(checkpoint, results, tmp_path / "export")
+    card = (exported.folder / "README.md").read_text()
+    headings = [line for line in card.splitlines() if line.startswith("### Stage")]
+    assert headings == ["### Stage 1: teacher `ride_resnet32_6e`, experts stage, 200 epochs",
+                        "### Stage 2: `ride_resnet32_3e`, experts stage, 200 epochs",
+                        "### Stage 3: this checkpoint, router stage, 3 epochs"]
+    assert "trained in 3 stages" in card
+    differences = card.split("### How this differs from the paper")[1].split("## Results")[0]
+    # the paper's recipe is compared with the experts stage (200 epochs: same), not with the router's 3 epochs
+    assert "ours 3" not in differences and "stage 2 (experts stage): `weight_decay`" not in differences
+    assert "stage 2 (experts stage): `warmup_epochs`" not in differences  # not recorded: not compared
+    config = (exported.folder / "config.json").read_text()
+    for text in (card, config):
+        assert root not in text and str(tmp_path) not in text and str(REPO_ROOT) not in text
+    # outside the checkout only the name is kept; inside it, the path relative to the checkout
+    assert "train.py --initial-checkpoint=runs/s1/last.pth --data-dir cifar10" in card  # stage 3's command
+    assert "initial_checkpoint: runs/s1/last.pth" in card and "data_dir: cifar10" in card
+    assert "validate.py --checkpoint last.pth --data-dir cifar10" in card  # the evaluation command
+    assert json.loads(config)["timm_longtail"]["dataset"]["root"] == "cifar10"
+
+
+def test_card_of_a_router_without_recorded_lineage_says_so(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model("ride_resnet32_3e", num_classes=10)
+    model.mark_router_trained()
+    checkpoint = save_checkpoint(tmp_path / "old.pth", model, model_name="ride_resnet32_3e",
+                                 class_counts=CIFAR10_LT_COUNTS, extra=dict(
+                                     dataset=dict(name="cifar10_lt", imbalance_factor=100.0), epoch=3,
+                                     recipe=dict(method="ride", stage="router", epochs=3, lr=0.01)))
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"forward_mode": "routed", "top1": 70.0}]))
+    card = (export_checkpoint(checkpoint, results, tmp_path / "export").folder / "README.md").read_text()
+    assert "### Stage" not in card
+    assert "whose recipe is not recorded" in card and "ours 3, the RIDE paper's recipe 200" not in card
+
+
+def test_export_of_a_demo_checkpoint_is_one_error_line(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = timm.create_model("ride_resnet32_2e", num_classes=10)
+    checkpoint = save_checkpoint(tmp_path / "demo.pth", model, model_name="ride_resnet32_2e",
+                                 class_counts=[500, 300, 200, 120, 80, 50, 30, 20, 10, 5],
+                                 extra=dict(dataset=dict(name="demo", imbalance_factor=100.0), epoch=15,
+                                            recipe=dict(method="ride", stage="experts", epochs=15)))
+    results = tmp_path / "final.json"
+    results.write_text(json.dumps({"dataset": {"name": "demo"}, "modes": {"ensemble": {"top1": 40.0}}}))
+    inputs = sorted(p.name for p in tmp_path.iterdir())
+    for extra in ([], ["--tag", "cifar10_lt_if100"]):
+        code = hub_main(["export", "--checkpoint", str(checkpoint), "--results", str(results),
+                         "--out", str(tmp_path / "out"), *extra])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+        assert "demo set" in lines[0] and "timm-longtail/ride_resnet32_2e." in lines[0] and "Traceback" not in err
+        assert sorted(p.name for p in tmp_path.iterdir()) == inputs  # nothing written
+    # to a repo of one's own it exports, under the tag 'demo' (not a registered tag: the card says so)
+    assert hub_main(["export", "--checkpoint", str(checkpoint), "--results", str(results),
+                     "--out", str(tmp_path / "out"), "--repo-id", "someone/ride-demo"]) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "`ride-demo` is not one of the pretrained tags registered" in card
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["timm_longtail"]["tag"] == "demo"

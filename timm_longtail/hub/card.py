@@ -308,7 +308,8 @@ def build_card_context(
     if checkpoint.get("version"):
         run_facts.append(f"**Code:** timm-longtail {checkpoint['version']}.")
 
-    command = info.get("command") or recipe.get("command")
+    command = portable_paths(checkpoint.get("command")) or info.get("command") or recipe.get("command")
+    eval_command = info.get("command") if info.get("command") != command else None
     stages, compared, compared_label = _training_stages(checkpoint.get("lineage"), recipe, checkpoint.get("epoch"),
                                                         command)
     result_rows = [dict(
@@ -343,7 +344,7 @@ def build_card_context(
         dataset=dataset, num_train_images=f"{sum(counts):,}", max_count=max(counts), min_count=min(counts),
         imbalance=f"{max(counts) / max(min(counts), 1):.0f}", shot_rule=shot_rule, split_sizes=split_sizes,
         eval_split=eval_split, num_eval_samples=_count(info.get("num_samples")), run_facts=run_facts,
-        stages=stages,
+        stages=stages, eval_command=eval_command,
         differences=_differences(reference, method_key, dataset.get("family"), recipe, info, bool(paper_rows),
                                  dataset["name"], compared=compared, compared_label=compared_label),
         results=result_rows, any_flops=any(r.flops_per_image is not None for r in results.modes),
