@@ -175,6 +175,8 @@ def export_checkpoint(
 
     ``tag`` names the training data (``cifar100_lt_if100``...; default: the checkpoint's
     ``dataset["tag"]``), giving the repo ``timm-longtail/<model>.<tag>`` unless ``repo_id`` is given.
+    A checkpoint trained on the demo set has no tag of its own: without ``tag`` it is refused for
+    ``timm-longtail/`` (one :class:`UserInputError`, nothing written).
     """
     from timm.models import get_pretrained_cfg
     from timm.models._hub import save_config_for_hf
@@ -190,6 +192,7 @@ def export_checkpoint(
     evaluated = str(run.info.get("model") or "")
     if evaluated and ":" not in evaluated and "/" not in evaluated and evaluated.split(".")[0] != model_name:
         raise UserInputError(f"{results} holds results of {evaluated!r}, but the checkpoint is a {model_name}")
+    derived_tag = not tag
     tag = tag or _tag_of(ckpt, run.info)
     if not tag:
         raise UserInputError("the checkpoint does not record its dataset tag: pass --tag (e.g. cifar100_lt_if100)")
@@ -198,7 +201,7 @@ def export_checkpoint(
     repo_id = repo_id or hub_repo_id(model_name, tag)
     if not _REPO_RE.match(repo_id):
         raise UserInputError(f"repo id {repo_id!r} must look like 'org/name'")
-    if _trained_on_demo(ckpt, run.info) and repo_id.split("/", 1)[0] == HF_ORG:
+    if derived_tag and _trained_on_demo(ckpt, run.info) and repo_id.split("/", 1)[0] == HF_ORG:
         raise UserInputError(
             f"{checkpoint} was trained on the embedded demo set (a small CIFAR-10-LT sample for smoke tests), "
             f"not on a benchmark: it cannot be published as {repo_id}. Train on a benchmark (e.g. cifar10_lt), "
