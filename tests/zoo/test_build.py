@@ -1,0 +1,169 @@
+"""The zoo build end to end on the embedded demo set: builds, publishes, skips, resumes exactly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from timm_longtail.errors import UserInputError
+from timm_longtail.zoo import load_manifest
+from timm_longtail.zoo.manifest import DEFAULT_MANIFEST, REPO_ROOT
+
+ENTRY = "ride_resnet32_3e.cifar10_lt_if100"
+FAST = ["--max-eval-samples", "100", "--eval-batch-size", "100", "--workers", "0", "--log-interval", "1"]
+
+
+def _manifest(tmp_path: Path, experts_steps: int = 3) -> Path:
+    """RIDE 3 experts on the demo set: a 3-epoch experts stage, then a 1-epoch router stage."""
+    experts_args = ["--epochs", "3", "--drw-epoch", "2", "--decay-milestones", "3", "--warmup-epochs", "0",
+                    "--max-steps-per-epoch", str(experts_steps), *FAST]
+    router_args = ["--epochs", "1", "--max-steps-per-epoch", "2", *FAST]
+    manifest = dict(data_dirs=dict(demo=None), entries=[dict(
+        name=ENTRY, dataset="demo",
+        stages=[dict(name="experts", config="configs/demo_ride.yaml", args=experts_args),
+                dict(name="router", config="configs/demo_ride_router.yaml", init_from="experts", args=router_args)],
+    )])
+    path = tmp_path / "zoo.yaml"
+    path.write_text(yaml.safe_dump(manifest), encoding="utf-8")
+    return path
+
+
+def _zoo(*args: str, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "timm_longtail.zoo", *args], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _build(manifest: Path, runs: Path, publish: Path) -> subprocess.Popen:
+    return _zoo("build", "--manifest", str(manifest), "--runs-dir", str(runs), "--publish-to", str(publish),
+                "--allow-dirty")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One uninterrupted build; returns (tmp, runs, publish, stdout)."""
+    tmp = tmp_path_factory.mktemp("zoo")
+    manifest = _manifest(tmp)
+    proc = _build(manifest, tmp / "runs", tmp / "pub")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    return tmp, manifest, tmp / "runs", tmp / "pub", out
+
+
+def test_build_publishes_weights_card_results_and_table(built):
+    tmp, _, runs, pub, out = built
+    folder = pub / "hub_cards" / ENTRY
+    assert {p.name for p in folder.iterdir()} == {"README.md", "config.json", "model.safetensors", "results.json",
+                                                  "weights.json"}
+    table = json.loads((pub / "timm_longtail" / "models" / "published_weights.json").read_text())
+    weights = json.loads((folder / "weights.json").read_text())
+    from timm_longtail.models._weights import sha256_of_file
+
+    assert table[ENTRY]["sha256"] == weights["sha256"] == sha256_of_file(folder / "model.safetensors")
+    results = json.loads((folder / "results.json").read_text())
+    assert set(results["modes"]) == {"ensemble", "expert:0", "expert:1", "expert:2", "routed"}
+    assert [s["stage"] for s in results["zoo"]["stages"]] == ["experts", "router"]
+    assert results["zoo"]["stages"][0]["epochs"] == 3 and results["zoo"]["stages"][1]["epochs"] == 1
+    # no machine paths in what gets published
+    for name in ("results.json", "README.md", "weights.json"):
+        text = (folder / name).read_text()
+        assert str(tmp) not in text and str(REPO_ROOT) not in text, name
+    # each stage recorded the commit it trained from
+    record = json.loads((runs / ENTRY / "experts" / "zoo.json").read_text())
+    assert len(record["segments"]) == 1 and record["segments"][0]["returncode"] == 0
+    summary = json.loads((runs / "zoo_build.json").read_text())
+    assert summary["entries"][0]["status"] == "published"
+
+
+def test_second_build_skips_the_published_entry(built):
+    _, manifest, runs, pub, _ = built
+    before = (pub / "hub_cards" / ENTRY / "model.safetensors").stat().st_mtime_ns
+    started = time.time()
+    proc = _build(manifest, runs, pub)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "published already, skipped" in out
+    assert (pub / "hub_cards" / ENTRY / "model.safetensors").stat().st_mtime_ns == before
+    assert time.time() - started < 60
+
+
+def test_interrupted_build_resumes_to_the_same_weights(built, tmp_path):
+    _, manifest, _, reference_pub, _ = built
+    runs, pub = tmp_path / "runs", tmp_path / "pub"
+    # more steps per epoch than a signal needs to land mid-stage; same weights as the uninterrupted build
+    proc = _build(manifest, runs, pub)
+    checkpoint = runs / ENTRY / "experts" / "last.pth"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out + err
+    assert "stopped by a signal" in out
+    assert not (pub / "hub_cards" / ENTRY).exists()
+    statuses = [p.name for p in (runs / ENTRY).iterdir() if (p / "final.json").exists()]
+    assert "router" not in statuses  # the build stopped before finishing
+
+    proc = _build(manifest, runs, pub)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "resuming" in out
+    resumed = load_file(pub / "hub_cards" / ENTRY / "model.safetensors")
+    reference = load_file(reference_pub / "hub_cards" / ENTRY / "model.safetensors")
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        assert (resumed[key] == reference[key]).all(), key
+    record = json.loads((runs / ENTRY / "experts" / "zoo.json").read_text())
+    assert [s["resumed"] for s in record["segments"]][:2] == [False, True]
+
+
+def test_status_lists_every_entry(built):
+    _, manifest, runs, pub, _ = built
+    proc = _zoo("status", "--manifest", str(manifest), "--runs-dir", str(runs), "--publish-to", str(pub), "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    (state,) = json.loads(out)
+    assert state["published"] and state["stages"] == {"experts": "done", "router": "done"}
+
+
+def test_the_shipped_manifest_is_valid():
+    manifest = load_manifest(DEFAULT_MANIFEST)
+    names = [e.name for e in manifest.entries]
+    assert names[0] == ENTRY
+    assert all(e.final_stage.name == "router" for e in manifest.entries if e.name.startswith("ride_"))
+    nclpp = manifest.entry("nclpp_resnet32.cifar10_lt_if100")
+    assert nclpp.device == "gpu"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["entries"][0].update(name="no_tag"), "must be '<model>.<tag>'"),
+    (lambda m: m["entries"][0]["stages"][1].update(init_from="later"), "not an earlier stage"),
+    (lambda m: m["entries"][0]["stages"][0].update(config="configs/missing.yaml"), "not found"),
+    (lambda m: m["entries"][0].update(dataset="cifar100"), "not in data_dirs"),
+    (lambda m: m["entries"][0]["stages"][0].update(teacher="someone"), "must be another entry"),
+])
+def test_bad_manifests_are_one_clear_error(tmp_path, change, message):
+    raw = yaml.safe_load(_manifest(tmp_path).read_text())
+    change(raw)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserInputError, match=message):
+        load_manifest(path)
+
+
+def test_bad_manifest_on_the_command_line_is_one_error_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("entries: [1, 2")
+    proc = _zoo("status", "--manifest", str(path))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err

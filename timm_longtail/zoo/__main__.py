@@ -1,0 +1,80 @@
+"""Command line: ``python -m timm_longtail.zoo {status,build} [names]`` (``--help`` on each)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from ..errors import UserInputError
+from .build import BuildSettings, build, default_runs_dir, entry_state
+from .manifest import DEFAULT_MANIFEST, REPO_ROOT, load_manifest
+
+EPILOG = """examples:
+  python -m timm_longtail.zoo status
+  git worktree add ../zoo-src HEAD && cd ../zoo-src
+  nice python -m timm_longtail.zoo build ride_resnet32_3e.cifar10_lt_if100 --publish-to ../main
+  (SIGINT/SIGTERM stops after the current training step; the same command resumes)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m timm_longtail.zoo", description="Build the model zoo.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("status", "where every entry stands"), ("build", "train, evaluate and publish entries")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("names", nargs="*", help="manifest entries (<model>.<tag>; default: all)")
+        sub.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+        sub.add_argument("--runs-dir", type=Path, default=None,
+                         help="where runs live (default: $TIMM_LT_ZOO_RUNS or ../zoo-runs beside the checkout)")
+        sub.add_argument("--publish-to", type=Path, default=REPO_ROOT,
+                         help="checkout that receives hub_cards/, results/zoo/ and the published table")
+        sub.add_argument("--json", action="store_true", help="print the machine-readable summary")
+    build_cmd = commands.choices["build"]
+    build_cmd.add_argument("--device", default="cpu", help="train.py --device (cuda entries need a GPU)")
+    build_cmd.add_argument("--include-gpu", action="store_true", help="also build the entries marked device: gpu")
+    build_cmd.add_argument("--allow-dirty", action="store_true",
+                           help="train from a checkout with uncommitted changes (not for published weights)")
+    build_cmd.add_argument("--train-arg", action="append", default=[], metavar="ARG",
+                           help="extra train.py argument for every stage (repeat; e.g. --train-arg=--epochs=1)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        manifest = load_manifest(args.manifest)
+        entries = manifest.select(args.names)
+        settings = BuildSettings(runs_dir=(args.runs_dir or default_runs_dir()).absolute(),
+                                 publish_to=args.publish_to.absolute())
+        if args.command == "status":
+            states = [entry_state(settings, manifest, e) for e in entries]
+            if args.json:
+                print(json.dumps(states, indent=2))
+            else:
+                for state in states:
+                    stages = " ".join(f"{k}:{v}" for k, v in state["stages"].items())
+                    flag = "published" if state["published"] else ("waits for a GPU" if state["device"] == "gpu"
+                                                                   else "to build")
+                    print(f"{state['name']:<48} {flag:<16} {stages}")
+            return 0
+        settings.device, settings.include_gpu, settings.allow_dirty = args.device, args.include_gpu, args.allow_dirty
+        settings.extra_args = list(args.train_arg)
+        outcomes = build(manifest, entries, settings)
+        if args.json:
+            print(json.dumps([o.__dict__ for o in outcomes], indent=2))
+        if any(o.status == "stopped" for o in outcomes):
+            return 143
+        return 1 if any(o.status == "failed" for o in outcomes) else 0
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Build the zoo: train every manifest entry's stages, evaluate, export and record what is published.
+
+A build is resumable at every level. A stage whose folder holds ``final.json`` is done; one with
+``last.pth`` only was interrupted and resumes from it (``train.py --resume``, exact); a published
+entry is skipped. A SIGINT/SIGTERM reaches the running ``train.py``, which stops after its current
+step and leaves ``last.pth``; the build then stops too and the next build carries on.
+
+Runs live outside the work tree (``--runs-dir``, default ``../zoo-runs`` beside the checkout), so
+that later work on the same machine can resume them. Each stage folder records, in ``zoo.json``,
+the git commit of every segment that trained it, and the card and results carry them: weights come
+only from committed code (a dirty tree is refused unless ``allow_dirty``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+from ..checkpoint import atomic_write
+from ..errors import UserInputError
+from ..models._weights import WEIGHTS_FILENAME, record_published
+from .manifest import REPO_ROOT, Entry, Manifest, Stage
+
+__all__ = ["BuildSettings", "EntryOutcome", "build", "entry_state", "stage_status", "default_runs_dir"]
+
+_logger = logging.getLogger(__name__)
+
+MAX_COMMITTED_WEIGHTS = 20 * 1024 * 1024
+"""Weight files up to this size are committed beside their card; larger ones only by SHA-256."""
+
+
+def default_runs_dir() -> Path:
+    """``$TIMM_LT_ZOO_RUNS``, else ``zoo-runs`` beside the checkout (outside the work tree)."""
+    return Path(os.environ.get("TIMM_LT_ZOO_RUNS") or (REPO_ROOT.parent / "zoo-runs"))
+
+
+@dataclass
+class BuildSettings:
+    runs_dir: Path
+    publish_to: Path = REPO_ROOT  # checkout receiving hub_cards/<entry>/, results/ and the published table
+    device: str = "cpu"
+    include_gpu: bool = False  # build device: gpu entries here too
+    allow_dirty: bool = False
+    python: str = sys.executable
+    extra_args: Sequence[str] = ()  # appended to every train.py command (e.g. --max-steps-per-epoch in tests)
+
+    @property
+    def cards_dir(self) -> Path:
+        return self.publish_to / "hub_cards"
+
+    @property
+    def published_table(self) -> Path:
+        return self.publish_to / "timm_longtail" / "models" / "published_weights.json"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.publish_to / "results" / "zoo"
+
+
+@dataclass
+class EntryOutcome:
+    name: str
+    status: str  # published | stopped | waits-for-gpu | failed
+    stages: Dict[str, str] = field(default_factory=dict)
+    detail: str = ""
+
+
+def stage_dir(runs_dir: Path, entry: Entry, stage: Stage) -> Path:
+    return runs_dir / entry.name / stage.name
+
+
+def stage_status(folder: Path) -> str:
+    """``done`` (final.json), ``partial`` (last.pth only: resumable) or ``new``."""
+    if (folder / "final.json").is_file():
+        return "done"
+    if (folder / "last.pth").is_file():
+        return "partial"
+    return "new"
+
+
+def published_path(settings: BuildSettings, entry: Entry) -> Path:
+    if entry.publish == "weights":
+        return settings.cards_dir / entry.name / "results.json"
+    return settings.results_dir / f"{entry.name}.json"
+
+
+def entry_state(settings: BuildSettings, manifest: Manifest, entry: Entry) -> Dict[str, Any]:
+    """What a build would find: published or not, and each stage's status."""
+    return dict(
+        name=entry.name, publish=entry.publish, device=entry.device,
+        published=published_path(settings, entry).is_file(),
+        stages={s.name: stage_status(stage_dir(settings.runs_dir, entry, s)) for s in entry.stages},
+    )
+
+
+# ---- git ---------------------------------------------------------------------------------------
+def _git(root: Path, *args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def current_commit(root: Path) -> str:
+    return _git(root, "rev-parse", "HEAD") or "unknown"
+
+
+def _dirty(root: Path) -> List[str]:
+    out = _git(root, "status", "--porcelain", "--untracked-files=no")
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+# ---- stage runs ----------------------------------------------------------------------------------
+class _Forwarder:
+    """Pass SIGINT/SIGTERM on to the running train.py and remember that the build must stop."""
+
+    def __init__(self) -> None:
+        self.child: Optional[subprocess.Popen] = None
+        self.signum: Optional[int] = None
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "_Forwarder":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    text = json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _train_command(manifest: Manifest, settings: BuildSettings, entry: Entry, stage: Stage, status: str) -> List[str]:
+    folder = stage_dir(settings.runs_dir, entry, stage)
+    data_dir = manifest.data_dir(entry)
+    command = [settings.python, str(manifest.root / "train.py"), "-c", str(manifest.root / stage.config),
+               "--output", str(settings.runs_dir / entry.name), "--experiment", stage.name,
+               "--device", settings.device, *stage.args]
+    if data_dir is not None:
+        command += ["--data-dir", str(data_dir)]
+    if stage.init_from:
+        command += ["--initial-checkpoint", str(folder.parent / stage.init_from / "last.pth")]
+    if stage.teacher:
+        teacher = manifest.entry(stage.teacher)
+        command += ["--teacher", str(stage_dir(settings.runs_dir, teacher, teacher.final_stage) / "last.pth")]
+    if status == "partial":
+        command += ["--resume", str(folder / "last.pth")]
+    return command + list(settings.extra_args)
+
+
+def _run_stage(manifest: Manifest, settings: BuildSettings, entry: Entry, stage: Stage, forwarder: _Forwarder,
+               say: Callable[[str], None]) -> int:
+    folder = stage_dir(settings.runs_dir, entry, stage)
+    status = stage_status(folder)
+    command = _train_command(manifest, settings, entry, stage, status)
+    folder.mkdir(parents=True, exist_ok=True)
+    record_path = folder / "zoo.json"
+    record = _read_json(record_path) or dict(entry=entry.name, stage=stage.name, config=stage.config, segments=[])
+    if not record["segments"] and status == "partial":
+        record["segments"].append(_adopted_segment(folder / "last.pth"))
+    segment = dict(commit=current_commit(manifest.root), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   resumed=status == "partial", command=_shown_command(command, manifest, settings))
+    record["segments"].append(segment)
+    _write_json(record_path, record)
+    say(f"{entry.name} / {stage.name}: {'resuming' if status == 'partial' else 'starting'} "
+        f"(log: {folder / 'log.txt'})")
+    started = time.time()
+    with open(folder / "zoo_train.out", "ab") as out:
+        forwarder.child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=manifest.root)
+        returncode = forwarder.child.wait()
+        forwarder.child = None
+    segment.update(ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=round(time.time() - started, 1),
+                   returncode=returncode)
+    _write_json(record_path, record)
+    return returncode
+
+
+def _adopted_segment(checkpoint: Path) -> Dict[str, Any]:
+    """A stage started by plain train.py before the build adopted it: its commit from the checkpoint."""
+    from ..checkpoint import load_checkpoint
+
+    version = str(load_checkpoint(checkpoint).get("version") or "")
+    commit = version.rpartition("+g")[2] if "+g" in version else ""
+    return dict(commit=commit or None, adopted=True, note="started with train.py outside the zoo build")
+
+
+def _shown_command(command: Sequence[str], manifest: Manifest, settings: BuildSettings) -> List[str]:
+    """The command with machine paths made relative (it goes into published results)."""
+    return [_relative_text(part, manifest, settings) for part in command[1:]]
+
+
+def _prefixes(manifest: Manifest, settings: BuildSettings) -> List[tuple]:
+    pairs = [(str(settings.runs_dir.resolve()), "<runs>"), (str(settings.runs_dir), "<runs>")]
+    for key, value in manifest.data_dirs.items():
+        if value is None:
+            continue
+        path = Path(value) if Path(value).is_absolute() else manifest.root / value
+        pairs += [(str(path.resolve()), f"<data:{key}>"), (str(path), f"<data:{key}>")]
+    pairs += [(str(manifest.root.resolve()), "."), (str(manifest.root), "."), (sys.executable, "python"),
+              (settings.python, "python")]
+    return sorted(pairs, key=lambda p: -len(p[0]))
+
+
+def _relative_text(text: str, manifest: Manifest, settings: BuildSettings) -> str:
+    for prefix, label in _prefixes(manifest, settings):
+        if prefix and prefix in text:
+            text = text.replace(prefix, label)
+    return text
+
+
+def _relative(value: Any, manifest: Manifest, settings: BuildSettings) -> Any:
+    if isinstance(value, str):
+        return _relative_text(value, manifest, settings)
+    if isinstance(value, dict):
+        return {k: _relative(v, manifest, settings) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, manifest, settings) for v in value]
+    return value
+
+
+# ---- publishing ----------------------------------------------------------------------------------
+def _provenance(manifest: Manifest, settings: BuildSettings, entry: Entry) -> Dict[str, Any]:
+    stages = []
+    for stage in entry.stages:
+        folder = stage_dir(settings.runs_dir, entry, stage)
+        final = _read_json(folder / "final.json")
+        record = _read_json(folder / "zoo.json")
+        segments = record.get("segments") or []
+        commits = [s["commit"] for s in segments if s.get("commit")]
+        stages.append(dict(
+            stage=stage.name, config=stage.config, teacher=stage.teacher, init_from=stage.init_from,
+            commits=list(dict.fromkeys(commits)), segments=len(segments),
+            seed=final.get("seed"), epochs=final.get("epochs"), train_time_s=final.get("train_time_s"),
+            train_images_per_sec=final.get("train_images_per_sec"),
+            wall_time_s=round(sum(float(s.get("seconds") or 0) for s in segments), 1) or final.get("wall_time_s"),
+            command=final.get("command"),
+            test_top1={m: row.get("top1") for m, row in (final.get("modes") or {}).items()},
+        ))
+    return dict(entry=entry.name, manifest=str(manifest.path.name), stages=stages)
+
+
+def _publish(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
+    from ..hub.export import export_checkpoint
+
+    final_dir = stage_dir(settings.runs_dir, entry, entry.final_stage)
+    final = _read_json(final_dir / "final.json")
+    results = dict(_relative(final, manifest, settings), zoo=_relative(_provenance(manifest, settings, entry),
+                                                                      manifest, settings))
+    target = published_path(settings, entry)
+    if entry.publish == "results":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(target, results)
+        return f"results in {target}"
+    export_dir = settings.runs_dir / entry.name / "export"
+    exported = export_checkpoint(final_dir / "last.pth", final_dir / "final.json", export_dir, tag=entry.tag,
+                                 overwrite=True, cards_dir=REPO_ROOT / "hub_cards")
+    weights = export_dir / WEIGHTS_FILENAME
+    size = weights.stat().st_size
+    folder = target.parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        for name in ("README.md", "config.json"):
+            shutil.copyfile(export_dir / name, tmp / name)
+        if size <= MAX_COMMITTED_WEIGHTS:
+            shutil.copyfile(weights, tmp / WEIGHTS_FILENAME)
+        commits = [c for s in results["zoo"]["stages"] for c in s["commits"]]
+        _write_json(tmp / "weights.json", dict(repo_id=exported.repo_id, file=WEIGHTS_FILENAME, sha256=exported.sha256,
+                                               size=size, committed=size <= MAX_COMMITTED_WEIGHTS,
+                                               commits=list(dict.fromkeys(commits))))
+        _write_json(tmp / "results.json", results)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    last_commit = commits[-1] if commits else current_commit(manifest.root)
+    record_published(entry.name, sha256=exported.sha256, size=size, commit=last_commit,
+                     table=settings.published_table)
+    return f"published {entry.name} (sha256 {exported.sha256[:12]}..., {size / 1e6:.1f} MB) in {folder}"
+
+
+# ---- the build -----------------------------------------------------------------------------------
+def build(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
+          say: Callable[[str], None] = print) -> List[EntryOutcome]:
+    """Build ``entries`` in order; stop at the first interruption or failure. Writes ``<runs>/zoo_build.json``."""
+    if not settings.allow_dirty:
+        dirty = _dirty(manifest.root)
+        if dirty:
+            raise UserInputError(
+                f"{manifest.root} has uncommitted changes ({', '.join(dirty[:5])}): zoo weights come only from "
+                f"committed code; commit, or build from a clean `git worktree`")
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    outcomes: List[EntryOutcome] = []
+    with _Forwarder() as forwarder:
+        for entry in entries:
+            outcome = _build_entry(manifest, settings, entry, forwarder, say)
+            outcomes.append(outcome)
+            _write_summary(settings, outcomes)
+            if outcome.status in ("stopped", "failed"):
+                break
+    return outcomes
+
+
+def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forwarder: _Forwarder,
+                 say: Callable[[str], None]) -> EntryOutcome:
+    state = entry_state(settings, manifest, entry)
+    outcome = EntryOutcome(name=entry.name, status="published", stages=dict(state["stages"]))
+    if state["published"]:
+        say(f"{entry.name}: published already, skipped")
+        return outcome
+    if entry.device == "gpu" and not (settings.include_gpu or settings.device.startswith("cuda")):
+        outcome.status, outcome.detail = "waits-for-gpu", entry.note or "device: gpu"
+        say(f"{entry.name}: waits for a GPU ({outcome.detail})")
+        return outcome
+    for stage in entry.stages:
+        if stage.teacher:
+            teacher = manifest.entry(stage.teacher)
+            if stage_status(stage_dir(settings.runs_dir, teacher, teacher.final_stage)) != "done":
+                outcome.status = "failed"
+                outcome.detail = f"stage {stage.name} needs teacher {teacher.name}, which is not trained"
+                say(f"{entry.name}: {outcome.detail}")
+                return outcome
+        if stage_status(stage_dir(settings.runs_dir, entry, stage)) == "done":
+            continue
+        if forwarder.signum is not None:  # a signal between two stages: start nothing new
+            outcome.status, outcome.detail = "stopped", f"stopped by a signal before stage {stage.name}"
+            say(f"{entry.name}: {outcome.detail}")
+            return outcome
+        returncode = _run_stage(manifest, settings, entry, stage, forwarder, say)
+        outcome.stages[stage.name] = stage_status(stage_dir(settings.runs_dir, entry, stage))
+        if forwarder.signum is not None or returncode in (130, 143, -signal.SIGINT, -signal.SIGTERM):
+            outcome.status = "stopped"
+            outcome.detail = f"stage {stage.name} stopped by a signal; the next build resumes it"
+            say(f"{entry.name}: {outcome.detail}")
+            return outcome
+        if returncode != 0 or outcome.stages[stage.name] != "done":
+            outcome.status = "failed"
+            outcome.detail = (f"stage {stage.name}: train.py exited with {returncode}; see "
+                              f"{stage_dir(settings.runs_dir, entry, stage) / 'zoo_train.out'}")
+            say(f"{entry.name}: {outcome.detail}")
+            return outcome
+    outcome.detail = _publish(manifest, settings, entry)
+    say(f"{entry.name}: {outcome.detail}")
+    return outcome
+
+
+def _write_summary(settings: BuildSettings, outcomes: Sequence[EntryOutcome]) -> None:
+    _write_json(settings.runs_dir / "zoo_build.json", dict(
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        entries=[dict(name=o.name, status=o.status, stages=o.stages, detail=o.detail) for o in outcomes]))
