@@ -167,3 +167,26 @@ def test_bad_manifest_on_the_command_line_is_one_error_line(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_tables_show_the_published_results(built):
+    from timm_longtail.zoo.table import BEGIN, END, render_tables, replace_tables
+
+    _, manifest_path, _, pub, _ = built
+    manifest = load_manifest(manifest_path)
+    results = json.loads((pub / "hub_cards" / ENTRY / "results.json").read_text())
+    tables = render_tables(manifest, pub)
+    (row,) = [line for line in tables.splitlines() if line.startswith("| `ride_resnet32_3e` |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "cifar10_lt_if100" and cells[2] == "experts 3 ep + router 1 ep"
+    assert cells[3] == f"{results['modes']['ensemble']['top1']:.2f}"
+    assert cells[5] == f"{results['modes']['routed']['top1']:.2f}"
+    assert cells[7] == f"{results['modes']['routed']['macs_per_image'] / 1e9:.4f}"
+    text = replace_tables(f"intro\n{BEGIN}\nold\n{END}\nrest\n", tables)
+    assert text == f"intro\n{BEGIN}\n{tables}\n{END}\nrest\n"
+
+
+def test_readme_zoo_tables_are_current():
+    proc = _zoo("table", "--check")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err

@@ -11,6 +11,7 @@ from typing import List, Optional
 from ..errors import UserInputError
 from .build import BuildSettings, build, default_runs_dir, entry_state
 from .manifest import DEFAULT_MANIFEST, REPO_ROOT, load_manifest
+from .table import render_tables, replace_tables
 
 EPILOG = """examples:
   python -m timm_longtail.zoo status
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m timm_longtail.zoo", description="Build the model zoo.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("status", "where every entry stands"), ("build", "train, evaluate and publish entries")):
+    for name, text in (("status", "where every entry stands"), ("build", "train, evaluate and publish entries"),
+                       ("table", "write README's published-weights tables (from committed results)")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("names", nargs="*", help="manifest entries (<model>.<tag>; default: all)")
         sub.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--publish-to", type=Path, default=REPO_ROOT,
                          help="checkout that receives hub_cards/, results/zoo/ and the published table")
         sub.add_argument("--json", action="store_true", help="print the machine-readable summary")
+    commands.choices["table"].add_argument("--check", action="store_true",
+                                           help="only check that README's tables are current (exit 1 if not)")
     build_cmd = commands.choices["build"]
     build_cmd.add_argument("--device", default="cpu", help="train.py --device (cuda entries need a GPU)")
     build_cmd.add_argument("--include-gpu", action="store_true", help="also build the entries marked device: gpu")
@@ -41,6 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     build_cmd.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                            help="extra train.py argument for every stage (repeat; e.g. --train-arg=--epochs=1)")
     return parser
+
+
+def _table(manifest, publish_to: Path, check: bool) -> int:
+    readme = publish_to / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    try:
+        updated = replace_tables(text, render_tables(manifest, publish_to))
+    except ValueError as error:
+        raise UserInputError(f"{readme}: {error}") from None
+    if check:
+        if updated != text:
+            print(f"{readme}: the zoo tables are out of date: run python -m timm_longtail.zoo table", file=sys.stderr)
+            return 1
+        print(f"{readme}: the zoo tables are current")
+        return 0
+    readme.write_text(updated, encoding="utf-8")
+    print(f"wrote the zoo tables into {readme}")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -52,6 +74,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         entries = manifest.select(args.names)
         settings = BuildSettings(runs_dir=(args.runs_dir or default_runs_dir()).absolute(),
                                  publish_to=args.publish_to.absolute())
+        if args.command == "table":
+            return _table(manifest, settings.publish_to, args.check)
         if args.command == "status":
             states = [entry_state(settings, manifest, e) for e in entries]
             if args.json:

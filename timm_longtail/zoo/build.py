@@ -277,6 +277,7 @@ def _publish(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
     if entry.publish == "results":
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_json(target, results)
+        _refresh_readme(manifest, settings)
         return f"results in {target}"
     export_dir = settings.runs_dir / entry.name / "export"
     exported = export_checkpoint(final_dir / "last.pth", final_dir / "final.json", export_dir, tag=entry.tag,
@@ -305,7 +306,18 @@ def _publish(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
     last_commit = commits[-1] if commits else current_commit(manifest.root)
     record_published(entry.name, sha256=exported.sha256, size=size, commit=last_commit,
                      table=settings.published_table)
+    _refresh_readme(manifest, settings)
     return f"published {entry.name} (sha256 {exported.sha256[:12]}..., {size / 1e6:.1f} MB) in {folder}"
+
+
+def _refresh_readme(manifest: Manifest, settings: BuildSettings) -> None:
+    """Rewrite the zoo tables of ``<publish_to>/README.md`` when it has them (a checkout's README)."""
+    from .table import BEGIN, render_tables, replace_tables
+
+    readme = settings.publish_to / "README.md"
+    if readme.is_file() and BEGIN in readme.read_text(encoding="utf-8"):
+        text = replace_tables(readme.read_text(encoding="utf-8"), render_tables(manifest, settings.publish_to))
+        atomic_write(readme, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # ---- the build -----------------------------------------------------------------------------------

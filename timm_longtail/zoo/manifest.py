@@ -47,6 +47,7 @@ class Entry:
     publish: str = "weights"
     device: str = "cpu"
     note: str = ""
+    paper: str = ""  # the published figure to show beside ours, with its source (README table)
 
     @property
     def model_name(self) -> str:
@@ -147,7 +148,7 @@ def load_manifest(path: Optional[Path] = None, root: Optional[Path] = None) -> M
             raise UserInputError(f"{path}: entry name {name!r} must be '<model>.<tag>'")
         if name in names:
             raise UserInputError(f"{path}: entry {name} appears twice")
-        unknown = set(item) - {"name", "dataset", "stages", "publish", "device", "note"}
+        unknown = set(item) - {"name", "dataset", "stages", "publish", "device", "note", "paper"}
         if unknown:
             raise _err(path, f"entry {name}", f"unknown keys {sorted(unknown)}")
         publish, device = item.get("publish", "weights"), item.get("device", "cpu")
@@ -165,7 +166,8 @@ def load_manifest(path: Optional[Path] = None, root: Optional[Path] = None) -> M
         for raw_stage in stages_raw:
             stages.append(_stage(path, name, raw_stage, [s.name for s in stages]))
         manifest.entries.append(Entry(name=name, dataset=str(dataset), stages=tuple(stages), publish=publish,
-                                      device=device, note=str(item.get("note") or "")))
+                                      device=device, note=str(item.get("note") or ""),
+                                      paper=str(item.get("paper") or "")))
         names.add(name)
     for entry in manifest.entries:
         for stage in entry.stages:

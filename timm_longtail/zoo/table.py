@@ -1,0 +1,97 @@
+"""README's "Published weights" and "Baselines" tables, generated from what the zoo build committed.
+
+Only committed files are read (``hub_cards/<entry>/results.json``, ``results/zoo/<entry>.json`` and
+the manifest), so the table is the same on every checkout and CI can check that README is current.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from .manifest import Entry, Manifest
+
+__all__ = ["BEGIN", "END", "render_tables", "replace_tables"]
+
+BEGIN, END = "<!-- zoo-table:begin -->", "<!-- zoo-table:end -->"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}"
+
+
+def _splits(row: Mapping[str, Any]) -> str:
+    return " / ".join(_pct(row.get(k)) for k in ("top1_many", "top1_medium", "top1_few"))
+
+
+def _recipe(results: Mapping[str, Any]) -> str:
+    stages = (results.get("zoo") or {}).get("stages") or []
+    return " + ".join(f"{s['stage']} {s.get('epochs')} ep" for s in stages) or "-"
+
+
+def _experts_used(row: Mapping[str, Any]) -> str:
+    hist = row.get("experts_used_hist")
+    if not hist or not sum(hist):
+        return "-"
+    return f"{sum((i + 1) * n for i, n in enumerate(hist)) / sum(hist):.2f}"
+
+
+def _weights_row(entry: Entry, results: Optional[Mapping[str, Any]]) -> str:
+    model, tag = f"`{entry.model_name}`", entry.tag
+    paper = entry.paper or "-"
+    if results is None:
+        state = "waits for a GPU" if entry.device == "gpu" else "not trained yet"
+        return f"| {model} | {tag} | {state} | - | - | - | - | - | - | {paper} |"
+    modes: Dict[str, Mapping[str, Any]] = results.get("modes") or {}
+    ensemble = modes.get("ensemble") or {}
+    experts = {m: r for m, r in modes.items() if m.startswith("expert:")}
+    best = max(experts.items(), key=lambda item: item[1].get("top1") or 0.0) if experts else None
+    routed = modes.get("routed")
+    macs = (routed or ensemble).get("macs_per_image")
+    return (f"| {model} | {tag} | {_recipe(results)} | {_pct(ensemble.get('top1'))} | "
+            + (f"{_pct(best[1].get('top1'))} ({best[0]})" if best else "-") + " | "
+            + (_pct(routed.get("top1")) if routed else "-") + f" | {_splits(ensemble)} | "
+            + ("-" if macs is None else f"{macs / 1e9:.4f}") + " | "
+            + (_experts_used(routed) if routed else "-") + f" | {paper} |")
+
+
+def _baseline_row(entry: Entry, results: Optional[Mapping[str, Any]]) -> str:
+    paper = entry.paper or "-"
+    if results is None:
+        return f"| `{entry.name}` | not trained yet | - | - | {paper} |"
+    row = (results.get("modes") or {}).get("ensemble") or {}
+    return f"| `{entry.name}` | {_recipe(results)} | {_pct(row.get('top1'))} | {_splits(row)} | {paper} |"
+
+
+def _read(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def render_tables(manifest: Manifest, publish_to: Path) -> str:
+    """Both tables as markdown, one row per manifest entry, in manifest order."""
+    weights: List[str] = [
+        "| model | tag | recipe (stages) | top-1 ensemble | best expert | routed | many / medium / few (ensemble) "
+        "| GMACs/img (routed, else ensemble) | experts used (mean) | published figure |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    baselines: List[str] = [
+        "| baseline | recipe | top-1 | many / medium / few | published figure |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in manifest.entries:
+        if entry.publish == "weights":
+            weights.append(_weights_row(entry, _read(publish_to / "hub_cards" / entry.name / "results.json")))
+        else:
+            baselines.append(_baseline_row(entry, _read(publish_to / "results" / "zoo" / f"{entry.name}.json")))
+    return "\n".join(weights + ["", "Baselines (results only, no published weights):", ""] + baselines)
+
+
+def replace_tables(text: str, tables: str) -> str:
+    """``text`` with the part between the markers replaced by ``tables``."""
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"README lacks the {BEGIN} / {END} markers")
+    before, rest = text.split(BEGIN, 1)
+    return f"{before}{BEGIN}\n{tables}\n{END}{rest.split(END, 1)[1]}"
