@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # The main job, on the embedded long-tailed CIFAR-10 demo set (no download needed):
+#   0. the zoo first: the published ride_resnet32_3e weights (timm's pretrained=True; from
+#      hub_cards/ in a source checkout, no network) validated on the demo test split in every
+#      forward mode; while none are published yet it says so and goes on;
 #   1. RIDE ResNet-32 with 3 experts, stage 1 (LDAM-DRW + diversity loss), a few epochs on CPU;
 #   2. RIDE's router stage (experts frozen, class-balanced sampling);
 #   3. validate.py on the demo test split in every forward mode, with many/medium/few-shot accuracy,
@@ -11,6 +14,18 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 OUT=runs/main_job
 EPOCHS=${EPOCHS:-12}
+ZOO_MODEL=${ZOO_MODEL:-ride_resnet32_3e}
+mkdir -p "$OUT"
+
+if "$PY" -c "import sys, timm_longtail, timm; sys.exit(0 if timm.list_pretrained('$ZOO_MODEL.*') else 1)"; then
+    echo "== the zoo: $ZOO_MODEL with pretrained=True on the demo test split =="
+    "$PY" validate.py --model "$ZOO_MODEL" --pretrained --dataset demo --split test --forward-mode all \
+        --device cpu --results-file "$OUT/zoo_results.json"
+else
+    echo "== the zoo: no published weights for $ZOO_MODEL yet (python -m timm_longtail.zoo status) =="
+fi
+
+echo "== a short RIDE training run on the demo set =="
 COMMON=(--dataset demo --model ride_resnet32_3e --method ride --device cpu --workers 2 --seed 0 --output runs)
 
 "$PY" train.py "${COMMON[@]}" --experiment main_job/experts --epochs "$EPOCHS" --batch-size 64 \
