@@ -2,6 +2,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,3 +21,5 @@ def test_benchmark_writes_a_rate_per_variant_and_setting(tmp_path, capsys):
     assert set(rows) == {(v, s) for v in ("ride_resnet32_2e", "nclpp_resnet32_t2")
                          for s in ("fp32", "fp32_channels_last")}
     assert all(rate > 0 for rate in rows.values())
+    nclpp = [r for r in payload["results"] if r["variant"] == "nclpp_resnet32_t2"]
+    assert all(r["copies"] == 2 and r["train_views_per_sec"] == pytest.approx(2 * r["train_images_per_sec"], abs=0.2) for r in nclpp)
