@@ -190,3 +190,11 @@ def test_readme_zoo_tables_are_current():
     proc = _zoo("table", "--check")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
+
+
+def test_every_published_entry_is_a_registered_model_tag():
+    import timm
+
+    for entry in load_manifest(DEFAULT_MANIFEST).entries:
+        if entry.publish == "weights":
+            assert timm.models.get_pretrained_cfg(entry.name) is not None, entry.name

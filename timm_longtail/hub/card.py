@@ -21,6 +21,7 @@ import yaml
 
 from .._paths import portable_paths
 from ..errors import UserInputError
+from ..models._cfgs import dataset_tag
 from .results import ModeResult, RunResults
 
 __all__ = [
@@ -109,11 +110,19 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+def _dataset_of(tag: str) -> str:
+    """The dataset a (possibly recipe-prefixed) tag names; an unregistered tag stands for itself."""
+    try:
+        return dataset_tag(tag)
+    except KeyError:
+        return tag
+
+
 # ---- facts -----------------------------------------------------------------------------------
 def _paper_rows(reference: Mapping[str, Any], method: str, arch: str, experts: int, tag: str) -> List[Dict[str, Any]]:
     rows = [row for row in reference.get("paper_results") or []
             if row.get("method") == method and row.get("arch") == arch
-            and int(row.get("experts", 0)) == experts and row.get("dataset") == tag]
+            and int(row.get("experts", 0)) == experts and row.get("dataset") == _dataset_of(tag)]
     return sorted(rows, key=lambda row: (row.get("source") != "paper", str(row.get("mode"))))
 
 
@@ -275,7 +284,7 @@ def build_card_context(
     model_name = checkpoint["model_name"]
     method_key, arch = parse_model_name(model_name)
     method = reference["methods"][method_key]
-    dataset = dict((reference.get("datasets") or {}).get(tag) or {})
+    dataset = dict((reference.get("datasets") or {}).get(_dataset_of(tag)) or {})
     dataset.setdefault("name", tag)
     dataset.setdefault("description", f"Dataset tag `{tag}`.")
     dataset.setdefault("terms", "see the dataset's own terms.")

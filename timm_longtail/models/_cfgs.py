@@ -5,7 +5,7 @@ from typing import Any, Dict, Tuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-__all__ = ["HF_ORG", "DATASET_TAGS", "HUB_NAME_ALIASES", "hub_name", "hub_repo_id", "lt_cfg"]
+__all__ = ["HF_ORG", "DATASET_TAGS", "HUB_NAME_ALIASES", "dataset_tag", "hub_name", "hub_repo_id", "lt_cfg"]
 
 HF_ORG = "timm-longtail"
 """Hub organisation holding every ``<model>.<tag>`` weight repo."""
@@ -32,6 +32,20 @@ DATASET_TAGS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def dataset_tag(tag: str) -> str:
+    """The dataset part of a pretrained tag: the tag itself, or what follows a recipe prefix.
+
+    As in timm (``resnet50.a1_in1k``), a tag may name the recipe before the dataset:
+    ``distill_cifar10_lt_if100`` is CIFAR-10-LT (IF 100) trained with distillation.
+    """
+    if tag in DATASET_TAGS:
+        return tag
+    for key in sorted(DATASET_TAGS, key=len, reverse=True):
+        if tag.endswith(f"_{key}"):
+            return key
+    raise KeyError(f"tag {tag!r} names no dataset of {sorted(DATASET_TAGS)}")
+
+
 def hub_name(model_name: str, tag: str) -> str:
     """``<model>.<tag>`` of the weights a registered name uses (an alias shares its canonical model's)."""
     return f"{HUB_NAME_ALIASES.get(model_name, model_name)}.{tag}"
@@ -56,7 +70,7 @@ def lt_cfg(model_name: str, tag: str, first_conv: Tuple[str, ...], classifier: T
         url="", license="apache-2.0",
         first_conv=first_conv if len(first_conv) > 1 else first_conv[0],
         classifier=classifier if len(classifier) > 1 else classifier[0],
-        **DATASET_TAGS[tag],
+        **DATASET_TAGS[dataset_tag(tag)],
     )
     cfg.update(overrides)
     return cfg

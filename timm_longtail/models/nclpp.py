@@ -82,7 +82,8 @@ def _cfg(model_name: str, tag: str) -> Dict[str, Any]:
 # the alias nclpp_resnext50 shares nclpp_resnext50_32x4d's weights (HUB_NAME_ALIASES in _cfgs.py)
 default_cfgs = generate_default_cfgs(with_published_weights({
     **{f"nclpp_resnet32.{tag}": _cfg("nclpp_resnet32", tag)
-       for tag in ("cifar100_lt_if100", "cifar100_lt_if50", "cifar10_lt_if100", "cifar10_lt_if50")},
+       for tag in ("cifar100_lt_if100", "cifar100_lt_if50", "cifar10_lt_if100", "cifar10_lt_if50",
+                   "e200c2_cifar10_lt_if100")},
     **{f"nclpp_resnet50.{tag}": _cfg("nclpp_resnet50", tag) for tag in ("imagenet_lt", "inat2018")},
     "nclpp_resnext50_32x4d.imagenet_lt": _cfg("nclpp_resnext50_32x4d", "imagenet_lt"),
     "nclpp_resnext50.imagenet_lt": _cfg("nclpp_resnext50", "imagenet_lt"),
