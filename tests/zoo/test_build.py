@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from timm_longtail.errors import UserInputError
 from timm_longtail.zoo import load_manifest
+from timm_longtail.zoo.build import _ABSOLUTE
 from timm_longtail.zoo.manifest import DEFAULT_MANIFEST, REPO_ROOT
 
 ENTRY = "ride_resnet32_3e.cifar10_lt_if100"
@@ -73,9 +74,10 @@ def test_build_publishes_weights_card_results_and_table(built):
     assert [s["stage"] for s in results["zoo"]["stages"]] == ["experts", "router"]
     assert results["zoo"]["stages"][0]["epochs"] == 3 and results["zoo"]["stages"][1]["epochs"] == 1
     # no machine paths in what gets published
-    for name in ("results.json", "README.md", "weights.json"):
+    for name in ("results.json", "README.md", "weights.json", "config.json"):
         text = (folder / name).read_text()
-        assert str(tmp) not in text and str(REPO_ROOT) not in text, name
+        assert str(tmp) not in text and str(REPO_ROOT) not in text and not _ABSOLUTE.search(text), name
+    assert weights["commits"] and all(len(c) == 40 for c in weights["commits"])
     # each stage recorded the commit it trained from
     record = json.loads((runs / ENTRY / "experts" / "zoo.json").read_text())
     assert len(record["segments"]) == 1 and record["segments"][0]["returncode"] == 0
@@ -198,3 +200,47 @@ def test_every_published_entry_is_a_registered_model_tag():
     for entry in load_manifest(DEFAULT_MANIFEST).entries:
         if entry.publish == "weights":
             assert timm.models.get_pretrained_cfg(entry.name) is not None, entry.name
+
+
+def _plain_train(runs: Path, stage_args, *extra: str) -> subprocess.CompletedProcess:
+    """The experts stage run by plain train.py, as before the zoo build adopts it."""
+    command = [sys.executable, "train.py", "-c", "configs/demo_ride.yaml", "--output", str(runs / ENTRY),
+               "--experiment", "experts", "--device", "cpu", *stage_args, *extra]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+
+
+def test_a_stage_begun_by_plain_train_py_is_adopted(tmp_path):
+    manifest = _manifest(tmp_path)
+    experts_args = yaml.safe_load(manifest.read_text())["entries"][0]["stages"][0]["args"]
+    runs, pub = tmp_path / "runs", tmp_path / "pub"
+    done = _plain_train(runs, experts_args)
+    assert done.returncode == 0, done.stderr
+    proc = _build(manifest, runs, pub)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "experts: starting" not in out and "experts: resuming" not in out  # not trained again
+    results = json.loads((pub / "hub_cards" / ENTRY / "results.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    assert results["zoo"]["stages"][0]["commits"] == [head]
+
+
+def test_resuming_a_checkpoint_of_another_recipe_is_refused(tmp_path):
+    manifest = _manifest(tmp_path)
+    experts_args = yaml.safe_load(manifest.read_text())["entries"][0]["stages"][0]["args"]
+    runs = tmp_path / "runs"
+    done = _plain_train(runs, experts_args, "--lr", "0.05")
+    assert done.returncode == 0, done.stderr
+    (runs / ENTRY / "experts" / "final.json").unlink()  # as if stopped before the end: resumable
+    proc = _build(manifest, runs, tmp_path / "pub")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, out + err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "lr: 0.05" in err
+    assert not (tmp_path / "pub").exists()
+
+
+def test_runs_inside_the_checkout_are_refused(tmp_path):
+    proc = _build(_manifest(tmp_path), REPO_ROOT / "zoo-runs-test", tmp_path / "pub")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "outside the work tree" in err
+    assert not (REPO_ROOT / "zoo-runs-test").exists()

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     build_cmd.add_argument("--device", default="cpu", help="train.py --device (cuda entries need a GPU)")
     build_cmd.add_argument("--include-gpu", action="store_true", help="also build the entries marked device: gpu")
     build_cmd.add_argument("--allow-dirty", action="store_true",
-                           help="train from a checkout with uncommitted changes (not for published weights)")
+                           help="train from a checkout with uncommitted changes (recorded: weights.json says from_dirty_tree)")
     build_cmd.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                            help="extra train.py argument for every stage (repeat; e.g. --train-arg=--epochs=1)")
     return parser
@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _table(manifest, publish_to: Path, check: bool) -> int:
     readme = publish_to / "README.md"
-    text = readme.read_text(encoding="utf-8")
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except OSError as error:
+        raise UserInputError(f"cannot read {readme}: {error.strerror or error}") from None
     try:
         updated = replace_tables(text, render_tables(manifest, publish_to))
     except ValueError as error:

@@ -12,9 +12,12 @@ only from committed code (a dirty tree is refused unless ``allow_dirty``).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,8 +26,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
+from .._paths import portable_paths
 from ..checkpoint import atomic_write
 from ..errors import UserInputError
 from ..models._weights import WEIGHTS_FILENAME, record_published
@@ -97,9 +101,21 @@ def entry_state(settings: BuildSettings, manifest: Manifest, entry: Entry) -> Di
     """What a build would find: published or not, and each stage's status."""
     return dict(
         name=entry.name, publish=entry.publish, device=entry.device,
-        published=published_path(settings, entry).is_file(),
+        published=is_published(settings, entry),
         stages={s.name: stage_status(stage_dir(settings.runs_dir, entry, s)) for s in entry.stages},
     )
+
+
+def is_published(settings: BuildSettings, entry: Entry) -> bool:
+    """Results in place and, for weights, the table's SHA-256 equal to the recorded weights'."""
+    target = published_path(settings, entry)
+    if not target.is_file():
+        return False
+    if entry.publish == "results":
+        return True
+    recorded = _read_json(target.parent / "weights.json").get("sha256")
+    table = _read_json(settings.published_table).get(entry.name) or {}
+    return bool(recorded) and table.get("sha256") == recorded
 
 
 # ---- git ---------------------------------------------------------------------------------------
@@ -111,8 +127,15 @@ def _git(root: Path, *args: str) -> str:
         return ""
 
 
-def current_commit(root: Path) -> str:
-    return _git(root, "rev-parse", "HEAD") or "unknown"
+def current_commit(root: Path) -> Optional[str]:
+    return _git(root, "rev-parse", "HEAD") or None
+
+
+def _full_commit(root: Path, commit: Optional[str]) -> Optional[str]:
+    """A short commit id as the full one (when this checkout knows it)."""
+    if not commit:
+        return None
+    return _git(root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}") or commit
 
 
 def _dirty(root: Path) -> List[str]:
@@ -180,35 +203,95 @@ def _run_stage(manifest: Manifest, settings: BuildSettings, entry: Entry, stage:
     folder = stage_dir(settings.runs_dir, entry, stage)
     status = stage_status(folder)
     command = _train_command(manifest, settings, entry, stage, status)
+    if status == "partial":
+        _check_same_recipe(folder / "last.pth", command)
+    _set_aside_later_stages(settings, entry, stage)
     folder.mkdir(parents=True, exist_ok=True)
     record_path = folder / "zoo.json"
-    record = _read_json(record_path) or dict(entry=entry.name, stage=stage.name, config=stage.config, segments=[])
-    if not record["segments"] and status == "partial":
-        record["segments"].append(_adopted_segment(folder / "last.pth"))
-    segment = dict(commit=current_commit(manifest.root), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   resumed=status == "partial", command=_shown_command(command, manifest, settings))
+    record = _stage_record(manifest, entry, stage, folder)
+    dirty = _dirty(manifest.root)
+    segment = dict(commit=current_commit(manifest.root), dirty=dirty or None,
+                   started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=status == "partial",
+                   command=_shown_command(command, manifest, settings))
     record["segments"].append(segment)
     _write_json(record_path, record)
+    if forwarder.signum is not None:  # a signal while preparing: start nothing
+        return 128 + forwarder.signum
     say(f"{entry.name} / {stage.name}: {'resuming' if status == 'partial' else 'starting'} "
         f"(log: {folder / 'log.txt'})")
     started = time.time()
     with open(folder / "zoo_train.out", "ab") as out:
-        forwarder.child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=manifest.root)
-        returncode = forwarder.child.wait()
-        forwarder.child = None
+        # its own session: a terminal's Ctrl-C or a group kill reaches train.py once, through the
+        # forwarder (a second signal would make it stop mid-step instead of after the step)
+        forwarder.child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=manifest.root,
+                                           start_new_session=True)
+        try:
+            if forwarder.signum is not None:
+                forwarder.child.send_signal(forwarder.signum)
+            returncode = forwarder.child.wait()
+        except BaseException:
+            forwarder.child.terminate()
+            forwarder.child.wait()
+            raise
+        finally:
+            forwarder.child = None
     segment.update(ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=round(time.time() - started, 1),
                    returncode=returncode)
     _write_json(record_path, record)
     return returncode
 
 
-def _adopted_segment(checkpoint: Path) -> Dict[str, Any]:
-    """A stage started by plain train.py before the build adopted it: its commit from the checkpoint."""
+def _stage_record(manifest: Manifest, entry: Entry, stage: Stage, folder: Path) -> Dict[str, Any]:
+    """The stage's ``zoo.json``; a stage begun by plain train.py gets its first segment from the checkpoint."""
+    record = _read_json(folder / "zoo.json")
+    if not isinstance(record.get("segments"), list):
+        record = dict(entry=entry.name, stage=stage.name, config=stage.config, segments=[])
+    if not record["segments"] and (folder / "last.pth").is_file():
+        record["segments"].append(_adopted_segment(manifest, folder / "last.pth"))
+    return record
+
+
+# Recipe keys that change what a stage learns: a resume must not mix two recipes.
+_RECIPE_KEYS = ("model", "method", "stage", "dataset", "imbalance_factor", "train_transform", "num_experts",
+                "model_kwargs", "num_copies", "loss_kwargs", "drw_epoch", "epochs", "batch_size", "opt", "lr",
+                "momentum", "weight_decay", "sched", "decay_milestones", "decay_rate", "warmup_epochs",
+                "warmup_lr", "min_lr", "seed", "amp", "amp_dtype", "max_train_samples", "val_split_fraction",
+                "select_by", "distill_temperature", "distill_factor", "distill_on", "router_pos_weight")
+
+
+def _check_same_recipe(checkpoint: Path, command: Sequence[str]) -> None:
+    """Refuse to resume a checkpoint whose recipe differs from the stage's (e.g. a plain run with other flags)."""
+    from ..checkpoint import load_checkpoint
+    from ..training import parse_args
+
+    recorded = load_checkpoint(checkpoint).get("recipe") or {}
+    wanted = vars(parse_args(list(command[2:])))
+    differ = [f"{k}: {recorded.get(k)!r} (checkpoint) vs {wanted.get(k)!r} (manifest)"
+              for k in _RECIPE_KEYS if k in recorded and k != "model" and recorded.get(k) != wanted.get(k)]
+    if recorded.get("model") and wanted.get("model") and recorded["model"] != wanted["model"]:
+        differ.append(f"model: {recorded['model']!r} vs {wanted['model']!r}")
+    if differ:
+        raise UserInputError(f"{checkpoint} was trained with another recipe than its manifest stage ("
+                             + "; ".join(differ[:4]) + "): move the folder aside to start the stage afresh")
+
+
+def _set_aside_later_stages(settings: BuildSettings, entry: Entry, stage: Stage) -> None:
+    """A stage about to (re)train makes the later stages' results stale: move their folders aside."""
+    later = entry.stages[[s.name for s in entry.stages].index(stage.name) + 1:]
+    for other in later:
+        folder = stage_dir(settings.runs_dir, entry, other)
+        if folder.exists():
+            folder.rename(folder.with_name(f"{folder.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}"))
+
+
+def _adopted_segment(manifest: Manifest, checkpoint: Path) -> Dict[str, Any]:
+    """A stage begun by plain train.py before the build adopted it: its commit from the checkpoint."""
     from ..checkpoint import load_checkpoint
 
     version = str(load_checkpoint(checkpoint).get("version") or "")
     commit = version.rpartition("+g")[2] if "+g" in version else ""
-    return dict(commit=commit or None, adopted=True, note="started with train.py outside the zoo build")
+    return dict(commit=_full_commit(manifest.root, commit), adopted=True,
+                note="trained with train.py outside the zoo build up to this checkpoint")
 
 
 def _shown_command(command: Sequence[str], manifest: Manifest, settings: BuildSettings) -> List[str]:
@@ -251,19 +334,36 @@ def _provenance(manifest: Manifest, settings: BuildSettings, entry: Entry) -> Di
     for stage in entry.stages:
         folder = stage_dir(settings.runs_dir, entry, stage)
         final = _read_json(folder / "final.json")
-        record = _read_json(folder / "zoo.json")
-        segments = record.get("segments") or []
-        commits = [s["commit"] for s in segments if s.get("commit")]
+        segments = _stage_record(manifest, entry, stage, folder)["segments"]
+        commits = [_full_commit(manifest.root, s.get("commit")) for s in segments if s.get("commit")]
         stages.append(dict(
             stage=stage.name, config=stage.config, teacher=stage.teacher, init_from=stage.init_from,
             commits=list(dict.fromkeys(commits)), segments=len(segments),
+            from_dirty_tree=any(s.get("dirty") for s in segments),
             seed=final.get("seed"), epochs=final.get("epochs"), train_time_s=final.get("train_time_s"),
             train_images_per_sec=final.get("train_images_per_sec"),
-            wall_time_s=round(sum(float(s.get("seconds") or 0) for s in segments), 1) or final.get("wall_time_s"),
+            wall_time_s=round(sum(float(s.get("seconds") or 0) for s in segments), 1) or None,
             command=final.get("command"),
             test_top1={m: row.get("top1") for m, row in (final.get("modes") or {}).items()},
         ))
     return dict(entry=entry.name, manifest=str(manifest.path.name), stages=stages)
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.<>:/])/(?:[\w.-]+/)+[\w.-]*")  # /a/b... not after a word, ../, <label>, scheme:/
+
+
+def _portable(value: Any, manifest: Manifest, settings: BuildSettings) -> Any:
+    """Known machine folders as labels (``<runs>``, ``<data:cifar10>``), then any other absolute path
+    relative to the checkout or as its bare name."""
+    return portable_paths(_relative(value, manifest, settings), root=manifest.root)
+
+
+def _check_no_machine_paths(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.suffix in (".json", ".md"):
+            found = _ABSOLUTE.search(path.read_text(encoding="utf-8"))
+            if found:
+                raise UserInputError(f"{path.name} would publish the machine path {found.group(0)!r}: not published")
 
 
 def _publish(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
@@ -271,7 +371,7 @@ def _publish(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
 
     final_dir = stage_dir(settings.runs_dir, entry, entry.final_stage)
     final = _read_json(final_dir / "final.json")
-    results = dict(_relative(final, manifest, settings), zoo=_relative(_provenance(manifest, settings, entry),
+    results = dict(_portable(final, manifest, settings), zoo=_portable(_provenance(manifest, settings, entry),
                                                                       manifest, settings))
     target = published_path(settings, entry)
     if entry.publish == "results":
@@ -279,33 +379,41 @@ def _publish(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
         _write_json(target, results)
         _refresh_readme(manifest, settings)
         return f"results in {target}"
+    selected = "best.pth" if final.get("selected_checkpoint") == "best" else "last.pth"  # what final.json evaluated
     export_dir = settings.runs_dir / entry.name / "export"
-    exported = export_checkpoint(final_dir / "last.pth", final_dir / "final.json", export_dir, tag=entry.tag,
+    exported = export_checkpoint(final_dir / selected, final_dir / "final.json", export_dir, tag=entry.tag,
                                  overwrite=True, cards_dir=REPO_ROOT / "hub_cards")
     weights = export_dir / WEIGHTS_FILENAME
     size = weights.stat().st_size
+    commits = [c for stage in results["zoo"]["stages"] for c in stage["commits"]]
+    commit = commits[-1] if commits else _full_commit(manifest.root, exported.commit)
+    if not commit:
+        raise UserInputError(f"{entry.name}: no stage records the commit it was trained from: not published")
     folder = target.parent
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
     try:
         for name in ("README.md", "config.json"):
             shutil.copyfile(export_dir / name, tmp / name)
         if size <= MAX_COMMITTED_WEIGHTS:
             shutil.copyfile(weights, tmp / WEIGHTS_FILENAME)
-        commits = [c for s in results["zoo"]["stages"] for c in s["commits"]]
-        _write_json(tmp / "weights.json", dict(repo_id=exported.repo_id, file=WEIGHTS_FILENAME, sha256=exported.sha256,
-                                               size=size, committed=size <= MAX_COMMITTED_WEIGHTS,
-                                               commits=list(dict.fromkeys(commits))))
+        _write_json(tmp / "weights.json", dict(
+            repo_id=exported.repo_id, file=WEIGHTS_FILENAME, sha256=exported.sha256, size=size,
+            committed=size <= MAX_COMMITTED_WEIGHTS, commits=list(dict.fromkeys(commits)) or [commit],
+            from_dirty_tree=any(stage["from_dirty_tree"] for stage in results["zoo"]["stages"])))
         _write_json(tmp / "results.json", results)
+        _check_no_machine_paths(tmp)
+        # the table first: a folder in place without its table entry would read as published
+        record_published(entry.name, sha256=exported.sha256, size=size, commit=commit,
+                         table=settings.published_table)
         if folder.exists():
-            shutil.rmtree(folder)
+            os.replace(folder, old)
         os.replace(tmp, folder)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    last_commit = commits[-1] if commits else current_commit(manifest.root)
-    record_published(entry.name, sha256=exported.sha256, size=size, commit=last_commit,
-                     table=settings.published_table)
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
     _refresh_readme(manifest, settings)
     return f"published {entry.name} (sha256 {exported.sha256[:12]}..., {size / 1e6:.1f} MB) in {folder}"
 
@@ -330,9 +438,13 @@ def build(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
             raise UserInputError(
                 f"{manifest.root} has uncommitted changes ({', '.join(dirty[:5])}): zoo weights come only from "
                 f"committed code; commit, or build from a clean `git worktree`")
+    runs, root = settings.runs_dir.resolve(), manifest.root.resolve()
+    if runs == root or root in runs.parents:
+        raise UserInputError(f"--runs-dir {settings.runs_dir} is inside the checkout {manifest.root}: keep runs "
+                             f"outside the work tree (default: {root.parent / 'zoo-runs'})")
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     outcomes: List[EntryOutcome] = []
-    with _Forwarder() as forwarder:
+    with _exclusive(settings.runs_dir), _Forwarder() as forwarder:
         for entry in entries:
             outcome = _build_entry(manifest, settings, entry, forwarder, say)
             outcomes.append(outcome)
@@ -340,6 +452,20 @@ def build(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
             if outcome.status in ("stopped", "failed"):
                 break
     return outcomes
+
+
+@contextlib.contextmanager
+def _exclusive(runs_dir: Path) -> Iterator[None]:
+    """One build per runs folder: two would train the same stage into the same files."""
+    with open(runs_dir / ".zoo.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserInputError(f"another zoo build is using {runs_dir}: wait for it, or stop it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forwarder: _Forwarder,

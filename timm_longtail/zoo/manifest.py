@@ -111,6 +111,8 @@ def _stage(path: Path, entry_name: str, raw: Any, earlier: Sequence[str]) -> Sta
     name, config = raw.get("name"), raw.get("config")
     if not isinstance(name, str) or not _STAGE_RE.match(name):
         raise _err(path, where, f"stage name {name!r} must be letters, digits, '_' or '-'")
+    if name == "export":
+        raise _err(path, where, "stage name 'export' is reserved (the build's export folder)")
     if name in earlier:
         raise _err(path, where, f"stage {name!r} appears twice")
     if not isinstance(config, str):

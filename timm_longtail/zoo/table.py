@@ -91,7 +91,7 @@ def render_tables(manifest: Manifest, publish_to: Path) -> str:
 
 def replace_tables(text: str, tables: str) -> str:
     """``text`` with the part between the markers replaced by ``tables``."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"README lacks the {BEGIN} / {END} markers")
+    if BEGIN not in text or END not in text.split(BEGIN, 1)[1]:
+        raise ValueError(f"README lacks the {BEGIN} / {END} markers (in that order)")
     before, rest = text.split(BEGIN, 1)
     return f"{before}{BEGIN}\n{tables}\n{END}{rest.split(END, 1)[1]}"
