@@ -40,7 +40,9 @@ _RECIPE_SUMMARY_KEYS = (
     "weight_decay", "sched", "warmup_epochs", "decay_milestones", "decay_rate", "drw_epoch", "num_copies",
     "loss_kwargs", "teacher", "train_transform", "amp", "select_by", "val_split_fraction", "seed",
 )
-_WALL_TIME_KEYS = ("wall_time_s", "wall_time_seconds", "wall_time", "train_time_s", "elapsed_s")
+# train_time_s first: the sum of the stage's epoch times, kept across resumes; a resumed run's
+# wall_time_s covers only its last segment (possibly just the final evaluation)
+_WALL_TIME_KEYS = ("train_time_s", "wall_time_s", "wall_time_seconds", "wall_time", "elapsed_s")
 METRIC_DECIMALS = 2
 """Accuracies in the ``model-index`` are rounded to this many decimals (as the card's tables show them)."""
 
@@ -312,7 +314,7 @@ def build_card_context(
         run_facts.append(f"**Seed:** {seed}.")
     wall = next((info[k] for k in _WALL_TIME_KEYS if info.get(k) is not None), None)
     if wall is not None:
-        run_facts.append(f"**Training wall time:** {_duration(wall)}"
+        run_facts.append(f"**Training time (this stage):** {_duration(wall)}"
                          + (f" on {info['device']}" if info.get("device") else "") + ".")
     if checkpoint.get("version"):
         run_facts.append(f"**Code:** timm-longtail {checkpoint['version']}.")
