@@ -244,3 +244,34 @@ def test_runs_inside_the_checkout_are_refused(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "outside the work tree" in err
     assert not (REPO_ROOT / "zoo-runs-test").exists()
+
+
+def test_published_means_results_and_a_matching_table_entry(tmp_path):
+    from timm_longtail.zoo.build import BuildSettings, is_published
+
+    manifest = load_manifest(_manifest(tmp_path))
+    entry = manifest.entry(ENTRY)
+    settings = BuildSettings(runs_dir=tmp_path / "runs", publish_to=tmp_path / "pub")
+    folder = settings.cards_dir / ENTRY
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text("{}")
+    (folder / "weights.json").write_text(json.dumps({"sha256": "ab" * 32}))
+    assert not is_published(settings, entry)  # a build killed before the table entry: build it again
+    settings.published_table.parent.mkdir(parents=True)
+    settings.published_table.write_text(json.dumps({ENTRY: {"sha256": "cd" * 32}}))
+    assert not is_published(settings, entry)
+    settings.published_table.write_text(json.dumps({ENTRY: {"sha256": "ab" * 32}}))
+    assert is_published(settings, entry)
+
+
+def test_one_build_per_runs_folder(tmp_path):
+    import fcntl
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with open(runs / ".zoo.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = _build(_manifest(tmp_path), runs, tmp_path / "pub")
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "another zoo build is using" in err and err.count("\n") == 1
+    assert not (runs / ENTRY).exists()
