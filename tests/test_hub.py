@@ -514,7 +514,7 @@ def _staged_checkpoint(tmp: Path, root: str) -> Path:
                    recipe=dict(method="ride", stage="experts", epochs=200, lr=0.1, batch_size=128, data_dir=data,
                                output=f"{root}/runs"))
     stage1 = dict(role="initial_checkpoint", model_name="ride_resnet32_3e", method="ride", stage="experts", epoch=200,
-                  command=f"train.py --data-dir {data} --teacher {root}/runs/teacher/last.pth",
+                  command=f"train.py --data-dir {data} --teacher {root}/runs/teacher/last.pth --resume {root}/s1.pth",
                   recipe=dict(method="ride", stage="experts", epochs=200, lr=0.1, batch_size=128, weight_decay=5e-4,
                               teacher=f"{root}/runs/teacher/last.pth", data_dir=data))
     checkpoint = tmp / "router.pth"
@@ -552,6 +552,8 @@ def test_router_card_shows_every_stage_and_no_absolute_path(tmp_path):
         assert root not in text and str(tmp_path) not in text and str(REPO_ROOT) not in text
     # outside the checkout only the name is kept; inside it, the path relative to the checkout
     assert "train.py --initial-checkpoint=runs/s1/last.pth --data-dir cifar10" in card  # stage 3's command
+    # stage 2 was resumed (a checkpoint from before command_history): its recipe is shown without --resume
+    assert "train.py --data-dir cifar10 --teacher last.pth\n" in card and "--resume" not in card
     assert "initial_checkpoint: runs/s1/last.pth" in card and "data_dir: cifar10" in card
     assert "validate.py --checkpoint last.pth --data-dir cifar10" in card  # the evaluation command
     assert json.loads(config)["timm_longtail"]["dataset"]["root"] == "cifar10"

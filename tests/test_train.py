@@ -173,6 +173,9 @@ def test_resume_continues_exactly(train_module, runs):
         assert torch.equal(value, b["state_dict"][key]), key
     assert b["optimizer"]["param_groups"][0]["lr"] == a["optimizer"]["param_groups"][0]["lr"]
     assert len(summary_rows(half)) == 2  # the resumed run appends to its own folder's summary
+    # the recorded command reproduces the run (no --resume); the history keeps both commands
+    assert "--resume" not in b["command"] and "--epochs 2" in b["command"]
+    assert [("--resume" in c) for c in b["command_history"]] == [False, True]
 
 
 def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_path, capsys):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from .errors import UserInputError
 
 __all__ = [
     "atomic_write", "build_model_from_checkpoint", "code_version", "lineage_entry", "load_checkpoint",
-    "load_weights_file", "run_lineage", "save_checkpoint", "unwrap_model",
+    "load_weights_file", "run_lineage", "save_checkpoint", "start_command", "unwrap_model",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -114,6 +115,15 @@ def _load_safetensors(path: Path) -> Dict[str, Any]:
     return checkpoint
 
 
+_RESUME_FLAG = re.compile(r"\s--resume(?:=|\s+)(?:'[^']*'|\S+)")
+
+
+def start_command(command: Any) -> Any:
+    """A train.py command as the recipe that reproduces its run: ``--resume <checkpoint>`` removed (a
+    resumed run ends as a straight run of the same arguments would)."""
+    return _RESUME_FLAG.sub("", command) if isinstance(command, str) else command
+
+
 def lineage_entry(checkpoint: Mapping[str, Any], role: str) -> Dict[str, Any]:
     """What a run records about a checkpoint it started from (``role``: ``"initial_checkpoint"``) or
     distilled from (``"teacher"``): its model, stage, epoch, code version and full recipe, paths made
@@ -125,7 +135,7 @@ def lineage_entry(checkpoint: Mapping[str, Any], role: str) -> Dict[str, Any]:
     entry: Dict[str, Any] = dict(
         role=role, model_name=checkpoint.get("model_name"), method=recipe.get("method"), stage=recipe.get("stage"),
         dataset=dataset.get("name"), epoch=checkpoint.get("epoch"), version=checkpoint.get("version"),
-        command=portable_paths(checkpoint.get("command")), recipe=portable_paths(recipe),
+        command=start_command(portable_paths(checkpoint.get("command"))), recipe=portable_paths(recipe),
     )
     if role == "teacher" and checkpoint.get("lineage"):
         entry["lineage"] = list(checkpoint["lineage"])

@@ -144,3 +144,49 @@ def test_registry_follows_the_table(tmp_path):
     assert seen["unpublished_has_weights"] is False and seen["unpublished_classes"] == 100
     assert seen["unpublished_error"].startswith(
         "no trained weights are published for ride_resnet32_3e.cifar100_lt_if100 yet")
+
+
+# Loads every shipped published weight with pretrained=True (its default tag too) and compares it with the file.
+SHIPPED_PROBE = textwrap.dedent('''
+    import json, sys
+    import timm_longtail, timm, torch
+    from safetensors.torch import load_file
+
+    for key, path in json.loads(sys.argv[1]).items():
+        expected = load_file(path)
+        model_name = key.split(".")[0]
+        default = f"{model_name}.{timm.models.get_pretrained_cfg(model_name).tag}"
+        for name in (key, model_name) if default == key else (key,):
+            model = timm.create_model(name, pretrained=True)
+            state = model.state_dict()
+            assert state.keys() == expected.keys(), name
+            assert all(torch.equal(state[k], expected[k]) for k in state), name
+            print(name, model.pretrained_cfg["tag"])
+''')
+
+
+def test_shipped_weights_load_offline_with_pretrained_true(tmp_path):
+    """Each table entry of a ResNet-32 is committed beside its card with the table's SHA-256, and
+    ``pretrained=True`` (by full name, and by model name: its default tag) loads exactly that file
+    with the network off and an empty Hub cache."""
+    from timm_longtail.models._weights import sha256_of_file
+
+    table = load_published_weights(PUBLISHED_WEIGHTS_FILE)
+    files = {}
+    for key, record in table.items():
+        path = REPO / "hub_cards" / key / "model.safetensors"
+        if "resnet32" in key:
+            assert path.is_file(), f"{key} is published but its weights are not committed"
+        if path.is_file():
+            assert sha256_of_file(path) == record["sha256"], key
+            files[key] = str(path)
+    if not files:
+        pytest.skip("no weights are committed yet")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", SHIPPED_PROBE, json.dumps(files)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = dict(line.split() for line in done.stdout.splitlines())
+    assert files.keys() <= loaded.keys()
+    # every model with weights defaults to a tag with weights
+    assert {key.split(".")[0] for key in files} <= loaded.keys()

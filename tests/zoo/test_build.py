@@ -128,6 +128,59 @@ def test_interrupted_build_resumes_to_the_same_weights(built, tmp_path):
     assert [s["resumed"] for s in record["segments"]][:2] == [False, True]
 
 
+def test_publish_again_from_the_runs_gives_the_same_weights(built, tmp_path):
+    _, manifest, runs, pub, _ = built
+    again = tmp_path / "pub"
+    proc = _zoo("publish", "--manifest", str(manifest), "--runs-dir", str(runs), "--publish-to", str(again))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    first, second = (json.loads((p / "hub_cards" / ENTRY / "weights.json").read_text()) for p in (pub, again))
+    assert second["sha256"] == first["sha256"]
+    results = json.loads((again / "hub_cards" / ENTRY / "results.json").read_text())
+    assert all("--resume" not in (stage["command"] or "") for stage in results["zoo"]["stages"])
+
+
+def test_recipe_changing_train_args_train_but_do_not_publish(built, tmp_path):
+    _, manifest, _, _, _ = built
+    runs, pub = tmp_path / "runs", tmp_path / "pub"
+    common = ["--manifest", str(manifest), "--runs-dir", str(runs), "--publish-to", str(pub)]
+    proc = _zoo("build", *common, "--allow-dirty", "--train-arg=--max-steps-per-epoch=1")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "another recipe than the manifest's" in out and "max_steps_per_epoch" in out
+    assert not (pub / "hub_cards" / ENTRY).exists()
+    assert json.loads((runs / "zoo_build.json").read_text())["entries"][0]["status"] == "unpublished"
+    record = json.loads((runs / ENTRY / "experts" / "zoo.json").read_text())
+    assert record["segments"][0]["extra_args"] == ["--max-steps-per-epoch=1"]
+    proc = _zoo("publish", *common)  # publishing the trial runs later is refused too
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "another recipe" in out and not (pub / "hub_cards" / ENTRY).exists()
+
+
+def test_a_student_falls_back_to_the_published_teacher_weights(built, tmp_path):
+    import shutil
+
+    from timm_longtail.checkpoint import build_model_from_checkpoint
+    from timm_longtail.zoo.build import BuildSettings, teacher_checkpoint
+
+    _, manifest_path, runs, pub, _ = built
+    manifest = load_manifest(manifest_path)
+    teacher = manifest.entry(ENTRY)
+    trained = teacher_checkpoint(manifest, BuildSettings(runs_dir=runs, publish_to=pub), teacher)
+    assert trained == runs / ENTRY / "router" / "last.pth"
+    # the runs folder is gone: the weights committed beside the card teach, when their SHA-256 is the table's
+    published = teacher_checkpoint(manifest, BuildSettings(runs_dir=tmp_path / "gone", publish_to=pub), teacher)
+    assert published == pub / "hub_cards" / ENTRY / "model.safetensors"
+    model, _ = build_model_from_checkpoint(published)
+    assert model.num_experts == 3 and model.num_classes == 10
+    tampered = tmp_path / "tampered"
+    shutil.copytree(pub, tampered)
+    weights = tampered / "hub_cards" / ENTRY / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert teacher_checkpoint(manifest, BuildSettings(runs_dir=tmp_path / "gone", publish_to=tampered), teacher) is None
+
+
 def test_status_lists_every_entry(built):
     _, manifest, runs, pub, _ = built
     proc = _zoo("status", "--manifest", str(manifest), "--runs-dir", str(runs), "--publish-to", str(pub), "--json")

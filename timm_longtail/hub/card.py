@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from .._paths import portable_paths
+from ..checkpoint import start_command
 from ..errors import UserInputError
 from ..models._cfgs import dataset_tag
 from .results import ModeResult, RunResults
@@ -257,7 +258,7 @@ def _training_stages(lineage: Any, recipe: Mapping[str, Any], epoch: Any, comman
     paper's recipe is compared with (``None`` when it is not recorded), with its label."""
     ancestors = _flatten_lineage(lineage)
     stages = [_stage_view(i, label, portable_paths(dict(entry.get("recipe") or {})), entry.get("epoch"),
-                          portable_paths(entry.get("command")), str(entry.get("role") or ""))
+                          start_command(portable_paths(entry.get("command"))), str(entry.get("role") or ""))
               for i, (label, entry) in enumerate(ancestors, start=1)]
     stages.append(_stage_view(len(stages) + 1, f"this checkpoint, {_stage_name(recipe)}", recipe, epoch, command))
     if recipe.get("stage") in (None, "experts"):
@@ -319,8 +320,8 @@ def build_card_context(
     if checkpoint.get("version"):
         run_facts.append(f"**Code:** timm-longtail {checkpoint['version']}.")
 
-    command = portable_paths(checkpoint.get("command")) or info.get("command") or recipe.get("command")
-    eval_command = info.get("command") if info.get("command") != command else None
+    command = start_command(portable_paths(checkpoint.get("command")) or info.get("command") or recipe.get("command"))
+    eval_command = info.get("command") if start_command(info.get("command")) != command else None
     stages, compared, compared_label = _training_stages(checkpoint.get("lineage"), recipe, checkpoint.get("epoch"),
                                                         command)
     result_rows = [dict(

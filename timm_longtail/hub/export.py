@@ -130,11 +130,21 @@ def _data_config(checkpoint: Mapping[str, Any], registered: Optional[Mapping[str
 
 
 def _write_weights(model: torch.nn.Module, path: Path, metadata: Mapping[str, Any]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     encoded = {k: json.dumps(_json_safe(v)) for k, v in metadata.items()}  # checkpoint.load_checkpoint decodes them
-    save_file(state, str(path), metadata={"format": "pt", **encoded})
+    path.write_bytes(_sorted_header(save(state, metadata={"format": "pt", **encoded})))
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted: safetensors writes the header in
+    hash order (it differs from process to process), so the same weights would get another SHA-256."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format pads the header with spaces to 8-byte alignment
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
 def _apply_umask(folder: Path) -> None:

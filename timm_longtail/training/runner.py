@@ -338,6 +338,18 @@ class _Run:
         self.started = time.time()
         self.log_handler: logging.Handler | None = None
 
+    def _keep_command_history(self) -> None:
+        """``command`` is what reproduces the run: this process's command without ``--resume`` (a resume
+        may extend ``--epochs``); ``command_history`` keeps every command that trained it, oldest first."""
+        from ..checkpoint import start_command
+
+        resume = self.found.resume
+        earlier: list[str] = []
+        if resume is not None:
+            earlier = list(resume.get("command_history") or ([resume["command"]] if resume.get("command") else []))
+        self.command_history = [*earlier, self.command]
+        self.command = start_command(self.command)
+
     # ---- set-up: everything that can reject the input --------------------------------------
     def setup(self) -> None:
         args, ctx = self.args, self.ctx
@@ -347,6 +359,7 @@ class _Run:
 
         random_seed(args.seed, 0)  # same initial weights on every rank (DDP also broadcasts them)
         self.found = _read_checkpoints(args)
+        self._keep_command_history()
         self.model_name = _model_name(args, self.found)
         self.data = _build_data(args, self.spec)
         num_classes = len(self.data.full_class_counts)
@@ -446,8 +459,8 @@ class _Run:
         extra: dict[str, Any] = dict(
             epoch=epoch, num_updates=self.num_updates, recipe=self._recipe(), dataset=self.data.info,
             lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
-            train_class_counts=self.data.train_class_counts, command=self.command, seed=self.args.seed,
-            optimizer=self.optimizer.state_dict(),
+            train_class_counts=self.data.train_class_counts, command=self.command,
+            command_history=self.command_history, seed=self.args.seed, optimizer=self.optimizer.state_dict(),
             scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
             scaler=None if self.precision.scaler is None else self.precision.scaler.state_dict(),
             reweighting=self._reweighting(epoch - 1),
@@ -565,7 +578,8 @@ class _Run:
         if args.select_by == "val" and (self.output_dir / "best.pth").is_file():
             selected, path = "best", self.output_dir / "best.pth"
         result: dict[str, Any] = dict(
-            command=self.command, seed=args.seed, model=self.model_name, method=args.method, stage=args.stage,
+            command=self.command, command_history=self.command_history, seed=args.seed, model=self.model_name,
+            method=args.method, stage=args.stage,
             dataset=self.data.info, selected_checkpoint=selected, checkpoint=str(path),
             selected_epoch=(self.history.best_epoch if selected == "best" else len(self.history.epoch_times) - 1),
             selection_rule=("best held-out validation balanced top-1 (split from the training set)"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m timm_longtail.zoo {status,build} [names]`` (``--help`` on each)."""
+"""Command line: ``python -m timm_longtail.zoo {status,build,publish,table} [names]`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import UserInputError
-from .build import BuildSettings, build, default_runs_dir, entry_state
+from .build import BuildSettings, build, default_runs_dir, entry_state, publish
 from .manifest import DEFAULT_MANIFEST, REPO_ROOT, load_manifest
 from .table import render_tables, replace_tables
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("status", "where every entry stands"), ("build", "train, evaluate and publish entries"),
+                       ("publish", "publish trained entries again from their runs (new card code); trains nothing"),
                        ("table", "write README's published-weights tables (from committed results)")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("names", nargs="*", help="manifest entries (<model>.<tag>; default: all)")
@@ -90,6 +91,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                                    else "to build")
                     print(f"{state['name']:<48} {flag:<16} {stages}")
             return 0
+        if args.command == "publish":
+            outcomes = publish(manifest, entries, settings)
+            if args.json:
+                print(json.dumps([o.__dict__ for o in outcomes], indent=2))
+            return 0 if all(o.status == "published" for o in outcomes) else 1
         settings.device, settings.include_gpu, settings.allow_dirty = args.device, args.include_gpu, args.allow_dirty
         settings.extra_args = list(args.train_arg)
         outcomes = build(manifest, entries, settings)

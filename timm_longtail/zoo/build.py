@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from .._paths import portable_paths
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, start_command
 from ..errors import UserInputError
 from ..models._weights import WEIGHTS_FILENAME, record_published
 from .manifest import REPO_ROOT, Entry, Manifest, Stage
 
-__all__ = ["BuildSettings", "EntryOutcome", "build", "entry_state", "stage_status", "default_runs_dir"]
+__all__ = ["BuildSettings", "EntryOutcome", "build", "entry_state", "publish", "stage_status", "default_runs_dir"]
 
 _logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class BuildSettings:
 @dataclass
 class EntryOutcome:
     name: str
-    status: str  # published | stopped | waits-for-gpu | failed
+    status: str  # published | unpublished (trained, recipe differs from the manifest) | stopped | waits-for-gpu | failed
     stages: Dict[str, str] = field(default_factory=dict)
     detail: str = ""
 
@@ -191,11 +191,29 @@ def _train_command(manifest: Manifest, settings: BuildSettings, entry: Entry, st
     if stage.init_from:
         command += ["--initial-checkpoint", str(folder.parent / stage.init_from / "last.pth")]
     if stage.teacher:
-        teacher = manifest.entry(stage.teacher)
-        command += ["--teacher", str(stage_dir(settings.runs_dir, teacher, teacher.final_stage) / "last.pth")]
+        teacher = teacher_checkpoint(manifest, settings, manifest.entry(stage.teacher))
+        if teacher is None:
+            raise UserInputError(f"{entry.name} / {stage.name}: its teacher {stage.teacher} is neither trained nor "
+                                 f"published with its weights: build it first")
+        command += ["--teacher", str(teacher)]
     if status == "partial":
         command += ["--resume", str(folder / "last.pth")]
     return command + list(settings.extra_args)
+
+
+def teacher_checkpoint(manifest: Manifest, settings: BuildSettings, teacher: Entry) -> Optional[Path]:
+    """The teacher's trained final stage (``last.pth``, with its recipe and lineage), else its published
+    weights committed beside its card (SHA-256 as in the table: the runs folder may be gone), else None."""
+    trained = stage_dir(settings.runs_dir, teacher, teacher.final_stage)
+    if stage_status(trained) == "done":
+        return trained / "last.pth"
+    weights = settings.cards_dir / teacher.name / WEIGHTS_FILENAME
+    if is_published(settings, teacher) and weights.is_file():
+        from ..models._weights import sha256_of_file
+
+        if sha256_of_file(weights) == (_read_json(settings.published_table).get(teacher.name) or {}).get("sha256"):
+            return weights
+    return None
 
 
 def _run_stage(manifest: Manifest, settings: BuildSettings, entry: Entry, stage: Stage, forwarder: _Forwarder,
@@ -212,7 +230,8 @@ def _run_stage(manifest: Manifest, settings: BuildSettings, entry: Entry, stage:
     dirty = _dirty(manifest.root)
     segment = dict(commit=current_commit(manifest.root), dirty=dirty or None,
                    started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=status == "partial",
-                   command=_shown_command(command, manifest, settings))
+                   command=_shown_command(command, manifest, settings),
+                   extra_args=_relative(list(settings.extra_args), manifest, settings) or None)
     record["segments"].append(segment)
     _write_json(record_path, record)
     if forwarder.signum is not None:  # a signal while preparing: start nothing
@@ -253,14 +272,15 @@ def _stage_record(manifest: Manifest, entry: Entry, stage: Stage, folder: Path) 
 
 # Recipe keys that change what a stage learns: a resume must not mix two recipes.
 _RECIPE_KEYS = ("model", "method", "stage", "dataset", "imbalance_factor", "train_transform", "num_experts",
-                "model_kwargs", "num_copies", "loss_kwargs", "drw_epoch", "epochs", "batch_size", "opt", "lr",
+                "model_kwargs", "num_copies", "loss_kwargs", "drw_epoch", "epochs", "max_steps_per_epoch",
+                "batch_size", "opt", "lr",
                 "momentum", "weight_decay", "sched", "decay_milestones", "decay_rate", "warmup_epochs",
                 "warmup_lr", "min_lr", "seed", "amp", "amp_dtype", "max_train_samples", "val_split_fraction",
                 "select_by", "distill_temperature", "distill_factor", "distill_on", "router_pos_weight")
 
 
-def _check_same_recipe(checkpoint: Path, command: Sequence[str]) -> None:
-    """Refuse to resume a checkpoint whose recipe differs from the stage's (e.g. a plain run with other flags)."""
+def _recipe_differences(checkpoint: Path, command: Sequence[str]) -> List[str]:
+    """How the recipe recorded in ``checkpoint`` differs from the one ``command`` (train.py argv) asks for."""
     from ..checkpoint import load_checkpoint
     from ..training import parse_args
 
@@ -270,9 +290,29 @@ def _check_same_recipe(checkpoint: Path, command: Sequence[str]) -> None:
               for k in _RECIPE_KEYS if k in recorded and k != "model" and recorded.get(k) != wanted.get(k)]
     if recorded.get("model") and wanted.get("model") and recorded["model"] != wanted["model"]:
         differ.append(f"model: {recorded['model']!r} vs {wanted['model']!r}")
+    return differ
+
+
+def _check_same_recipe(checkpoint: Path, command: Sequence[str]) -> None:
+    """Refuse to resume a checkpoint whose recipe differs from the stage's (e.g. a plain run with other flags)."""
+    differ = _recipe_differences(checkpoint, command)
     if differ:
         raise UserInputError(f"{checkpoint} was trained with another recipe than its manifest stage ("
                              + "; ".join(differ[:4]) + "): move the folder aside to start the stage afresh")
+
+
+def _unpublishable(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
+    """Why a trained entry must not be published under its name ("" when it may): a stage whose last
+    checkpoint's recipe is not the manifest's (e.g. built with ``--train-arg --epochs=2``)."""
+    plain = BuildSettings(runs_dir=settings.runs_dir, publish_to=settings.publish_to, device=settings.device,
+                          python=settings.python)  # the manifest's commands, without --train-arg
+    for stage in entry.stages:
+        folder = stage_dir(settings.runs_dir, entry, stage)
+        differ = _recipe_differences(folder / "last.pth", _train_command(manifest, plain, entry, stage, "done"))
+        if differ:
+            return (f"stage {stage.name} was trained with another recipe than the manifest's ("
+                    + "; ".join(differ[:3]) + "): not published; move its folder aside and build again")
+    return ""
 
 
 def _set_aside_later_stages(settings: BuildSettings, entry: Entry, stage: Stage) -> None:
@@ -343,7 +383,8 @@ def _provenance(manifest: Manifest, settings: BuildSettings, entry: Entry) -> Di
             seed=final.get("seed"), epochs=final.get("epochs"), train_time_s=final.get("train_time_s"),
             train_images_per_sec=final.get("train_images_per_sec"),
             wall_time_s=round(sum(float(s.get("seconds") or 0) for s in segments), 1) or None,
-            command=final.get("command"),
+            command=start_command(final.get("command")), commands_run=len(final.get("command_history") or []) or None,
+            extra_args=sorted({a for s in segments for a in (s.get("extra_args") or [])}) or None,
             test_top1={m: row.get("top1") for m, row in (final.get("modes") or {}).items()},
         ))
     return dict(entry=entry.name, manifest=str(manifest.path.name), stages=stages)
@@ -480,11 +521,12 @@ def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forw
         say(f"{entry.name}: waits for a GPU ({outcome.detail})")
         return outcome
     for stage in entry.stages:
-        if stage.teacher:
+        if stage.teacher and stage_status(stage_dir(settings.runs_dir, entry, stage)) != "done":
             teacher = manifest.entry(stage.teacher)
-            if stage_status(stage_dir(settings.runs_dir, teacher, teacher.final_stage)) != "done":
+            if teacher_checkpoint(manifest, settings, teacher) is None:
                 outcome.status = "failed"
-                outcome.detail = f"stage {stage.name} needs teacher {teacher.name}, which is not trained"
+                outcome.detail = (f"stage {stage.name} needs teacher {teacher.name}, which is neither trained in "
+                                  f"{settings.runs_dir} nor published with its weights: build it first")
                 say(f"{entry.name}: {outcome.detail}")
                 return outcome
         if stage_status(stage_dir(settings.runs_dir, entry, stage)) == "done":
@@ -506,9 +548,34 @@ def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forw
                               f"{stage_dir(settings.runs_dir, entry, stage) / 'zoo_train.out'}")
             say(f"{entry.name}: {outcome.detail}")
             return outcome
-    outcome.detail = _publish(manifest, settings, entry)
+    reason = _unpublishable(manifest, settings, entry)
+    if reason:
+        outcome.status, outcome.detail = "unpublished", reason
+    else:
+        outcome.detail = _publish(manifest, settings, entry)
     say(f"{entry.name}: {outcome.detail}")
     return outcome
+
+
+def publish(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
+            say: Callable[[str], None] = print) -> List[EntryOutcome]:
+    """Publish again, from their run folders, entries whose stages are all trained (e.g. after the card
+    code improved); trains nothing. Entries not fully trained are reported and left alone."""
+    outcomes = []
+    with _exclusive(settings.runs_dir):
+        for entry in entries:
+            state = entry_state(settings, manifest, entry)
+            outcome = EntryOutcome(name=entry.name, status="unpublished", stages=dict(state["stages"]))
+            missing = [name for name, status in state["stages"].items() if status != "done"]
+            if missing:
+                outcome.detail = f"not trained yet (stages {', '.join(missing)}): build it first"
+            else:
+                outcome.detail = _unpublishable(manifest, settings, entry)
+                if not outcome.detail:
+                    outcome.status, outcome.detail = "published", _publish(manifest, settings, entry)
+            say(f"{entry.name}: {outcome.detail}")
+            outcomes.append(outcome)
+    return outcomes
 
 
 def _write_summary(settings: BuildSettings, outcomes: Sequence[EntryOutcome]) -> None:
