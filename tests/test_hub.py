@@ -336,7 +336,10 @@ def test_pretrained_without_published_weights_raises_clear_error(monkeypatch):
     unpublished = (r"no trained weights are published for ride_resnet32_3e\.cifar100_lt_if100 yet; "
                    r"train one with train\.py")
     with pytest.raises(UserInputError, match=unpublished):
-        timm.create_model("ride_resnet32_3e", pretrained=True)
+        timm.create_model("ride_resnet32_3e.cifar100_lt_if100", pretrained=True)
+    # a variant without any weights keeps its default tag and the same clear error
+    with pytest.raises(UserInputError, match=r"no trained weights are published for ride_resnet32_4e\.cifar100_lt_if100"):
+        timm.create_model("ride_resnet32_4e", pretrained=True)
     with pytest.raises(UserInputError, match=r"no trained weights are published for nclpp_resnet32\.cifar10_lt_if50"):
         timm.create_model("nclpp_resnet32.cifar10_lt_if50", pretrained=True)
     # the cfg an hf-hub:timm-longtail/... id gives (timm fetches its config.json first, then calls the builder)
@@ -516,7 +519,7 @@ def _staged_checkpoint(tmp: Path, root: str) -> Path:
     stage1 = dict(role="initial_checkpoint", model_name="ride_resnet32_3e", method="ride", stage="experts", epoch=200,
                   command=f"train.py --data-dir {data} --teacher {root}/runs/teacher/last.pth --resume {root}/s1.pth",
                   recipe=dict(method="ride", stage="experts", epochs=200, lr=0.1, batch_size=128, weight_decay=5e-4,
-                              teacher=f"{root}/runs/teacher/last.pth", data_dir=data))
+                              teacher=f"{root}/runs/teacher/last.pth", data_dir=data, resume=f"{root}/s1.pth"))
     checkpoint = tmp / "router.pth"
     save_checkpoint(checkpoint, model, model_name="ride_resnet32_3e", class_counts=CIFAR10_LT_COUNTS,
                     class_names=CIFAR10_NAMES, extra=dict(
@@ -554,6 +557,7 @@ def test_router_card_shows_every_stage_and_no_absolute_path(tmp_path):
     assert "train.py --initial-checkpoint=runs/s1/last.pth --data-dir cifar10" in card  # stage 3's command
     # stage 2 was resumed (a checkpoint from before command_history): its recipe is shown without --resume
     assert "train.py --data-dir cifar10 --teacher last.pth\n" in card and "--resume" not in card
+    assert "resume: " not in card  # nor in its recipe
     assert "initial_checkpoint: runs/s1/last.pth" in card and "data_dir: cifar10" in card
     assert "validate.py --checkpoint last.pth --data-dir cifar10" in card  # the evaluation command
     assert json.loads(config)["timm_longtail"]["dataset"]["root"] == "cifar10"

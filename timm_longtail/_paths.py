@@ -1,6 +1,7 @@
 """Paths as results files and model cards show them: never an absolute path of the machine that ran.
 
-A path inside the source checkout, or beside it (``../shared/data/cifar10``), is written relative
+A path inside the source checkout (or inside another checkout of this project, e.g. the ``git
+worktree`` a zoo build trained from), or beside it (``../shared/data/cifar10``), is written relative
 to the checkout; any other absolute path is reduced to its last component (the folder's or file's
 name). Relative paths are kept as given.
 """
@@ -30,11 +31,23 @@ def portable_path(path: Any, root: Optional[os.PathLike] = None) -> str:
     normal = posixpath.normpath(text.replace("\\", "/"))
     base = PurePosixPath(posixpath.normpath(os.fspath(root or _CHECKOUT).replace("\\", "/")))
     target = PurePosixPath(normal)
-    for prefix, anchor in (("", base), ("../", base.parent)):
+    other = _other_checkout(target)
+    anchors = (("", base), ("", other), ("../", base.parent)) if other else (("", base), ("../", base.parent))
+    for prefix, anchor in anchors:
         if anchor != PurePosixPath("/") and (target == anchor or anchor in target.parents):
             rel = target.relative_to(anchor).as_posix()
             return (prefix + rel).rstrip("/") if rel != "." else (prefix.rstrip("/") or ".")
     return target.name or text
+
+
+def _other_checkout(target: PurePosixPath) -> Optional[PurePosixPath]:
+    """The checkout of this project (a ``git worktree`` too) that holds ``target``, looked up on disk:
+    a run trained from another worktree shows ``configs/x.yaml``, not ``../zoo-src/configs/x.yaml``."""
+    for folder in list(target.parents)[:-1]:  # never "/"
+        path = Path(folder)
+        if (path / ".git").exists() and (path / "train.py").is_file() and (path / "timm_longtail").is_dir():
+            return folder
+    return None
 
 
 def _portable_text(text: str, root: Optional[os.PathLike]) -> str:

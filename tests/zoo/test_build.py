@@ -129,10 +129,14 @@ def test_interrupted_build_resumes_to_the_same_weights(built, tmp_path):
 
 
 def test_publish_again_from_the_runs_gives_the_same_weights(built, tmp_path):
+    import fcntl
+
     _, manifest, runs, pub, _ = built
     again = tmp_path / "pub"
-    proc = _zoo("publish", "--manifest", str(manifest), "--runs-dir", str(runs), "--publish-to", str(again))
-    out, err = proc.communicate(timeout=300)
+    with open(runs / ".zoo.lock", "a+") as handle:  # a build training other entries does not block it
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = _zoo("publish", "--manifest", str(manifest), "--runs-dir", str(runs), "--publish-to", str(again))
+        out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, out + err
     first, second = (json.loads((p / "hub_cards" / ENTRY / "weights.json").read_text()) for p in (pub, again))
     assert second["sha256"] == first["sha256"]

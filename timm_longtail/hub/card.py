@@ -244,7 +244,8 @@ def _flatten_lineage(lineage: Any, prefix: str = "") -> List[Tuple[str, Mapping[
 
 def _stage_view(number: int, label: str, recipe: Mapping[str, Any], epoch: Any, command: Any,
                 role: str = "") -> Dict[str, Any]:
-    full = {k: v for k, v in recipe.items() if v is not None and k not in ("notes", "differences_from_paper")}
+    # "resume" is where a resumed segment started from, not part of the recipe (the command omits it too)
+    full = {k: v for k, v in recipe.items() if v is not None and k not in ("notes", "differences_from_paper", "resume")}
     return dict(
         number=number, label=label, role=role, epoch=epoch, epochs=recipe.get("epochs"), command=command,
         summary=[(k, _value(recipe[k])) for k in _RECIPE_SUMMARY_KEYS if recipe.get(k) is not None],

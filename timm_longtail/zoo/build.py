@@ -382,12 +382,20 @@ def _provenance(manifest: Manifest, settings: BuildSettings, entry: Entry) -> Di
             from_dirty_tree=any(s.get("dirty") for s in segments),
             seed=final.get("seed"), epochs=final.get("epochs"), train_time_s=final.get("train_time_s"),
             train_images_per_sec=final.get("train_images_per_sec"),
-            wall_time_s=round(sum(float(s.get("seconds") or 0) for s in segments), 1) or None,
+            wall_time_s=_wall_time(segments),
             command=start_command(final.get("command")), commands_run=len(final.get("command_history") or []) or None,
             extra_args=sorted({a for s in segments for a in (s.get("extra_args") or [])}) or None,
             test_top1={m: row.get("top1") for m, row in (final.get("modes") or {}).items()},
         ))
     return dict(entry=entry.name, manifest=str(manifest.path.name), stages=stages)
+
+
+def _wall_time(segments: Sequence[Mapping[str, Any]]) -> Optional[float]:
+    """The build's wall time over the stage's segments; None when a segment did not record it (adopted
+    from plain train.py, or its build was killed): ``train_time_s`` (summed epoch times) still holds."""
+    if not segments or any(s.get("seconds") is None for s in segments):
+        return None
+    return round(sum(float(s["seconds"]) for s in segments), 1)
 
 
 _ABSOLUTE = re.compile(r"(?<![\w.<>:/])/(?:[\w.-]+/)+[\w.-]*")  # /a/b... not after a word, ../, <label>, scheme:/
@@ -408,6 +416,11 @@ def _check_no_machine_paths(folder: Path) -> None:
 
 
 def _publish(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
+    with _exclusive(settings.runs_dir, ".zoo-publish.lock", wait=True):  # one writer of the checkout at a time
+        return _publish_locked(manifest, settings, entry)
+
+
+def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
     from ..hub.export import export_checkpoint
 
     final_dir = stage_dir(settings.runs_dir, entry, entry.final_stage)
@@ -496,11 +509,12 @@ def build(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
 
 
 @contextlib.contextmanager
-def _exclusive(runs_dir: Path) -> Iterator[None]:
-    """One build per runs folder: two would train the same stage into the same files."""
-    with open(runs_dir / ".zoo.lock", "a+") as handle:
+def _exclusive(runs_dir: Path, name: str = ".zoo.lock", wait: bool = False) -> Iterator[None]:
+    """One build per runs folder (two would train the same stage into the same files); with ``wait``,
+    a short critical section (publishing) that waits for the other holder."""
+    with open(runs_dir / name, "a+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError:
             raise UserInputError(f"another zoo build is using {runs_dir}: wait for it, or stop it") from None
         try:
@@ -560,21 +574,23 @@ def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forw
 def publish(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
             say: Callable[[str], None] = print) -> List[EntryOutcome]:
     """Publish again, from their run folders, entries whose stages are all trained (e.g. after the card
-    code improved); trains nothing. Entries not fully trained are reported and left alone."""
+    code improved); trains nothing. Entries not fully trained are reported and left alone. It does not
+    take the build's lock (a build may be training other entries); each publication takes the
+    publishing lock."""
     outcomes = []
-    with _exclusive(settings.runs_dir):
-        for entry in entries:
-            state = entry_state(settings, manifest, entry)
-            outcome = EntryOutcome(name=entry.name, status="unpublished", stages=dict(state["stages"]))
-            missing = [name for name, status in state["stages"].items() if status != "done"]
-            if missing:
-                outcome.detail = f"not trained yet (stages {', '.join(missing)}): build it first"
-            else:
-                outcome.detail = _unpublishable(manifest, settings, entry)
-                if not outcome.detail:
-                    outcome.status, outcome.detail = "published", _publish(manifest, settings, entry)
-            say(f"{entry.name}: {outcome.detail}")
-            outcomes.append(outcome)
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    for entry in entries:
+        state = entry_state(settings, manifest, entry)
+        outcome = EntryOutcome(name=entry.name, status="unpublished", stages=dict(state["stages"]))
+        missing = [name for name, status in state["stages"].items() if status != "done"]
+        if missing:
+            outcome.detail = f"not trained yet (stages {', '.join(missing)}): build it first"
+        else:
+            outcome.detail = _unpublishable(manifest, settings, entry)
+            if not outcome.detail:
+                outcome.status, outcome.detail = "published", _publish(manifest, settings, entry)
+        say(f"{entry.name}: {outcome.detail}")
+        outcomes.append(outcome)
     return outcomes
 
 

@@ -1,0 +1,34 @@
+"""Paths as results files and cards show them: relative to a checkout of this project, never absolute."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from timm_longtail._paths import portable_path, portable_paths
+
+
+def _checkout(folder: Path) -> Path:
+    """A folder that looks like a checkout (or git worktree) of this project."""
+    (folder / "timm_longtail").mkdir(parents=True)
+    (folder / "train.py").write_text("")
+    (folder / ".git").write_text("gitdir: elsewhere\n")  # a worktree's .git is a file
+    return folder
+
+
+def test_paths_inside_beside_and_outside_the_checkout(tmp_path):
+    main = _checkout(tmp_path / "main")
+    assert portable_path(main / "runs" / "last.pth", root=main) == "runs/last.pth"
+    assert portable_path(tmp_path / "shared" / "data", root=main) == "../shared/data"
+    assert portable_path("/elsewhere/imagenet", root=main) == "imagenet"
+    assert portable_path("configs/a.yaml", root=main) == "configs/a.yaml"
+
+
+def test_a_path_in_another_worktree_is_relative_to_that_worktree(tmp_path):
+    main, worktree = _checkout(tmp_path / "main"), _checkout(tmp_path / "zoo-src")
+    command = (f"train.py -c {worktree}/configs/a.yaml --output {tmp_path}/zoo-runs/x "
+               f"--initial-checkpoint={tmp_path}/zoo-runs/x/experts/last.pth")
+    assert portable_paths(command, root=main) == (
+        "train.py -c configs/a.yaml --output ../zoo-runs/x --initial-checkpoint=../zoo-runs/x/experts/last.pth")
+    plain = tmp_path / "not-a-checkout"
+    plain.mkdir()
+    (plain / ".git").mkdir()  # some other repository: only the name is kept
+    assert portable_path(plain / "sub" / "file.txt", root=tmp_path / "main" / "x") == "file.txt"
