@@ -48,6 +48,20 @@ def _build(manifest: Path, runs: Path, publish: Path) -> subprocess.Popen:
                 "--allow-dirty")
 
 
+def _interrupted_build(manifest: Path, runs: Path, pub: Path) -> None:
+    """Start a build and stop it with SIGTERM once the experts stage has written a checkpoint."""
+    proc = _build(manifest, runs, pub)
+    checkpoint = runs / ENTRY / "experts" / "last.pth"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out + err
+    assert "stopped by a signal" in out
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """One uninterrupted build; returns (tmp, runs, publish, stdout)."""
@@ -101,16 +115,7 @@ def test_interrupted_build_resumes_to_the_same_weights(built, tmp_path):
     _, manifest, _, reference_pub, _ = built
     runs, pub = tmp_path / "runs", tmp_path / "pub"
     # more steps per epoch than a signal needs to land mid-stage; same weights as the uninterrupted build
-    proc = _build(manifest, runs, pub)
-    checkpoint = runs / ENTRY / "experts" / "last.pth"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert checkpoint.exists(), proc.communicate()[1]
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, out + err
-    assert "stopped by a signal" in out
+    _interrupted_build(manifest, runs, pub)
     assert not (pub / "hub_cards" / ENTRY).exists()
     statuses = [p.name for p in (runs / ENTRY).iterdir() if (p / "final.json").exists()]
     assert "router" not in statuses  # the build stopped before finishing
@@ -126,6 +131,48 @@ def test_interrupted_build_resumes_to_the_same_weights(built, tmp_path):
         assert (resumed[key] == reference[key]).all(), key
     record = json.loads((runs / ENTRY / "experts" / "zoo.json").read_text())
     assert [s["resumed"] for s in record["segments"]][:2] == [False, True]
+
+
+def test_a_parked_stage_resumes_without_its_runs_folder(built, tmp_path):
+    import shutil
+
+    _, manifest, _, reference_pub, _ = built
+    runs, pub = tmp_path / "runs", tmp_path / "pub"
+    _interrupted_build(manifest, runs, pub)
+    common = ["--manifest", str(manifest), "--publish-to", str(pub)]
+    proc = _zoo("park", *common, "--runs-dir", str(runs))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    parked = pub / "zoo_parked" / ENTRY / "experts"
+    info = json.loads((parked / "parked.json").read_text())
+    assert info["status"] == "partial" and len(info["sha256"]) == 64
+    assert {p.name for p in parked.iterdir()} >= {"last.pth", "zoo.json", "parked.json"}
+    assert not (pub / "zoo_parked" / ENTRY / "router").exists()  # never started: nothing to park
+
+    gone = tmp_path / "fresh-runs"  # the runs folder is lost (a new machine): the build resumes the parked copy
+    proc = _zoo("status", *common, "--runs-dir", str(gone), "--json")
+    out, err = proc.communicate(timeout=120)
+    assert json.loads(out)[0]["stages"] == {"experts": "parked", "router": "new"}, err
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(pub, tampered)
+    with open(tampered / "zoo_parked" / ENTRY / "experts" / "last.pth", "ab") as handle:
+        handle.write(b"x")
+    proc = _build(manifest, tmp_path / "other-runs", tampered)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "does not match the SHA-256" in err and "Traceback" not in err
+
+    proc = _build(manifest, gone, pub)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "restored the parked checkpoint" in out and "resuming" in out
+    resumed = load_file(pub / "hub_cards" / ENTRY / "model.safetensors")
+    reference = load_file(reference_pub / "hub_cards" / ENTRY / "model.safetensors")
+    for key in reference:
+        assert (resumed[key] == reference[key]).all(), key
+    assert not (pub / "zoo_parked").exists()  # publishing removed the parked checkpoints
+    record = json.loads((gone / ENTRY / "experts" / "zoo.json").read_text())
+    assert [s["resumed"] for s in record["segments"]] == [False, True]  # the parked segments carried over
 
 
 def test_publish_again_from_the_runs_gives_the_same_weights(built, tmp_path):
@@ -159,6 +206,10 @@ def test_recipe_changing_train_args_train_but_do_not_publish(built, tmp_path):
     proc = _zoo("publish", *common)  # publishing the trial runs later is refused too
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "another recipe" in out and not (pub / "hub_cards" / ENTRY).exists()
+    proc = _zoo("park", *common)  # nor is a trial parked for a later build to resume
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and err.startswith("error: ") and "not parked" in err and "Traceback" not in err
+    assert not (pub / "zoo_parked").exists()
 
 
 def test_a_student_falls_back_to_the_published_teacher_weights(built, tmp_path):

@@ -147,7 +147,7 @@ def _sorted_header(data: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
-def _apply_umask(folder: Path) -> None:
+def apply_umask(folder: Path) -> None:
     """mkdtemp and safetensors create owner-only files: give the export the usual permissions."""
     umask = os.umask(0)
     os.umask(umask)
@@ -267,7 +267,7 @@ def export_checkpoint(
             model=model, checkpoint=ckpt, results=run, tag=tag, repo_id=repo_id, weights_sha256=sha,
             registered_name=registered_name if registered else None, reference=reference)
         (tmp / "README.md").write_text(render_card(context, cards_dir), encoding="utf-8")
-        _apply_umask(tmp)
+        apply_umask(tmp)
         _replace_folder(tmp, out, overwrite)
     finally:
         if tmp.exists():

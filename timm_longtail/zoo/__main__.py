@@ -1,4 +1,4 @@
-"""Command line: ``python -m timm_longtail.zoo {status,build,publish,table} [names]`` (``--help`` on each)."""
+"""Command line: ``python -m timm_longtail.zoo {status,build,publish,park,table} [names]`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import UserInputError
-from .build import BuildSettings, build, default_runs_dir, entry_state, publish
+from .build import BuildSettings, build, default_runs_dir, entry_state, park, publish
 from .manifest import DEFAULT_MANIFEST, REPO_ROOT, load_manifest
 from .table import render_tables, replace_tables
 
@@ -18,6 +18,7 @@ EPILOG = """examples:
   git worktree add ../zoo-src HEAD && cd ../zoo-src
   nice python -m timm_longtail.zoo build ride_resnet32_3e.cifar10_lt_if100 --publish-to ../main
   (SIGINT/SIGTERM stops after the current training step; the same command resumes)
+  python -m timm_longtail.zoo park --publish-to ../main   (before the runs folder is lost; commit zoo_parked/)
 """
 
 
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("status", "where every entry stands"), ("build", "train, evaluate and publish entries"),
                        ("publish", "publish trained entries again from their runs (new card code); trains nothing"),
+                       ("park", "copy unfinished stages' latest checkpoints into the checkout (zoo_parked/) for a "
+                                "later build without this runs folder to resume"),
                        ("table", "write README's published-weights tables (from committed results)")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("names", nargs="*", help="manifest entries (<model>.<tag>; default: all)")
@@ -90,6 +93,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                     flag = "published" if state["published"] else ("waits for a GPU" if state["device"] == "gpu"
                                                                    else "to build")
                     print(f"{state['name']:<48} {flag:<16} {stages}")
+            return 0
+        if args.command == "park":
+            parked = park(manifest, entries, settings)
+            if args.json:
+                print(json.dumps(parked, indent=2))
+            if not parked:
+                print("nothing to park: no unpublished entry has a trained or interrupted stage")
             return 0
         if args.command == "publish":
             outcomes = publish(manifest, entries, settings)

@@ -9,6 +9,11 @@ Runs live outside the work tree (``--runs-dir``, default ``../zoo-runs`` beside 
 that later work on the same machine can resume them. Each stage folder records, in ``zoo.json``,
 the git commit of every segment that trained it, and the card and results carry them: weights come
 only from committed code (a dirty tree is refused unless ``allow_dirty``).
+
+A runs folder can be lost between two sittings (a fresh machine). ``park`` copies each unfinished
+stage's latest resumable checkpoint into the checkout (``zoo_parked/<entry>/<stage>/``, committed
+once); a build that finds no run for that stage resumes from the parked copy (SHA-256 checked), and
+publishing the entry removes it from the checkout.
 """
 from __future__ import annotations
 
@@ -34,12 +39,17 @@ from ..errors import UserInputError
 from ..models._weights import WEIGHTS_FILENAME, record_published
 from .manifest import REPO_ROOT, Entry, Manifest, Stage
 
-__all__ = ["BuildSettings", "EntryOutcome", "build", "entry_state", "publish", "stage_status", "default_runs_dir"]
+__all__ = ["BuildSettings", "EntryOutcome", "build", "entry_state", "park", "publish", "stage_status",
+           "default_runs_dir"]
 
 _logger = logging.getLogger(__name__)
 
 MAX_COMMITTED_WEIGHTS = 20 * 1024 * 1024
 """Weight files up to this size are committed beside their card; larger ones only by SHA-256."""
+
+PARKED_DIR = "zoo_parked"
+"""Folder of the checkout holding the parked checkpoints of unfinished stages (``park``)."""
+_PARKED_FILES = ("last.pth", "zoo.json", "summary.csv", "final.json")  # what resuming (or a done stage) needs
 
 
 def default_runs_dir() -> Path:
@@ -68,6 +78,10 @@ class BuildSettings:
     @property
     def results_dir(self) -> Path:
         return self.publish_to / "results" / "zoo"
+
+    @property
+    def parked_dir(self) -> Path:
+        return self.publish_to / PARKED_DIR
 
 
 @dataclass
@@ -98,12 +112,16 @@ def published_path(settings: BuildSettings, entry: Entry) -> Path:
 
 
 def entry_state(settings: BuildSettings, manifest: Manifest, entry: Entry) -> Dict[str, Any]:
-    """What a build would find: published or not, and each stage's status."""
-    return dict(
-        name=entry.name, publish=entry.publish, device=entry.device,
-        published=is_published(settings, entry),
-        stages={s.name: stage_status(stage_dir(settings.runs_dir, entry, s)) for s in entry.stages},
-    )
+    """What a build would find: published or not, and each stage's status (``parked``: no run, but a
+    parked checkpoint in the checkout to resume from)."""
+    stages = {}
+    for stage in entry.stages:
+        status = stage_status(stage_dir(settings.runs_dir, entry, stage))
+        if status == "new" and (parked_stage_dir(settings, entry, stage) / "parked.json").is_file():
+            status = "parked"
+        stages[stage.name] = status
+    return dict(name=entry.name, publish=entry.publish, device=entry.device,
+                published=is_published(settings, entry), stages=stages)
 
 
 def is_published(settings: BuildSettings, entry: Entry) -> bool:
@@ -368,6 +386,109 @@ def _relative(value: Any, manifest: Manifest, settings: BuildSettings) -> Any:
     return value
 
 
+# ---- parked checkpoints ----------------------------------------------------------------------------
+def parked_stage_dir(settings: BuildSettings, entry: Entry, stage: Stage) -> Path:
+    return settings.parked_dir / entry.name / stage.name
+
+
+def park(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
+         say: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Copy every trained or interrupted stage of the unpublished ``entries`` into
+    ``<publish_to>/zoo_parked/<entry>/<stage>/`` (its ``last.pth``, ``zoo.json``, ``summary.csv`` and,
+    when done, ``final.json``, with ``parked.json`` holding the checkpoint's SHA-256), so that a later
+    build without this runs folder resumes instead of starting over. Trains nothing; a stage trained
+    with another recipe than the manifest's (``--train-arg``) is refused."""
+    from ..checkpoint import load_checkpoint
+    from ..hub.export import apply_umask
+    from ..models._weights import sha256_of_file
+
+    parked = []
+    for entry in entries:
+        if is_published(settings, entry):
+            say(f"{entry.name}: published, nothing to park")
+            continue
+        for stage in entry.stages:
+            folder = stage_dir(settings.runs_dir, entry, stage)
+            status = stage_status(folder)
+            if status == "new":
+                continue
+            plain = BuildSettings(runs_dir=settings.runs_dir, publish_to=settings.publish_to,
+                                  device=settings.device, python=settings.python)
+            differ = _recipe_differences(folder / "last.pth", _train_command(manifest, plain, entry, stage, "done"))
+            if differ:
+                raise UserInputError(f"{entry.name} / {stage.name} was trained with another recipe than the "
+                                     f"manifest's ({'; '.join(differ[:3])}): not parked")
+            target = parked_stage_dir(settings, entry, stage)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{stage.name}.tmp-", dir=_mkdir(target.parent)))
+            try:
+                for name in _PARKED_FILES:
+                    if (folder / name).is_file():
+                        shutil.copyfile(folder / name, tmp / name)
+                epoch = load_checkpoint(tmp / "last.pth").get("epoch")
+                _write_json(tmp / "parked.json", dict(
+                    entry=entry.name, stage=stage.name, status=status, epoch=epoch,
+                    sha256=sha256_of_file(tmp / "last.pth"), parked=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+                apply_umask(tmp)  # it goes into the checkout: ordinary permissions, not mkdtemp's 0700
+                _replace_dir(tmp, target)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+            say(f"{entry.name} / {stage.name}: parked ({status}, epoch {epoch}) in {target}: commit it")
+            parked.append(dict(entry=entry.name, stage=stage.name, status=status, epoch=epoch, folder=str(target)))
+    return parked
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put folder ``new`` at ``target``, replacing what was there (moved aside first, then removed)."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_parked(settings: BuildSettings, entry: Entry, stage: Stage, say: Callable[[str], None]) -> None:
+    """A stage without a run but with a parked checkpoint: copy it into the runs folder to resume from."""
+    from ..models._weights import sha256_of_file
+
+    source = parked_stage_dir(settings, entry, stage)
+    info = _read_json(source / "parked.json")
+    if not info:
+        return
+    if not (source / "last.pth").is_file() or sha256_of_file(source / "last.pth") != info.get("sha256"):
+        raise UserInputError(f"{source / 'last.pth'} is missing or does not match the SHA-256 in parked.json: "
+                             f"remove {source} to train the stage afresh")
+    folder = stage_dir(settings.runs_dir, entry, stage)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stage.name}.tmp-", dir=_mkdir(folder.parent)))
+    try:
+        for name in _PARKED_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, tmp / name)
+        _replace_dir(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    say(f"{entry.name} / {stage.name}: no run in {settings.runs_dir}; restored the parked checkpoint "
+        f"({info.get('status')}, epoch {info.get('epoch')}) from {source}")
+
+
+def _unpark(settings: BuildSettings, entry: Entry) -> str:
+    """Publishing ends the need for the entry's parked checkpoints: remove them (to commit the removal)."""
+    folder = settings.parked_dir / entry.name
+    if not folder.exists():
+        return ""
+    shutil.rmtree(folder)
+    if settings.parked_dir.exists() and not any(settings.parked_dir.iterdir()):
+        settings.parked_dir.rmdir()
+    return f"; removed its parked checkpoints {folder}"
+
+
 # ---- publishing ----------------------------------------------------------------------------------
 def _provenance(manifest: Manifest, settings: BuildSettings, entry: Entry) -> Dict[str, Any]:
     stages = []
@@ -432,7 +553,7 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_json(target, results)
         _refresh_readme(manifest, settings)
-        return f"results in {target}"
+        return f"results in {target}" + _unpark(settings, entry)
     selected = "best.pth" if final.get("selected_checkpoint") == "best" else "last.pth"  # what final.json evaluated
     export_dir = settings.runs_dir / entry.name / "export"
     exported = export_checkpoint(final_dir / selected, final_dir / "final.json", export_dir, tag=entry.tag,
@@ -469,7 +590,8 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
     _refresh_readme(manifest, settings)
-    return f"published {entry.name} (sha256 {exported.sha256[:12]}..., {size / 1e6:.1f} MB) in {folder}"
+    return f"published {entry.name} (sha256 {exported.sha256[:12]}..., {size / 1e6:.1f} MB) in {folder}" + _unpark(
+        settings, entry)
 
 
 def _refresh_readme(manifest: Manifest, settings: BuildSettings) -> None:
@@ -543,6 +665,8 @@ def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forw
                                   f"{settings.runs_dir} nor published with its weights: build it first")
                 say(f"{entry.name}: {outcome.detail}")
                 return outcome
+        if stage_status(stage_dir(settings.runs_dir, entry, stage)) == "new":
+            _restore_parked(settings, entry, stage, say)
         if stage_status(stage_dir(settings.runs_dir, entry, stage)) == "done":
             continue
         if forwarder.signum is not None:  # a signal between two stages: start nothing new
