@@ -563,6 +563,49 @@ def test_router_card_shows_every_stage_and_no_absolute_path(tmp_path):
     assert json.loads(config)["timm_longtail"]["dataset"]["root"] == "cifar10"
 
 
+def test_card_rendered_again_from_the_published_folder_alone(tmp_path):
+    """The training runs are gone: config.json + results.json (+ weights) give the same card again."""
+    from timm_longtail.checkpoint import load_checkpoint
+    from timm_longtail.hub.export import rewrite_card
+
+    root = str(tmp_path / "elsewhere")
+    checkpoint = _staged_checkpoint(tmp_path, root)
+    saved = load_checkpoint(checkpoint)
+    final = dict(command=saved["command"], lineage=saved["lineage"], recipe=saved["recipe"],
+                 modes={"routed": {"top1": 70.0, "top1_many": 75.0}, "ensemble": {"top1": 71.0}})
+    results = tmp_path / "final.json"
+    results.write_text(json.dumps(final))
+    folder = export_checkpoint(checkpoint, results, tmp_path / "export").folder
+    shutil.copyfile(results, folder / "results.json")
+    exported_card = (folder / "README.md").read_text()
+    (folder / "README.md").write_text("stale card")
+    assert rewrite_card(folder) == folder / "README.md"
+    assert (folder / "README.md").read_text() == exported_card
+    (folder / "model.safetensors").unlink()  # large weights live on the Hub only: the card still renders
+    rewrite_card(folder)
+    assert (folder / "README.md").read_text() == exported_card
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(folder, tampered)
+    shutil.copyfile(checkpoint, tampered / "model.safetensors")
+    with pytest.raises(UserInputError, match="does not match the SHA-256"):
+        rewrite_card(tampered)
+    (folder / "results.json").write_text(json.dumps(dict(final, recipe=None)))
+    with pytest.raises(UserInputError, match="does not record the final stage's recipe"):
+        rewrite_card(folder)
+
+
+def test_warm_up_compared_epoch_by_epoch_with_the_papers():
+    from timm_longtail.hub.card import _warmup_difference
+
+    # timm: 4 epochs from lr/5 = the papers' lr * e / 5 over epochs 1-5 (the shipped CIFAR recipes)
+    assert _warmup_difference(dict(warmup_epochs=4, warmup_lr=0.02, lr=0.1), 5, 0.1) == ""
+    differs = _warmup_difference(dict(warmup_epochs=5, warmup_lr=0.0, lr=0.1), 5, 0.1)
+    assert differs.startswith("ours lr 0, 0.02, 0.04, 0.06, 0.08 in the first 5 epochs")
+    assert "lr x e/5 over epochs 1-5 (0.02, 0.04, 0.06, 0.08, then 0.1)" in differs
+    assert _warmup_difference(dict(warmup_epochs=0, lr=0.1), 5, 0.1).startswith("ours lr none")
+
+
 def test_card_of_a_router_without_recorded_lineage_says_so(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model("ride_resnet32_3e", num_classes=10)

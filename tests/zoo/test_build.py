@@ -190,6 +190,17 @@ def test_publish_again_from_the_runs_gives_the_same_weights(built, tmp_path):
     results = json.loads((again / "hub_cards" / ENTRY / "results.json").read_text())
     assert all("--resume" not in (stage["command"] or "") for stage in results["zoo"]["stages"])
 
+    # the runs are gone (a new machine): publishing again renders the card from the committed folder alone
+    card = again / "hub_cards" / ENTRY / "README.md"
+    exported = card.read_text()
+    card.write_text("stale")
+    proc = _zoo("publish", "--manifest", str(manifest), "--runs-dir", str(tmp_path / "gone"), "--publish-to",
+                str(again))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "card rendered again from the published folder" in out, out + err
+    assert card.read_text() == exported
+    assert json.loads((again / "hub_cards" / ENTRY / "weights.json").read_text())["sha256"] == first["sha256"]
+
 
 def test_recipe_changing_train_args_train_but_do_not_publish(built, tmp_path):
     _, manifest, _, _, _ = built

@@ -1,4 +1,4 @@
-"""Command line: ``python -m timm_longtail.hub {export,push} ...`` (``--help`` on each)."""
+"""Command line: ``python -m timm_longtail.hub {export,card,push} ...`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ from ..errors import UserInputError
 EPILOG = """examples:
   python -m timm_longtail.hub export --checkpoint runs/ride-c100/best.pth --results runs/ride-c100/results.json \\
       --out exports/ride_resnet32_3e.cifar100_lt_if100 --record
+  python -m timm_longtail.hub card hub_cards/ride_resnet32_3e.cifar10_lt_if100   (card code changed; no runs needed)
   HF_TOKEN=... python -m timm_longtail.hub push exports/ride_resnet32_3e.cifar100_lt_if100 \\
       --repo-id timm-longtail/ride_resnet32_3e.cifar100_lt_if100
 """
@@ -37,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --record: leave model.safetensors out of hub_cards/ (large weights: Hub only)")
     export.add_argument("--cards-dir", default=None, help="hub_cards/ folder (default: the source checkout's)")
 
+    card = commands.add_parser("card", help="render README.md again for exported folders from their config.json, "
+                                            "results.json and weights (the training runs are not needed)")
+    card.add_argument("folders", nargs="+", help="exported or hub_cards/<model>.<tag>/ folders")
+    card.add_argument("--cards-dir", default=None, help="hub_cards/ folder (default: the source checkout's)")
+
     push = commands.add_parser("push", help="upload an export folder to the Hub as one commit")
     push.add_argument("folder", help="folder written by `export`")
     push.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub (created if missing)")
@@ -61,6 +67,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"card recorded in {recorded}")
             print("once pushed (or committed under hub_cards/), publish it in timm_longtail/models/published_weights.json:")
             print(f"    from timm_longtail.models._weights import record_published; {table_entry(result)}")
+        elif args.command == "card":
+            from .export import rewrite_card
+
+            for folder in args.folders:
+                print(f"wrote {rewrite_card(folder, args.cards_dir)}")
         else:
             from .push import push_folder
 

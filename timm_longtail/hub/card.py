@@ -150,6 +150,11 @@ def _differences(reference: Mapping[str, Any], method: str, family: Optional[str
         ours = compared.get(key)
         if ours is None:
             continue
+        if key == "warmup_epochs":  # the same warm-up counts its epochs differently: compare the lr per epoch
+            line = _warmup_difference(compared, paper_value, float(paper.get("lr") or compared.get("lr") or 0))
+            if line:
+                lines.append(f"{compared_label}warm-up: {line.format(method=method_name)}")
+            continue
         if isinstance(paper_value, (int, float)) and isinstance(ours, (int, float)) and not isinstance(ours, bool):
             same = abs(float(ours) - float(paper_value)) <= 1e-12 * max(1.0, abs(float(paper_value)))
         else:
@@ -168,6 +173,23 @@ def _differences(reference: Mapping[str, Any], method: str, family: Optional[str
         elif isinstance(extra, (list, tuple)):
             lines.extend(str(item) for item in extra if str(item).strip())
     return lines
+
+
+def _warmup_difference(recipe: Mapping[str, Any], paper_epochs: int, paper_lr: float) -> str:
+    """"" when our warm-up gives the papers' learning rates epoch by epoch, else how they differ.
+
+    The papers' code (RIDE, LDAM-DRW, NCL) warms up over W epochs at lr * e / W (e = 1..W, epoch W at
+    the full lr); timm over ``warmup_epochs`` epochs from ``warmup_lr`` to lr (exclusive): 4 timm
+    warm-up epochs from lr / 5 are the papers' W = 5."""
+    epochs, lr = int(recipe.get("warmup_epochs") or 0), float(recipe.get("lr") or 0)
+    start = float(recipe.get("warmup_lr") or 0)
+    ours = [start + (lr - start) * t / epochs for t in range(epochs)]
+    theirs = [paper_lr * e / paper_epochs for e in range(1, int(paper_epochs))]
+    if len(ours) == len(theirs) and all(abs(a - b) <= 1e-9 * max(1.0, abs(b)) for a, b in zip(ours, theirs)):
+        return ""
+    shown = ", ".join(f"{v:g}" for v in ours) or "none"
+    return (f"ours lr {shown} in the first {epochs} epochs, the {{method}} paper's recipe lr x e/{paper_epochs} "
+            f"over epochs 1-{paper_epochs} ({', '.join(f'{v:g}' for v in theirs)}, then {paper_lr:g}).")
 
 
 def _shot_split(info: Mapping[str, Any], class_counts: Sequence[int]) -> Tuple[str, Dict[str, int]]:

@@ -26,7 +26,7 @@ from ..models._weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_fil
 from .card import CARDS_DIR, build_card_context, load_reference, render_card
 from .results import load_results
 
-__all__ = ["ExportResult", "export_checkpoint", "record_card", "table_entry"]
+__all__ = ["ExportResult", "export_checkpoint", "record_card", "rewrite_card", "table_entry"]
 
 PathLike = Union[str, os.PathLike]
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -154,6 +154,13 @@ def apply_umask(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)
     for path in folder.iterdir():
         path.chmod(0o666 & ~umask)
+
+
+def apply_umask_file(path: Path) -> None:
+    """One file from mkstemp (0600) with the usual permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def _replace_folder(tmp: Path, out: Path, overwrite: bool) -> None:
@@ -295,3 +302,64 @@ def record_card(result: ExportResult, cards_dir: Optional[PathLike] = None, *, w
              size=(result.folder / WEIGHTS_FILENAME).stat().st_size, commit=result.commit),
         indent=2) + "\n", encoding="utf-8")
     return target
+
+
+def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path:
+    """Render ``README.md`` again for an exported or published folder from what the folder holds:
+    ``config.json`` (model, classes, dataset, epoch, code version), ``results.json`` (the numbers and
+    the final stage's recipe, lineage and command) and the weights when present (SHA-256 checked
+    against ``config.json``). For a card template or reference change after the training runs are
+    gone; the weights and results are untouched."""
+    import timm
+
+    folder = Path(folder)
+    config_path, results_path = folder / "config.json", folder / "results.json"
+    for path in (config_path, results_path):
+        if not path.is_file():
+            raise UserInputError(f"{folder} has no {path.name}: not an exported folder with its results")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        info = json.loads(results_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"cannot read {folder}: {error}") from None
+    section = config.get("timm_longtail") or {}
+    if not isinstance(info, dict) or not isinstance(info.get("recipe"), dict):
+        raise UserInputError(f"{results_path} does not record the final stage's recipe (exported before results "
+                             f"carried it): export it again from its checkpoint")
+    sha = section.get(CONFIG_SHA256_KEY)
+    weights = folder / WEIGHTS_FILENAME
+    if weights.is_file() and sha256_of_file(weights) != sha:
+        raise UserInputError(f"{weights} does not match the SHA-256 in {config_path}: the card describes other weights")
+    model_name, model_args = config.get("architecture"), dict(config.get("model_args") or {})
+    try:
+        model = timm.create_model(model_name, **model_args)
+    except (RuntimeError, TypeError) as error:
+        raise UserInputError(f"cannot create {model_name!r} from {config_path}: {error}") from None
+    if section.get("router_trained") and hasattr(model, "mark_router_trained"):
+        model.mark_router_trained()
+    tag = section.get("tag") or (config.get("pretrained_cfg") or {}).get("tag")
+    repo_id = f"{HF_ORG}/{section['repo_name']}" if section.get("repo_name") else hub_repo_id(model_name, tag)
+    checkpoint = dict(model_name=model_name, model_kwargs=model_args, class_counts=config.get("class_counts"),
+                      class_names=config.get("label_names"), dataset=section.get("dataset"), epoch=section.get("epoch"),
+                      version=section.get("code_version"), recipe=info["recipe"], lineage=info.get("lineage"),
+                      command=info.get("command"))
+    cards_dir = Path(cards_dir) if cards_dir else CARDS_DIR
+    try:
+        registered = timm.models.get_pretrained_cfg(f"{model_name}.{tag}")
+    except RuntimeError:
+        registered = None
+    context = build_card_context(
+        model=model, checkpoint=checkpoint, results=load_results(results_path), tag=tag, repo_id=repo_id,
+        weights_sha256=sha, registered_name=f"{model_name}.{tag}" if registered is not None else None,
+        reference=load_reference(cards_dir))
+    text = render_card(context, cards_dir)
+    fd, tmp = tempfile.mkstemp(prefix=".README.md.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        Path(tmp).write_text(text, encoding="utf-8")
+        apply_umask_file(Path(tmp))
+        os.replace(tmp, folder / "README.md")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return folder / "README.md"

@@ -589,6 +589,7 @@ class _Run:
             train_images_per_sec=_mean(self.history.images_per_sec),
             train_time_s=float(sum(self.history.epoch_times)),
             lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
+            recipe=self._recipe(),  # with it, the card can be rendered again from the results alone
         )
         if self.history.best_metric is not None:
             result["val_top1_balanced_best"] = self.history.best_metric

@@ -542,7 +542,7 @@ def _publish(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
 
 
 def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
-    from ..hub.export import export_checkpoint
+    from ..hub.export import export_checkpoint, rewrite_card
 
     final_dir = stage_dir(settings.runs_dir, entry, entry.final_stage)
     final = _read_json(final_dir / "final.json")
@@ -555,6 +555,10 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         _refresh_readme(manifest, settings)
         return f"results in {target}" + _unpark(settings, entry)
     selected = "best.pth" if final.get("selected_checkpoint") == "best" else "last.pth"  # what final.json evaluated
+    if not isinstance(results.get("recipe"), dict):  # train.py before final.json carried it: the checkpoint's
+        from ..checkpoint import load_checkpoint
+
+        results["recipe"] = _portable(load_checkpoint(final_dir / selected).get("recipe") or {}, manifest, settings)
     export_dir = settings.runs_dir / entry.name / "export"
     exported = export_checkpoint(final_dir / selected, final_dir / "final.json", export_dir, tag=entry.tag,
                                  overwrite=True, cards_dir=REPO_ROOT / "hub_cards")
@@ -569,8 +573,7 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
     try:
-        for name in ("README.md", "config.json"):
-            shutil.copyfile(export_dir / name, tmp / name)
+        shutil.copyfile(export_dir / "config.json", tmp / "config.json")
         if size <= MAX_COMMITTED_WEIGHTS:
             shutil.copyfile(weights, tmp / WEIGHTS_FILENAME)
         _write_json(tmp / "weights.json", dict(
@@ -578,6 +581,8 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
             committed=size <= MAX_COMMITTED_WEIGHTS, commits=list(dict.fromkeys(commits)) or [commit],
             from_dirty_tree=any(stage["from_dirty_tree"] for stage in results["zoo"]["stages"])))
         _write_json(tmp / "results.json", results)
+        # the card from the published folder itself, as `publish` renders it again once the runs are gone
+        rewrite_card(tmp, cards_dir=REPO_ROOT / "hub_cards")
         _check_no_machine_paths(tmp)
         # the table first: a folder in place without its table entry would read as published
         record_published(entry.name, sha256=exported.sha256, size=size, commit=commit,
@@ -695,10 +700,20 @@ def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forw
     return outcome
 
 
+def _rewrite_card(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
+    from ..hub.export import rewrite_card
+
+    with _exclusive(settings.runs_dir, ".zoo-publish.lock", wait=True):
+        card = rewrite_card(published_path(settings, entry).parent, cards_dir=REPO_ROOT / "hub_cards")
+        _refresh_readme(manifest, settings)
+    return f"its runs are gone: card rendered again from the published folder ({card}); weights and results unchanged"
+
+
 def publish(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
             say: Callable[[str], None] = print) -> List[EntryOutcome]:
     """Publish again, from their run folders, entries whose stages are all trained (e.g. after the card
-    code improved); trains nothing. Entries not fully trained are reported and left alone. It does not
+    code improved); trains nothing. A published entry whose runs are gone gets its card rendered again
+    from its committed folder. Entries not fully trained are reported and left alone. It does not
     take the build's lock (a build may be training other entries); each publication takes the
     publishing lock."""
     outcomes = []
@@ -707,7 +722,10 @@ def publish(manifest: Manifest, entries: Sequence[Entry], settings: BuildSetting
         state = entry_state(settings, manifest, entry)
         outcome = EntryOutcome(name=entry.name, status="unpublished", stages=dict(state["stages"]))
         missing = [name for name, status in state["stages"].items() if status != "done"]
-        if missing:
+        runs_gone = all(status in ("new", "parked") for status in state["stages"].values())
+        if missing and runs_gone and state["published"] and entry.publish == "weights":
+            outcome.status, outcome.detail = "published", _rewrite_card(manifest, settings, entry)
+        elif missing:
             outcome.detail = f"not trained yet (stages {', '.join(missing)}): build it first"
         else:
             outcome.detail = _unpublishable(manifest, settings, entry)
