@@ -62,6 +62,7 @@ def check_final(run: Path, modes: list) -> dict:
     for key in ("command", "seed", "wall_time_s", "train_images_per_sec", "epoch_time_s"):
         assert final[key] is not None
     assert final["seed"] == 1 and final["command"].startswith("train.py ")
+    assert final["recipe"]["seed"] == 1 and final["recipe"]["epochs"] == final["epochs"]  # cards render from it
     assert final["selected_checkpoint"] == "last"
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     return final
