@@ -602,8 +602,13 @@ def test_warm_up_compared_epoch_by_epoch_with_the_papers():
     assert _warmup_difference(dict(warmup_epochs=4, warmup_lr=0.02, lr=0.1), 5, 0.1) == ""
     differs = _warmup_difference(dict(warmup_epochs=5, warmup_lr=0.0, lr=0.1), 5, 0.1)
     assert differs.startswith("ours lr 0, 0.02, 0.04, 0.06, 0.08 in the first 5 epochs")
-    assert "lr x e/5 over epochs 1-5 (0.02, 0.04, 0.06, 0.08, then 0.1)" in differs
+    assert "paper's recipe 0.02, 0.04, 0.06, 0.08 over its first 4 epochs, then 0.1" in differs
     assert _warmup_difference(dict(warmup_epochs=0, lr=0.1), 5, 0.1).startswith("ours lr none")
+    # RIDE's distillation config: 20 warm-up epochs (timm: 19 from lr/20)
+    assert _warmup_difference(dict(warmup_epochs=19, warmup_lr=0.005, lr=0.1), 20, 0.1) == ""
+    # NCL's code starts its warm-up at lr/3 (and steps before each epoch): timm 4 epochs from 0.04667
+    assert _warmup_difference(dict(warmup_epochs=4, warmup_lr=0.1 * 7 / 15, lr=0.1), 5, 0.1, 1 / 3) == ""
+    assert _warmup_difference(dict(warmup_epochs=4, warmup_lr=0.02, lr=0.1), 5, 0.1, 1 / 3) != ""
 
 
 def test_card_of_a_router_without_recorded_lineage_says_so(tmp_path):

@@ -120,7 +120,7 @@ def _ldam_drw_code_lr(epoch: int, base: float = 0.1) -> float:
     return base
 
 
-def _set_up_run(name: str):
+def _set_up_run(name: str, *extra: str):
     """train.py's set-up of a config (optimizer, scheduler, loss, model), on the embedded demo set."""
     import torch
 
@@ -128,7 +128,7 @@ def _set_up_run(name: str):
     from timm_longtail.training.runner import _Run
 
     args = parse_args(["--config", str(CONFIG_DIR / f"{name}.yaml"), "--dataset", "demo", "--device", "cpu",
-                       "--workers", "0"])
+                       "--workers", "0", *extra])
     args.imbalance_factor = None  # the demo set's long tail is fixed
     run = _Run(args, check_args(args), DistContext(device=torch.device("cpu")), "test")
     run.setup()
@@ -163,3 +163,78 @@ def test_cifar_baselines_follow_the_ldam_drw_code(name):
         assert run.drw_epoch is None
         heads = [m for m in run.model.modules() if isinstance(m, torch.nn.Linear)]
         assert len(heads) == 1 and heads[0].in_features == 64 and heads[0].bias is not None
+
+
+# ---- RIDE and NCL++ CIFAR recipes: the lr of every epoch as each reference code computes it -------
+
+def _ride_code_lr(epoch: int, warmup: int, base: float = 0.1) -> float:
+    """The RIDE code's ``CustomLR`` (train.py: a LambdaLR stepped after each epoch, epoch from 0):
+    x0.01 from 160, x0.0001 from 180, warm-up lr * (1 + epoch) / warmup_epoch."""
+    factor = 0.0001 if epoch >= 180 else 0.01 if epoch >= 160 else 1.0
+    return base * factor * ((1 + epoch) / warmup if epoch < warmup else 1.0)
+
+
+def _ncl_code_lr(epoch: int, base: float = 0.1, milestones=(320, 360), warmup: int = 5) -> float:
+    """The NCL code's ``WarmupMultiStepLR`` (warm-up factor 1/3, linear), stepped at the START of each
+    1-indexed epoch: training epoch ``epoch`` (from 0) runs at last_epoch = epoch + 1."""
+    last = epoch + 1
+    alpha = last / warmup
+    factor = (1 / 3) * (1 - alpha) + alpha if last < warmup else 1.0
+    return base * factor * 0.1 ** sum(last >= m for m in milestones)
+
+
+# config -> (the reference code's lr of epoch e, epochs): RIDE's configs config_imbalance_cifar100_ride.json,
+# _ride_teacher.json (warm-up 5), _distill_ride.json (warm-up 20); NCL's cifar100_im100_NCL++.yaml
+REFERENCE_SCHEDULES = {
+    "ride_r32_3e_cifar10lt": (lambda e: _ride_code_lr(e, 5), 200),
+    "ride_r32_3e_cifar100lt": (lambda e: _ride_code_lr(e, 5), 200),
+    "ride_r32_6e_cifar100lt_teacher": (lambda e: _ride_code_lr(e, 5), 200),
+    "ride_r32_3e_cifar100lt_distill": (lambda e: _ride_code_lr(e, 20), 200),
+    "ride_r32_cifar10lt_distill": (lambda e: _ride_code_lr(e, 20), 200),
+    "nclpp_r32_cifar10lt": (_ncl_code_lr, 400),
+    "nclpp_r32_cifar100lt": (_ncl_code_lr, 400),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_SCHEDULES))
+def test_ride_and_nclpp_cifar_recipes_follow_their_code_epoch_by_epoch(name):
+    import torch
+
+    reference, epochs = REFERENCE_SCHEDULES[name]
+    run = _set_up_run(name)
+    optimizer = run.optimizer
+    assert type(optimizer) is torch.optim.SGD and run.args.epochs == epochs
+    for group in optimizer.param_groups:  # both codes: SGD, momentum 0.9, Nesterov
+        assert group["momentum"] == 0.9 and group["nesterov"] is True
+    for epoch in range(epochs):
+        if epoch > 0:
+            run.scheduler.step(epoch)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(reference(epoch), rel=1e-9), epoch
+
+
+def test_the_cpu_nclpp_recipe_scales_the_reference_milestones():
+    """The zoo's e200c2 NCL++ entry: 200 epochs, the reference's decays (1-indexed 320, 360 of 400) halved."""
+    import yaml
+
+    manifest = yaml.safe_load((CONFIG_DIR / "zoo" / "manifest.yaml").read_text())
+    (entry,) = [e for e in manifest["entries"] if e["name"] == "nclpp_resnet32.e200c2_cifar10_lt_if100"]
+    args = entry["stages"][0]["args"]
+    milestones = [int(v) for v in args[args.index("--decay-milestones") + 1:][:2]]
+    run = _set_up_run("nclpp_r32_cifar10lt", *args)
+    for epoch in range(200):
+        if epoch > 0:
+            run.scheduler.step(epoch)
+        assert run.optimizer.param_groups[0]["lr"] == pytest.approx(
+            _ncl_code_lr(epoch, milestones=(160, 180)), rel=1e-9), (epoch, milestones)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_SCHEDULES))
+def test_cards_see_no_warm_up_difference_in_the_shipped_cifar_recipes(name):
+    """hub_cards/reference.yaml's paper recipe agrees with the code's schedule checked above."""
+    from timm_longtail.hub.card import _warmup_difference, load_reference
+
+    recipe = load_recipe(CONFIG_DIR / f"{name}.yaml")
+    method = recipe["method"]
+    family = "cifar_distill" if "distill" in name else "cifar"
+    paper = load_reference()["paper_recipes"][method][family]
+    assert _warmup_difference(recipe, paper["warmup_epochs"], paper["lr"], paper.get("warmup_start_factor", 0)) == ""

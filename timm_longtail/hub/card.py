@@ -140,7 +140,9 @@ def _differences(reference: Mapping[str, Any], method: str, family: Optional[str
     """How our recipe differs from the paper's. ``compared`` is the recipe of the experts stage (the
     one the paper's recipe describes; ``None`` when it is not recorded), ``recipe`` this checkpoint's."""
     lines: List[str] = []
-    paper = ((reference.get("paper_recipes") or {}).get(method) or {}).get(family or "") or {}
+    recipes = (reference.get("paper_recipes") or {}).get(method) or {}
+    distilled = bool((compared or {}).get("teacher"))  # a distilled student follows the paper's distillation recipe
+    paper = (distilled and recipes.get(f"{family}_distill")) or recipes.get(family or "") or {}
     method_name = reference["methods"][method]["name"]
     if compared is None and paper:
         lines.append(f"This checkpoint's {recipe.get('stage') or 'training'} stage started from a checkpoint "
@@ -150,8 +152,11 @@ def _differences(reference: Mapping[str, Any], method: str, family: Optional[str
         ours = compared.get(key)
         if ours is None:
             continue
+        if key == "warmup_start_factor":
+            continue
         if key == "warmup_epochs":  # the same warm-up counts its epochs differently: compare the lr per epoch
-            line = _warmup_difference(compared, paper_value, float(paper.get("lr") or compared.get("lr") or 0))
+            line = _warmup_difference(compared, paper_value, float(paper.get("lr") or compared.get("lr") or 0),
+                                      float(paper.get("warmup_start_factor") or 0.0))
             if line:
                 lines.append(f"{compared_label}warm-up: {line.format(method=method_name)}")
             continue
@@ -175,21 +180,23 @@ def _differences(reference: Mapping[str, Any], method: str, family: Optional[str
     return lines
 
 
-def _warmup_difference(recipe: Mapping[str, Any], paper_epochs: int, paper_lr: float) -> str:
+def _warmup_difference(recipe: Mapping[str, Any], paper_epochs: int, paper_lr: float,
+                       start_factor: float = 0.0) -> str:
     """"" when our warm-up gives the papers' learning rates epoch by epoch, else how they differ.
 
-    The papers' code (RIDE, LDAM-DRW, NCL) warms up over W epochs at lr * e / W (e = 1..W, epoch W at
-    the full lr); timm over ``warmup_epochs`` epochs from ``warmup_lr`` to lr (exclusive): 4 timm
-    warm-up epochs from lr / 5 are the papers' W = 5."""
+    The papers' code warms up over W epochs, epoch e (1-indexed) at lr * (s (1 - e/W) + e/W), epoch W
+    at the full lr: s = 0 in RIDE's and LDAM-DRW's code (lr * e / W), s = 1/3 in NCL's. timm warms up
+    over ``warmup_epochs`` epochs from ``warmup_lr`` to lr (exclusive): 4 timm warm-up epochs from
+    lr / 5 are RIDE's W = 5."""
     epochs, lr = int(recipe.get("warmup_epochs") or 0), float(recipe.get("lr") or 0)
     start = float(recipe.get("warmup_lr") or 0)
     ours = [start + (lr - start) * t / epochs for t in range(epochs)]
-    theirs = [paper_lr * e / paper_epochs for e in range(1, int(paper_epochs))]
+    theirs = [paper_lr * (start_factor * (1 - e / paper_epochs) + e / paper_epochs) for e in range(1, int(paper_epochs))]
     if len(ours) == len(theirs) and all(abs(a - b) <= 1e-9 * max(1.0, abs(b)) for a, b in zip(ours, theirs)):
         return ""
-    shown = ", ".join(f"{v:g}" for v in ours) or "none"
-    return (f"ours lr {shown} in the first {epochs} epochs, the {{method}} paper's recipe lr x e/{paper_epochs} "
-            f"over epochs 1-{paper_epochs} ({', '.join(f'{v:g}' for v in theirs)}, then {paper_lr:g}).")
+    shown = ", ".join(f"{v:.4g}" for v in ours) or "none"
+    return (f"ours lr {shown} in the first {epochs} epochs, the {{method}} paper's recipe "
+            f"{', '.join(f'{v:.4g}' for v in theirs)} over its first {paper_epochs - 1} epochs, then {paper_lr:g}.")
 
 
 def _shot_split(info: Mapping[str, Any], class_counts: Sequence[int]) -> Tuple[str, Dict[str, int]]:
