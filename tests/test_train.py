@@ -283,3 +283,39 @@ def test_pretrained_backbone_seeds_trunk_and_every_expert(train_module, runs, tm
     for key in weights:
         targets = [f"{p}{key}" for p in ("trunk.", "experts.0.", "experts.1.") if f"{p}{key}" in state]
         assert targets and all(torch.equal(state[t], plain[key]) for t in targets), key
+
+
+@pytest.mark.parametrize("method,model,module", [("ldam_drw", "ride_resnet32_2e", "ldam"),
+                                                 ("ride", "ride_resnet32_3e", "ride")])
+def test_the_loss_receives_drw_weights_from_the_drw_epoch_on(train_module, tmp_path, monkeypatch, method, model,
+                                                             module):
+    """Observed at the loss's cross-entropy during a real run, not read from the flag that sets it."""
+    import importlib
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from timm_longtail.losses import drw_class_weights
+
+    seen = []
+
+    def recording_cross_entropy(*args, **kwargs):
+        seen.append(None if kwargs.get("weight") is None else kwargs["weight"].detach().clone())
+        return F.cross_entropy(*args, **kwargs)
+
+    target = importlib.import_module(f"timm_longtail.losses.{module}")
+    proxy = SimpleNamespace(**{name: getattr(F, name) for name in dir(F) if not name.startswith("__")})
+    proxy.cross_entropy = recording_cross_entropy
+    monkeypatch.setattr(target, "F", proxy)
+    extra = ["--model", model, "--method", method, "--epochs", "3", "--drw-epoch", "2", "--no-final-eval"]
+    if method == "ldam_drw":
+        extra += ["--num-experts", "1"]
+    train(train_module, tmp_path, "drw", *extra)
+    assert seen and len(seen) % 3 == 0  # the same number of calls in each of the 3 epochs (2 steps each)
+    per_epoch = len(seen) // 3
+    drw = drw_class_weights(build_dataset("demo").class_counts, 0.9999)
+    for index, weight in enumerate(seen):
+        if index < 2 * per_epoch:  # epochs 0 and 1: no re-weighting
+            assert weight is None or torch.equal(weight, torch.ones_like(weight)), index
+        else:  # from --drw-epoch 2 on: the effective-number weights
+            assert weight is not None and torch.allclose(weight, drw), index
