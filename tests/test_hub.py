@@ -571,13 +571,22 @@ def test_card_rendered_again_from_the_published_folder_alone(tmp_path):
     root = str(tmp_path / "elsewhere")
     checkpoint = _staged_checkpoint(tmp_path, root)
     saved = load_checkpoint(checkpoint)
-    final = dict(command=saved["command"], lineage=saved["lineage"], recipe=saved["recipe"],
+    zoo = dict(stages=[dict(stage="experts", train_time_s=7200.0, train_images_per_sec=150.2, seed=0,
+                            commits=["a" * 40, "b" * 40]),
+                       dict(stage="router", train_time_s=150.0, train_images_per_sec=400.0, seed=0, commits=["b" * 40])])
+    final = dict(command=saved["command"], lineage=saved["lineage"], recipe=saved["recipe"], zoo=zoo,
                  modes={"routed": {"top1": 70.0, "top1_many": 75.0}, "ensemble": {"top1": 71.0}})
     results = tmp_path / "final.json"
     results.write_text(json.dumps(final))
     folder = export_checkpoint(checkpoint, results, tmp_path / "export").folder
     shutil.copyfile(results, folder / "results.json")
     exported_card = (folder / "README.md").read_text()
+    # the build's record per stage of the entry's own chain (stages 2 and 3), none for the teacher (stage 1)
+    stage1, stage2, stage3 = exported_card.split("### Stage ")[1:4]
+    assert "Zoo build:" not in stage1
+    assert "Zoo build: trained for 2 h 00 min (summed epoch times); 150 images/s; seed 0; code at commits aaaaaaa, " \
+           "bbbbbbb." in stage2
+    assert "Zoo build: trained for 2 min (summed epoch times); 400 images/s; seed 0; code at commit bbbbbbb." in stage3
     (folder / "README.md").write_text("stale card")
     assert rewrite_card(folder) == folder / "README.md"
     assert (folder / "README.md").read_text() == exported_card

@@ -276,10 +276,34 @@ def _stage_view(number: int, label: str, recipe: Mapping[str, Any], epoch: Any, 
     # "resume" is where a resumed segment started from, not part of the recipe (the command omits it too)
     full = {k: v for k, v in recipe.items() if v is not None and k not in ("notes", "differences_from_paper", "resume")}
     return dict(
-        number=number, label=label, role=role, epoch=epoch, epochs=recipe.get("epochs"), command=command,
+        number=number, label=label, role=role, epoch=epoch, epochs=recipe.get("epochs"), command=command, built="",
         summary=[(k, _value(recipe[k])) for k in _RECIPE_SUMMARY_KEYS if recipe.get(k) is not None],
         full=full, yaml=yaml.safe_dump(full, sort_keys=True, default_flow_style=False) if full else "",
     )
+
+
+def _annotate_build(stages: List[Dict[str, Any]], zoo: Any) -> None:
+    """Give each stage of this entry's own chain (not a teacher's) what the zoo build recorded about
+    it: training time (summed epoch times, kept across resumes), speed, seed and the commits it was
+    trained from. Matched in order; left out when the counts differ."""
+    built = [s for s in (zoo.get("stages") if isinstance(zoo, Mapping) else None) or [] if isinstance(s, Mapping)]
+    own = [stage for stage in stages if not stage["role"].startswith("teacher") and "teacher" not in stage["label"]]
+    if not built or len(built) != len(own):
+        return
+    for stage, record in zip(own, built):
+        parts = []
+        if record.get("train_time_s") is not None:
+            device = stage["full"].get("device")
+            parts.append(f"trained for {_duration(record['train_time_s'])}" + (f" on {device}" if device else "")
+                         + " (summed epoch times)")
+        if record.get("train_images_per_sec"):
+            parts.append(f"{record['train_images_per_sec']:.0f} images/s")
+        if record.get("seed") is not None:
+            parts.append(f"seed {record['seed']}")
+        commits = [str(c)[:7] for c in record.get("commits") or []]
+        if commits:
+            parts.append(f"code at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}")
+        stage["built"] = "; ".join(parts)
 
 
 def _training_stages(lineage: Any, recipe: Mapping[str, Any], epoch: Any, command: Any,
@@ -354,6 +378,7 @@ def build_card_context(
     eval_command = info.get("command") if start_command(info.get("command")) != command else None
     stages, compared, compared_label = _training_stages(checkpoint.get("lineage"), recipe, checkpoint.get("epoch"),
                                                         command)
+    _annotate_build(stages, info.get("zoo"))
     result_rows = [dict(
         mode=row.mode, top1=_pct(row.top1), top5=_pct(row.top5), many=_pct(row.top1_many),
         medium=_pct(row.top1_medium), few=_pct(row.top1_few),
