@@ -50,7 +50,9 @@ def test_alias_shares_structure_and_weights_repo():
 def test_dataset_tag_sets_defaults():
     model = timm.create_model("ride_resnet32_3e.cifar10_lt_if100")
     assert model.num_classes == 10 and model.pretrained_cfg["input_size"] == (3, 32, 32)
-    assert timm.create_model("ride_resnet32_3e").num_classes == 100
+    # a variant's default tag: its published weights' (ride_resnet32_3e: CIFAR-10-LT), else the first cfg
+    assert timm.create_model("ride_resnet32_3e").num_classes == 10
+    assert timm.create_model("ride_resnet32_4e").num_classes == 100
 
 
 def test_unknown_model_is_clear():
@@ -68,4 +70,6 @@ def test_bad_num_experts(bad):
 
 def test_pretrained_without_published_weights_is_clear():
     with pytest.raises(UserInputError, match="no trained weights are published for ride_resnet32_3e.cifar100_lt_if100"):
-        timm.create_model("ride_resnet32_3e", pretrained=True)
+        timm.create_model("ride_resnet32_3e.cifar100_lt_if100", pretrained=True)
+    with pytest.raises(UserInputError, match="no trained weights are published for ride_resnet32_4e.cifar100_lt_if100"):
+        timm.create_model("ride_resnet32_4e", pretrained=True)
