@@ -20,6 +20,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 
 from .._paths import portable_paths
+from ..checkpoint import atomic_write
 from ..errors import UserInputError
 from ..models._cfgs import HF_ORG, hub_repo_id
 from ..models._weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
@@ -149,18 +150,20 @@ def _sorted_header(data: bytes) -> bytes:
 
 def apply_umask(folder: Path) -> None:
     """mkdtemp and safetensors create owner-only files: give the export the usual permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
+    folder.chmod(0o777 & ~_umask())
     for path in folder.iterdir():
-        path.chmod(0o666 & ~umask)
+        apply_umask_file(path)
 
 
 def apply_umask_file(path: Path) -> None:
     """One file from mkstemp (0600) with the usual permissions."""
-    umask = os.umask(0)
+    path.chmod(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it
     os.umask(umask)
-    path.chmod(0o666 & ~umask)
+    return umask
 
 
 def _replace_folder(tmp: Path, out: Path, overwrite: bool) -> None:
@@ -353,13 +356,9 @@ def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path
         weights_sha256=sha, registered_name=f"{model_name}.{tag}" if registered is not None else None,
         reference=load_reference(cards_dir))
     text = render_card(context, cards_dir)
-    fd, tmp = tempfile.mkstemp(prefix=".README.md.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
         apply_umask_file(Path(tmp))
-        os.replace(tmp, folder / "README.md")
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return folder / "README.md"
+
+    return atomic_write(folder / "README.md", write)

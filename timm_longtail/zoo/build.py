@@ -319,14 +319,19 @@ def _check_same_recipe(checkpoint: Path, command: Sequence[str]) -> None:
                              + "; ".join(differ[:4]) + "): move the folder aside to start the stage afresh")
 
 
+def _differs_from_manifest(manifest: Manifest, settings: BuildSettings, entry: Entry, stage: Stage) -> List[str]:
+    """How the stage's ``last.pth`` recipe differs from the manifest's command (without ``--train-arg``)."""
+    plain = BuildSettings(runs_dir=settings.runs_dir, publish_to=settings.publish_to, device=settings.device,
+                          python=settings.python)
+    return _recipe_differences(stage_dir(settings.runs_dir, entry, stage) / "last.pth",
+                               _train_command(manifest, plain, entry, stage, "done"))
+
+
 def _unpublishable(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
     """Why a trained entry must not be published under its name ("" when it may): a stage whose last
     checkpoint's recipe is not the manifest's (e.g. built with ``--train-arg --epochs=2``)."""
-    plain = BuildSettings(runs_dir=settings.runs_dir, publish_to=settings.publish_to, device=settings.device,
-                          python=settings.python)  # the manifest's commands, without --train-arg
     for stage in entry.stages:
-        folder = stage_dir(settings.runs_dir, entry, stage)
-        differ = _recipe_differences(folder / "last.pth", _train_command(manifest, plain, entry, stage, "done"))
+        differ = _differs_from_manifest(manifest, settings, entry, stage)
         if differ:
             return (f"stage {stage.name} was trained with another recipe than the manifest's ("
                     + "; ".join(differ[:3]) + "): not published; move its folder aside and build again")
@@ -412,35 +417,41 @@ def park(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
             status = stage_status(folder)
             if status == "new":
                 continue
-            plain = BuildSettings(runs_dir=settings.runs_dir, publish_to=settings.publish_to,
-                                  device=settings.device, python=settings.python)
-            differ = _recipe_differences(folder / "last.pth", _train_command(manifest, plain, entry, stage, "done"))
+            differ = _differs_from_manifest(manifest, settings, entry, stage)
             if differ:
                 raise UserInputError(f"{entry.name} / {stage.name} was trained with another recipe than the "
                                      f"manifest's ({'; '.join(differ[:3])}): not parked")
             target = parked_stage_dir(settings, entry, stage)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{stage.name}.tmp-", dir=_mkdir(target.parent)))
-            try:
-                for name in _PARKED_FILES:
-                    if (folder / name).is_file():
-                        shutil.copyfile(folder / name, tmp / name)
-                epoch = load_checkpoint(tmp / "last.pth").get("epoch")
+
+            def record(tmp: Path) -> None:  # of the copy: a running build may replace last.pth meanwhile
                 _write_json(tmp / "parked.json", dict(
-                    entry=entry.name, stage=stage.name, status=status, epoch=epoch,
+                    entry=entry.name, stage=stage.name, status=status,
+                    epoch=load_checkpoint(tmp / "last.pth").get("epoch"),
                     sha256=sha256_of_file(tmp / "last.pth"), parked=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
                 apply_umask(tmp)  # it goes into the checkout: ordinary permissions, not mkdtemp's 0700
-                _replace_dir(tmp, target)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+
+            _copy_stage_files(folder, target, record)
+            epoch = _read_json(target / "parked.json").get("epoch")
             say(f"{entry.name} / {stage.name}: parked ({status}, epoch {epoch}) in {target}: commit it")
             parked.append(dict(entry=entry.name, stage=stage.name, status=status, epoch=epoch, folder=str(target)))
     return parked
 
 
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def _copy_stage_files(source: Path, target: Path, finish: Optional[Callable[[Path], None]] = None) -> None:
+    """Copy a stage's resumable files from ``source`` into a new folder put at ``target`` in one rename
+    (``finish`` adds to the new folder first): a reader never sees half a stage."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        for name in _PARKED_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, tmp / name)
+        if finish is not None:
+            finish(tmp)
+        _replace_dir(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _replace_dir(new: Path, target: Path) -> None:
@@ -464,16 +475,7 @@ def _restore_parked(settings: BuildSettings, entry: Entry, stage: Stage, say: Ca
     if not (source / "last.pth").is_file() or sha256_of_file(source / "last.pth") != info.get("sha256"):
         raise UserInputError(f"{source / 'last.pth'} is missing or does not match the SHA-256 in parked.json: "
                              f"remove {source} to train the stage afresh")
-    folder = stage_dir(settings.runs_dir, entry, stage)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stage.name}.tmp-", dir=_mkdir(folder.parent)))
-    try:
-        for name in _PARKED_FILES:
-            if (source / name).is_file():
-                shutil.copyfile(source / name, tmp / name)
-        _replace_dir(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    _copy_stage_files(source, stage_dir(settings.runs_dir, entry, stage))
     say(f"{entry.name} / {stage.name}: no run in {settings.runs_dir}; restored the parked checkpoint "
         f"({info.get('status')}, epoch {info.get('epoch')}) from {source}")
 
@@ -571,7 +573,6 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
     folder = target.parent
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
     try:
         shutil.copyfile(export_dir / "config.json", tmp / "config.json")
         if size <= MAX_COMMITTED_WEIGHTS:
@@ -587,13 +588,10 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         # the table first: a folder in place without its table entry would read as published
         record_published(entry.name, sha256=exported.sha256, size=size, commit=commit,
                          table=settings.published_table)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
+        _replace_dir(tmp, folder)
     finally:
-        for leftover in (tmp, old):
-            if leftover.exists():
-                shutil.rmtree(leftover, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     _refresh_readme(manifest, settings)
     return f"published {entry.name} (sha256 {exported.sha256[:12]}..., {size / 1e6:.1f} MB) in {folder}" + _unpark(
         settings, entry)
