@@ -268,6 +268,13 @@ def test_record_card_keeps_card_config_and_hash(ride, tmp_path):
     assert weights["repo_id"] == ride["export"].repo_id
 
 
+def test_export_without_card_writes_the_same_weights_and_config(ride, tmp_path):
+    bare = export_checkpoint(ride["checkpoint"], ride["results_path"], tmp_path / "bare", card=False)
+    assert sorted(p.name for p in bare.folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert bare.sha256 == ride["export"].sha256
+    assert (bare.folder / "config.json").read_bytes() == (ride["export"].folder / "config.json").read_bytes()
+
+
 def test_card_shows_paper_figures_next_to_ours(tmp_path):
     results = [{"forward_mode": "ensemble", "top1": 80.5}, {"forward_mode": "expert:0", "top1": 78.0},
                {"forward_mode": "expert:1", "top1": 77.5}]
@@ -602,6 +609,41 @@ def test_card_rendered_again_from_the_published_folder_alone(tmp_path):
     (folder / "results.json").write_text(json.dumps(dict(final, recipe=None)))
     with pytest.raises(UserInputError, match="does not record the final stage's recipe"):
         rewrite_card(folder)
+
+
+def test_card_compares_and_annotates_the_entrys_own_chain_not_the_teachers(tmp_path):
+    """A teacher that is itself a router checkpoint brings its own experts stage into the lineage;
+    the paper's recipe is compared with the student's experts stage, and the build's records go to
+    the student's stages only."""
+    torch.manual_seed(0)
+    model = timm.create_model("ride_resnet32_3e", num_classes=10)
+    model.mark_router_trained()
+    teacher_experts = dict(role="initial_checkpoint", model_name="ride_resnet32_6e", method="ride", stage="experts",
+                           epoch=200, recipe=dict(method="ride", stage="experts", epochs=200, weight_decay=1e-3))
+    teacher = dict(role="teacher", model_name="ride_resnet32_6e", method="ride", stage="router", epoch=3,
+                   lineage=[teacher_experts], recipe=dict(method="ride", stage="router", epochs=3))
+    student = dict(role="initial_checkpoint", model_name="ride_resnet32_3e", method="ride", stage="experts",
+                   epoch=200, recipe=dict(method="ride", stage="experts", epochs=200, weight_decay=2e-4))
+    checkpoint = tmp_path / "router.pth"
+    save_checkpoint(checkpoint, model, model_name="ride_resnet32_3e", class_counts=CIFAR10_LT_COUNTS,
+                    class_names=CIFAR10_NAMES, extra=dict(
+                        dataset=dict(name="cifar10_lt", imbalance_factor=100.0), epoch=3,
+                        lineage=[teacher, student], recipe=dict(method="ride", stage="router", epochs=3, seed=0)))
+    zoo = dict(stages=[dict(stage="experts", train_time_s=7200.0, seed=0, commits=["a" * 40]),
+                       dict(stage="router", train_time_s=150.0, seed=0, commits=["b" * 40])])
+    results = tmp_path / "final.json"
+    results.write_text(json.dumps(dict(zoo=zoo, modes={"ensemble": {"top1": 71.0}})))
+    card = (export_checkpoint(checkpoint, results, tmp_path / "export").folder / "README.md").read_text()
+    stages = card.split("### Stage ")[1:5]
+    assert [s.split("\n")[0] for s in stages] == [
+        "1: the teacher's earlier stage: `ride_resnet32_6e`, experts stage, 200 epochs",
+        "2: teacher `ride_resnet32_6e`, router stage, 3 epochs",
+        "3: `ride_resnet32_3e`, experts stage, 200 epochs",
+        "4: this checkpoint, router stage, 3 epochs"]
+    assert ["Zoo build:" in s for s in stages] == [False, False, True, True]
+    differences = card.split("### How this differs from the paper")[1].split("## Results")[0]
+    assert "stage 3 (experts stage): `weight_decay`: ours 0.0002" in differences
+    assert "stage 1" not in differences and "0.001" not in differences
 
 
 def test_warm_up_compared_epoch_by_epoch_with_the_papers():

@@ -254,29 +254,30 @@ def _stage_name(recipe: Mapping[str, Any]) -> str:
     return f"{stage} stage" if stage else "training"
 
 
-def _flatten_lineage(lineage: Any, prefix: str = "") -> List[Tuple[str, Mapping[str, Any]]]:
-    """(label, entry) for every recorded ancestor, oldest first; a teacher's own ancestors precede it."""
-    out: List[Tuple[str, Mapping[str, Any]]] = []
+def _flatten_lineage(lineage: Any, prefix: str = "", own: bool = True,
+                     ) -> List[Tuple[str, Mapping[str, Any], bool]]:
+    """(label, entry, own) for every recorded ancestor, oldest first; a teacher's own ancestors precede
+    it. ``own`` is False for the teacher and its ancestors: stages of another model's chain."""
+    out: List[Tuple[str, Mapping[str, Any], bool]] = []
     for entry in lineage if isinstance(lineage, list) else []:
         if not isinstance(entry, Mapping):
             continue
         recipe = entry.get("recipe") if isinstance(entry.get("recipe"), Mapping) else {}
         model = f"`{entry.get('model_name')}`" if entry.get("model_name") else "a checkpoint"
         if entry.get("role") == "teacher":
-            out.extend(_flatten_lineage(entry.get("lineage"), f"{prefix}the teacher's earlier stage: "))
-            label = f"{prefix}teacher {model}, {_stage_name(recipe)}"
+            out.extend(_flatten_lineage(entry.get("lineage"), f"{prefix}the teacher's earlier stage: ", own=False))
+            out.append((f"{prefix}teacher {model}, {_stage_name(recipe)}", entry, False))
         else:
-            label = f"{prefix}{model}, {_stage_name(recipe)}"
-        out.append((label, entry))
+            out.append((f"{prefix}{model}, {_stage_name(recipe)}", entry, own))
     return out
 
 
 def _stage_view(number: int, label: str, recipe: Mapping[str, Any], epoch: Any, command: Any,
-                role: str = "") -> Dict[str, Any]:
+                role: str = "", own: bool = True) -> Dict[str, Any]:
     # "resume" is where a resumed segment started from, not part of the recipe (the command omits it too)
     full = {k: v for k, v in recipe.items() if v is not None and k not in ("notes", "differences_from_paper", "resume")}
     return dict(
-        number=number, label=label, role=role, epoch=epoch, epochs=recipe.get("epochs"), command=command, built="",
+        number=number, label=label, role=role, own=own, epoch=epoch, epochs=recipe.get("epochs"), command=command, built="",
         summary=[(k, _value(recipe[k])) for k in _RECIPE_SUMMARY_KEYS if recipe.get(k) is not None],
         full=full, yaml=yaml.safe_dump(full, sort_keys=True, default_flow_style=False) if full else "",
     )
@@ -287,7 +288,7 @@ def _annotate_build(stages: List[Dict[str, Any]], zoo: Any) -> None:
     it: training time (summed epoch times, kept across resumes), speed, seed and the commits it was
     trained from. Matched in order; left out when the counts differ."""
     built = [s for s in (zoo.get("stages") if isinstance(zoo, Mapping) else None) or [] if isinstance(s, Mapping)]
-    own = [stage for stage in stages if not stage["role"].startswith("teacher") and "teacher" not in stage["label"]]
+    own = [stage for stage in stages if stage["own"]]
     if not built or len(built) != len(own):
         return
     for stage, record in zip(own, built):
@@ -312,13 +313,13 @@ def _training_stages(lineage: Any, recipe: Mapping[str, Any], epoch: Any, comman
     paper's recipe is compared with (``None`` when it is not recorded), with its label."""
     ancestors = _flatten_lineage(lineage)
     stages = [_stage_view(i, label, portable_paths(dict(entry.get("recipe") or {})), entry.get("epoch"),
-                          start_command(portable_paths(entry.get("command"))), str(entry.get("role") or ""))
-              for i, (label, entry) in enumerate(ancestors, start=1)]
+                          start_command(portable_paths(entry.get("command"))), str(entry.get("role") or ""), own)
+              for i, (label, entry, own) in enumerate(ancestors, start=1)]
     stages.append(_stage_view(len(stages) + 1, f"this checkpoint, {_stage_name(recipe)}", recipe, epoch, command))
     if recipe.get("stage") in (None, "experts"):
         return stages, recipe, ""
-    main_chain = [(i, entry) for i, (_, entry) in enumerate(ancestors, start=1)
-                  if entry.get("role") == "initial_checkpoint"]
+    main_chain = [(i, entry) for i, (_, entry, own) in enumerate(ancestors, start=1)
+                  if own and entry.get("role") == "initial_checkpoint"]
     for number, entry in main_chain:
         stage_recipe = entry.get("recipe") if isinstance(entry.get("recipe"), Mapping) else {}
         if stage_recipe.get("stage") in (None, "experts"):

@@ -190,8 +190,12 @@ def export_checkpoint(
         repo_id: Optional[str] = None,
         overwrite: bool = False,
         cards_dir: Optional[PathLike] = None,
+        card: bool = True,
 ) -> ExportResult:
     """Write ``model.safetensors``, ``config.json`` and ``README.md`` for one trained checkpoint.
+
+    ``card=False`` leaves the card out, for a caller that renders it afterwards from the published
+    folder (:func:`rewrite_card`, as the zoo does).
 
     ``tag`` names the training data (``cifar100_lt_if100``...; default: the checkpoint's
     ``dataset["tag"]``), giving the repo ``timm-longtail/<model>.<tag>`` unless ``repo_id`` is given.
@@ -205,7 +209,7 @@ def export_checkpoint(
 
     run = load_results(results)  # cheap checks first: a bad results file should not cost a model build
     cards_dir = Path(cards_dir) if cards_dir else CARDS_DIR
-    reference = load_reference(cards_dir)
+    reference = load_reference(cards_dir) if card else None
     model, ckpt = build_model_from_checkpoint(checkpoint)
     model.eval()
     model_name = ckpt["model_name"]
@@ -273,10 +277,11 @@ def export_checkpoint(
             )
         except (ValueError, TypeError) as error:
             raise UserInputError(f"cannot write config.json for {model_name}: {error}") from None
-        context = build_card_context(
-            model=model, checkpoint=ckpt, results=run, tag=tag, repo_id=repo_id, weights_sha256=sha,
-            registered_name=registered_name if registered else None, reference=reference)
-        (tmp / "README.md").write_text(render_card(context, cards_dir), encoding="utf-8")
+        if card:
+            context = build_card_context(
+                model=model, checkpoint=ckpt, results=run, tag=tag, repo_id=repo_id, weights_sha256=sha,
+                registered_name=registered_name if registered else None, reference=reference)
+            (tmp / "README.md").write_text(render_card(context, cards_dir), encoding="utf-8")
         apply_umask(tmp)
         _replace_folder(tmp, out, overwrite)
     finally:

@@ -563,7 +563,7 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         results["recipe"] = _portable(load_checkpoint(final_dir / selected).get("recipe") or {}, manifest, settings)
     export_dir = settings.runs_dir / entry.name / "export"
     exported = export_checkpoint(final_dir / selected, final_dir / "final.json", export_dir, tag=entry.tag,
-                                 overwrite=True, cards_dir=REPO_ROOT / "hub_cards")
+                                 overwrite=True, cards_dir=REPO_ROOT / "hub_cards", card=False)
     weights = export_dir / WEIGHTS_FILENAME
     size = weights.stat().st_size
     commits = [c for stage in results["zoo"]["stages"] for c in stage["commits"]]
