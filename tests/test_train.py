@@ -179,6 +179,22 @@ def test_resume_continues_exactly(train_module, runs):
     assert [("--resume" in c) for c in b["command_history"]] == [False, True]
 
 
+def test_device_augment_trains_and_resumes_exactly(train_module, runs):
+    common = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--no-final-eval",
+              "--decay-milestones", "2", "--device-augment"]
+    straight = train(train_module, runs, "device_straight", *common, "--epochs", "2")
+    half = train(train_module, runs, "device_half", *common, "--epochs", "1")
+    assert train_module.main([*QUICK, *common, "--epochs", "2", "--resume", str(half / "last.pth")]) == 0
+    a, b = load_checkpoint(straight / "last.pth"), load_checkpoint(half / "last.pth")
+    assert a["recipe"]["device_augment"] is True and b["epoch"] == 2
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    # the flag is what changed the batches: the worker path gives other weights from the same seed
+    workers = train(train_module, runs, "worker_path", *common[:-1], "--epochs", "2")
+    assert not torch.equal(load_checkpoint(workers / "last.pth")["state_dict"]["trunk.conv1.weight"],
+                           a["state_dict"]["trunk.conv1.weight"])
+
+
 def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_path, capsys):
     nclpp_ckpt = tmp_path / "nclpp.pth"
     one_expert = tmp_path / "ride1e.pth"
@@ -209,6 +225,9 @@ def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_pa
         ([*ride, "--dataset", "cifar10_lt", "--data-dir", str(tmp_path / "nowhere")], ""),
         ([*ride, "--loss-kwargs", "{diversity: 1}"], "does not take option"),
         ([*ride, "--opt", "nosuchopt"], "--opt"),
+        ([*ride, "--device-augment", "--train-transform", "nclpp_cifar"], "no batched form of the 'nclpp_cifar'"),
+        (["--method", "nclpp", "--model", "nclpp_resnet32", "--num-copies", "2", "--device-augment"],
+         "one view per image"),
     ]
     for argv, message in cases:
         name = f"bad{cases.index((argv, message))}"

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--img-size", type=int, default=None,
                        help="train/eval resolution (default: the images' own size for the CIFAR-style "
                             "recipes, 224 for the ImageNet-style ones)")
+    group.add_argument("--device-augment", action="store_true", default=False,
+                       help="small-image sets: hold the uint8 images on the training device and run the "
+                            "crop/flip(/rotation) recipe there as batched tensor ops, without loader "
+                            "workers (ldam_cifar, ride_cifar)")
     group.add_argument("--num-copies", type=int, default=1,
                        help="NCL++: augmented copies T of every image per step")
     group.add_argument("--max-train-samples", type=int, default=None,

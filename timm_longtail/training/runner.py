@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from ..checkpoint import build_model_from_checkpoint, load_checkpoint, run_lineage, save_checkpoint
+from ..data.batch_augment import BatchAugment
 from ..errors import UserInputError
+from .device_loader import DeviceBatchLoader
 from .distributed import DistContext, cleanup_distributed, setup_distributed
 from .loop import (
     ExpertsForward, ExpertsObjective, Precision, RouterForward, RouterObjective, StopFlag,
@@ -281,12 +283,31 @@ def _train_loader(args: argparse.Namespace, data: Data, ctx: DistContext):
                                   seed=args.seed)
     else:
         base = ShuffleSampler(len(data.train), seed=args.seed)
+    if args.device_augment:
+        return _device_loader(args, data, ctx, base)
     sampler = EpochSeededSampler(base, seed=args.seed, rank=ctx.rank)
     loader = create_loader(SeededDataset(data.train), batch_size=args.batch_size, sampler=sampler,
                            num_workers=args.workers, pin_memory=args.pin_mem and ctx.device.type == "cuda",
                            persistent_workers=args.workers > 0)
     loader.worker_init_fn = ignore_stop_signals
     return loader
+
+
+def _device_loader(args: argparse.Namespace, data: Data, ctx: DistContext, sampler: Any) -> DeviceBatchLoader:
+    """``--device-augment``: the training images on the device, augmented there in batches."""
+    recipe = data.info.get("train_transform")
+    if args.num_copies > 1:
+        raise UserInputError("--device-augment makes one view per image: leave it off with --num-copies > 1")
+    train = data.train
+    source, rows = (train.dataset, train.indices) if isinstance(train, LabelledSubset) else (train, None)
+    images = getattr(source, "images", None)
+    if images is None or data.img_size is None:
+        raise UserInputError(f"--device-augment needs a small-image set decoded in memory "
+                             f"({', '.join(SMALL_IMAGE_DATASETS)}); {data.info.get('name')} is read from files")
+    rows = np.arange(len(source)) if rows is None else rows
+    augment = BatchAugment(recipe, data.img_size)
+    return DeviceBatchLoader(images, dataset_targets(source), rows, sampler, args.batch_size, augment,
+                             ctx.device, seed=args.seed, rank=ctx.rank)
 
 
 def ignore_stop_signals(worker_id: int) -> None:
