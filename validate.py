@@ -17,10 +17,11 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
 from timm_longtail.errors import UserInputError
+from timm_longtail.evaluation_setup import add_model_data_args, prepare_evaluation
 
 _logger = logging.getLogger("validate")
 
@@ -28,40 +29,9 @@ _logger = logging.getLogger("validate")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Long-tail evaluation of timm-longtail models",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", default=None, help="timm model name, e.g. ride_resnet32_3e (default: the checkpoint's)")
-    group.add_argument("--pretrained", action="store_true", help="load the model's published pretrained weights")
-    group.add_argument("--checkpoint", default=None,
-                       help="a train.py checkpoint (.pth) or a .safetensors weight file for --model")
-    group.add_argument("--num-classes", type=int, default=None, help="classes of a model built by name (default: the dataset's)")
-    group.add_argument("--num-experts", type=int, default=None, help="experts of a model built by name")
-    group.add_argument("--forward-mode", default="ensemble",
-                       help="ensemble | expert:<i> | routed | all (comma-separated for several)")
-    group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default=None,
-                       help="cifar10_lt, cifar100_lt, tiny_imagenet_lt, imagenet_lt, places_lt, inat2018, folder, demo "
-                            "(default: the checkpoint's)")
-    group.add_argument("--data-dir", default=None, help="dataset folder (image root for the split-list benchmarks)")
-    group.add_argument("--split", default="test", help="split to evaluate")
-    group.add_argument("--split-dir", default=None, help="folder of the split lists (ImageNet-LT, Places-LT, iNat)")
-    group.add_argument("--imbalance-factor", type=float, default=None,
-                       help="training imbalance factor, for the dataset's class counts (default: the dataset's)")
-    group.add_argument("--seed", type=int, default=0,
-                       help="seed of the CIFAR-LT construction (class counts) and of a model built without weights")
-    group.add_argument("--img-size", type=int, default=None, help="input size (default: the model's pretrained cfg)")
-    group.add_argument("--num-samples", type=int, default=None, help="evaluate at most this many images (quick runs)")
-    group = parser.add_argument_group("shot splits")
-    group.add_argument("--shot-rule", default="standard", choices=("standard", "ncl"),
-                       help="standard: many > 100, few < 20; ncl: many >= 100, few <= 20")
-    group.add_argument("--many-threshold", type=int, default=None, help="override the many-shot threshold")
-    group.add_argument("--few-threshold", type=int, default=None, help="override the few-shot threshold")
-    group = parser.add_argument_group("runtime")
-    group.add_argument("-b", "--batch-size", type=int, default=256)
-    group.add_argument("-j", "--workers", type=int, default=2, help="data loading processes")
-    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    group.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
-    group.add_argument("--channels-last", action="store_true")
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_data_args(parser)
+    parser.add_argument("--forward-mode", default="ensemble",
+                        help="ensemble | expert:<i> | routed | all (comma-separated for several)")
     group = parser.add_argument_group("output")
     group.add_argument("--results-file", default=None, help="JSON results (a CSV beside it for several modes)")
     group.add_argument("--plot-file", default=None, help="per-class accuracy PNG (default: beside --results-file)")
@@ -69,132 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _create_model(args: argparse.Namespace, num_classes: Optional[int]):
-    """Model and the checkpoint dict it came from (empty when built by name)."""
-    import timm
-
-    from timm_longtail.checkpoint import build_model_from_checkpoint, load_weights_file
-
-    checkpoint_path = Path(args.checkpoint) if args.checkpoint else None
-    if checkpoint_path is not None and checkpoint_path.suffix != ".safetensors":
-        return build_model_from_checkpoint(checkpoint_path, model_name=args.model)
-    if not args.model:
-        raise UserInputError("pass --model (a timm model name), or --checkpoint with a train.py checkpoint")
-    kwargs: Dict[str, Any] = {}
-    if args.num_classes is not None:
-        kwargs["num_classes"] = args.num_classes
-    elif num_classes is not None and not args.pretrained:
-        kwargs["num_classes"] = num_classes
-    if args.num_experts is not None:
-        kwargs["num_experts"] = args.num_experts
-    try:
-        model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs)
-    except UserInputError:
-        raise
-    except Exception as error:  # unknown name, bad kwargs, Hub download failure: all a user's to fix
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserInputError(f"cannot create model {args.model!r}: {reason}") from None
-    checkpoint: Dict[str, Any] = {}
-    if checkpoint_path is not None:
-        checkpoint = load_weights_file(model, checkpoint_path)
-    return model, checkpoint
-
-
-def _dataset_args(args: argparse.Namespace, checkpoint: Dict[str, Any]) -> Tuple[str, Optional[str], Optional[float]]:
-    """Dataset name, folder and imbalance factor: the flags, else what the checkpoint recorded."""
-    recorded = checkpoint.get("dataset") if isinstance(checkpoint.get("dataset"), dict) else {}
-    name = args.dataset or recorded.get("name")
-    if not name:
-        raise UserInputError("pass --dataset (the checkpoint does not record one)")
-    same_dataset = not args.dataset or args.dataset == recorded.get("name")
-    data_dir = args.data_dir or (recorded.get("root") if same_dataset else None)
-    imbalance = args.imbalance_factor
-    if imbalance is None and same_dataset and recorded.get("name") not in (None, "demo"):
-        imbalance = recorded.get("imbalance_factor")
-    return name, data_dir, imbalance
-
-
-def _limit(dataset, num_samples: Optional[int]):
-    """At most ``num_samples`` rows, evenly spaced so that class-sorted lists keep every class."""
-    if num_samples is None or num_samples >= len(dataset):
-        return dataset
-    if num_samples < 1:
-        raise UserInputError(f"--num-samples must be >= 1, got {num_samples}")
-    import numpy as np
-    from torch.utils.data import Subset
-
-    indices = np.unique(np.linspace(0, len(dataset) - 1, num_samples).round().astype(np.int64))
-    return Subset(dataset, indices.tolist())
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from timm_longtail.data import ShotSplit, build_dataset, canonical_dataset_name, create_eval_transform, create_loader
-    from timm_longtail.data.transforms import eval_input_size
     from timm_longtail.evaluation import evaluate_model, format_table, write_results
 
-    if args.batch_size < 1 or args.workers < 0:
-        raise UserInputError("--batch-size must be >= 1 and --workers >= 0")
     if args.no_plot and args.plot_file:
         raise UserInputError("--plot-file and --no-plot contradict each other")
-    shot_split = ShotSplit.from_rule(args.shot_rule, args.many_threshold, args.few_threshold)
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as error:
-        raise UserInputError(f"bad --device {args.device!r}: {error}") from None
-
-    # The dataset first when the model is built by name (its class count sizes the classifier).
-    dataset = None
-    checkpoint_is_pth = bool(args.checkpoint) and Path(args.checkpoint).suffix != ".safetensors"
-    if args.dataset and not checkpoint_is_pth:
-        dataset = build_dataset(args.dataset, args.data_dir, args.split, imbalance_factor=args.imbalance_factor,
-                                seed=args.seed, split_dir=args.split_dir)
-    torch.manual_seed(args.seed)  # a model evaluated without weights (smoke runs) gets the same init every time
-    model, checkpoint = _create_model(args, dataset.num_classes if dataset is not None else None)
-    if dataset is None:
-        name, data_dir, imbalance = _dataset_args(args, checkpoint)
-        dataset = build_dataset(name, data_dir, args.split, imbalance_factor=imbalance, seed=args.seed,
-                                split_dir=args.split_dir)
-    model_classes = int(getattr(model, "num_classes", 0))
-    if model_classes != dataset.num_classes:
-        raise UserInputError(
-            f"the model predicts {model_classes} classes but {dataset.info.get('name')} has {dataset.num_classes}: "
-            f"evaluate on the dataset it was trained for")
-    dataset.transform = create_eval_transform(model, img_size=args.img_size)
-    input_size = eval_input_size(model, args.img_size)
-
-    if checkpoint.get("class_counts"):
-        class_counts, source = [int(c) for c in checkpoint["class_counts"]], "checkpoint"
-    else:
-        class_counts, source = dataset.class_counts, "dataset"
-    if len(class_counts) != dataset.num_classes:
-        raise UserInputError(f"the {source} gives {len(class_counts)} class counts for {dataset.num_classes} classes")
-
-    model_name = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or args.model \
-        or checkpoint.get("model_name")
-    context = dict(model=checkpoint.get("model_name") or model_name, checkpoint=args.checkpoint,
-                   pretrained=bool(args.pretrained), dataset=canonical_dataset_name(dataset.info.get("name", "")),
-                   split=dataset.info.get("split", args.split), data_dir=dataset.info.get("root"),
-                   imbalance_factor=dataset.info.get("imbalance_factor"))
-    modes_requested = args.forward_mode
-    model.to(device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    loader = create_loader(_limit(dataset, args.num_samples), batch_size=args.batch_size, shuffle=False,
-                           num_workers=args.workers, pin_memory=device.type == "cuda")
-    rows = evaluate_model(model, loader, modes_requested, class_counts=class_counts, class_counts_source=source,
-                          input_size=input_size, shot_split=shot_split, device=device, amp=args.amp,
-                          channels_last=args.channels_last, progress=not args.no_progress, context=context)
-    print(f"{context['model']} on {context['dataset']} ({context['split']}, {rows[0]['num_samples']} images, "
-          f"class counts from the {source}; {shot_split.describe()})")
+    setup = prepare_evaluation(args)
+    rows = evaluate_model(setup.model, setup.loader, args.forward_mode, class_counts=setup.class_counts,
+                          class_counts_source=setup.class_counts_source, input_size=setup.input_size,
+                          shot_split=setup.shot_split, device=setup.device, amp=args.amp,
+                          channels_last=args.channels_last, progress=not args.no_progress, context=setup.context)
+    print(f"{setup.context['model']} on {setup.context['dataset']} ({setup.context['split']}, "
+          f"{rows[0]['num_samples']} images, class counts from the {setup.class_counts_source}; "
+          f"{setup.shot_split.describe()})")
     print(format_table(rows))
 
     plot_file = None
     if not args.no_plot:
         plot_file = args.plot_file or (str(Path(args.results_file).with_suffix(".png")) if args.results_file else None)
-    title = f"{context['model']} on {context['dataset']} ({context['split']})"
-    for path in write_results(rows, args.results_file, plot_file, shot_split, title, dataset.class_names):
+    for path in write_results(rows, args.results_file, plot_file, setup.shot_split, setup.title,
+                              setup.dataset.class_names):
         print(f"wrote {path}")
     return 0
 

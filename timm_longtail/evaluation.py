@@ -34,6 +34,8 @@ from .errors import UserInputError
 __all__ = [
     "CSV_COLUMNS",
     "ComputeCounter",
+    "atomic_write_bytes",
+    "autocast_for",
     "evaluate_model",
     "evaluate_mode",
     "format_table",
@@ -132,7 +134,8 @@ class ComputeCounter:
         return float(self.profile.macs_per_image(mode, experts_used_hist))
 
 
-def _autocast(device: torch.device, amp: bool, amp_dtype: Optional[torch.dtype]):
+def autocast_for(device: torch.device, amp: bool, amp_dtype: Optional[torch.dtype] = None):
+    """Autocast for evaluation: float16 on CUDA, bfloat16 elsewhere, or nothing without ``amp``."""
     if not amp:
         return nullcontext()
     dtype = amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
@@ -186,7 +189,7 @@ def evaluate_mode(
                 images = images.contiguous(memory_format=torch.channels_last)
             _synchronize(device)
             tic = time.perf_counter()
-            with _autocast(device, amp, amp_dtype):
+            with autocast_for(device, amp, amp_dtype):
                 logits = model(images, mode=mode) if multi_expert else model(images)
             _synchronize(device)
             forward_seconds += time.perf_counter() - tic
@@ -298,7 +301,8 @@ def _csv_value(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` by rename (no partial file), with ordinary shareable permissions."""
     from .checkpoint import atomic_write
 
     umask = os.umask(0)
@@ -397,5 +401,5 @@ def write_results(rows: Sequence[Mapping[str, Any]], results_file: Optional[Path
         outputs.append((Path(plot_file), plot_per_class_accuracy(rows, rows[0]["class_counts"], shot_split, title,
                                                                  class_names)))
     for path, data in outputs:
-        _atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data)
     return [path for path, _ in outputs]

@@ -4,7 +4,7 @@ Path of an image: :func:`build_dataset` (source, long-tail construction, class c
 a transform from :mod:`.transforms` -> :func:`create_loader`.
 """
 from .loader import ClassBalancedSampler, create_loader
-from .longtail import SHOT_RULES, ShotSplit, longtail_class_counts, make_longtail_indices
+from .longtail import SHOT_RULES, ShotSplit, longtail_class_counts, make_longtail_indices, subsample_per_class
 from .sources import (
     DATASET_NAMES,
     DEMO_DIR,
@@ -49,4 +49,5 @@ __all__ = [
     "longtail_class_counts",
     "make_longtail_indices",
     "read_split_list",
+    "subsample_per_class",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "ShotSplit",
     "longtail_class_counts",
     "make_longtail_indices",
+    "subsample_per_class",
 ]
 
 
@@ -65,12 +66,23 @@ def make_longtail_indices(
     if num_per_class_max is None:
         num_per_class_max = int(len(labels_np) / num_classes)
     counts = longtail_class_counts(num_per_class_max, num_classes, imbalance_factor)
-    rng = np.random.RandomState(seed)  # the legacy generator behind np.random.seed / np.random.shuffle
+    return subsample_per_class(labels_np, counts, seed=seed)
+
+
+def subsample_per_class(labels: Sequence[int], counts: Sequence[int], seed: int = 0) -> np.ndarray:
+    """The first ``counts[c]`` of class ``c``'s indices after a seeded shuffle, classes in natural order.
+
+    One ``RandomState(seed)`` is shared across classes (the legacy generator behind the reference
+    code's ``np.random.seed`` + ``np.random.shuffle``), so the CIFAR-LT training subsets and SADE's
+    test-agnostic test sets come out image for image as in the reference code.
+    """
+    labels_np = np.asarray(labels, dtype=np.int64)
+    rng = np.random.RandomState(seed)
     picked = []
     for class_id, n_keep in enumerate(counts):
         class_indices = np.where(labels_np == class_id)[0]
         rng.shuffle(class_indices)
-        picked.append(class_indices[:n_keep])
+        picked.append(class_indices[:int(n_keep)])
     return np.concatenate(picked).astype(np.int64)
 
 

@@ -1,0 +1,82 @@
+"""analyze.py end to end on the shipped demo set (every subcommand), and its one-line errors."""
+import json
+
+import pytest
+import timm
+import torch
+
+from conftest import load_script
+from timm_longtail.checkpoint import save_checkpoint
+from timm_longtail.data import build_dataset
+
+from test_validate import REPO
+
+DEMO = ["--dataset", "demo", "-b", "250", "--workers", "0", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def analyze():
+    return load_script(REPO / "analyze.py", "analyze_script")
+
+
+@pytest.fixture(scope="module")
+def routed_checkpoint(tmp_path_factory):
+    """A 3-expert model whose router stops some images early (so every usage group is filled)."""
+    torch.manual_seed(0)
+    model = timm.create_model("ride_resnet32_3e", num_classes=10)
+    with torch.no_grad():
+        model.router.out.bias.fill_(0.5)
+    model.mark_router_trained()
+    path = tmp_path_factory.mktemp("analyze") / "router.pth"
+    save_checkpoint(path, model, model_name="ride_resnet32_3e", class_counts=build_dataset("demo").class_counts,
+                    extra=dict(dataset=dict(name="demo")))
+    return path
+
+
+def _run(analyze, capsys, *argv):
+    code = analyze.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("name, extra, check", [
+    ("hardest-negative", ["--forward-mode", "ensemble,expert:1"],
+     lambda r: set(r) == {"ensemble", "expert:1"} and r["ensemble"]["splits"]["all"]["n"] == 1000
+     and sum(r["ensemble"]["splits"]["few"]["histogram"]) == r["ensemble"]["splits"]["few"]["n"] == 300),
+    ("calibration", [], lambda r: set(r) == {"ensemble", "expert:0", "expert:1", "expert:2", "routed"}
+     and 0 <= r["routed"]["splits"]["all"]["ece"] <= 1 and len(r["routed"]["splits"]["all"]["bins"]) == 15),
+    ("test-agnostic", ["--forward-mode", "ensemble"],
+     lambda r: len(r["ensemble"]["rows"]) == 11 and r["ensemble"]["rows"][5]["num_images"] == 1000
+     and r["ensemble"]["rows"][0]["num_images"] < r["ensemble"]["rows"][4]["num_images"]),
+    ("expert-usage", [], lambda r: r["num_experts"] == 3 and len(r["per_class"]) == 10
+     and sum(r["splits"]["all"]["share"]) == pytest.approx(1.0) and r["splits"]["all"]["share"][0] > 0),
+    ("expert-disagreement", [], lambda r: r["num_experts"] == 3 and r["splits"]["all"]["mean_pairwise_kl"] > 0
+     and 0 < r["splits"]["all"]["top1_disagreement"] <= 1),
+])
+def test_each_analysis_end_to_end(analyze, capsys, tmp_path, routed_checkpoint, name, extra, check):
+    results = tmp_path / "out" / f"{name}.json"
+    code, out, err = _run(analyze, capsys, name, "--checkpoint", str(routed_checkpoint), *DEMO, *extra,
+                          "--results-file", str(results))
+    assert code == 0, err
+    payload = json.loads(results.read_text())
+    assert payload["analysis"] == name and payload["num_samples"] == 1000 and payload["model"] == "ride_resnet32_3e"
+    assert check(payload["result"]), payload["result"]
+    csv_lines = results.with_suffix(".csv").read_text().splitlines()
+    assert len(csv_lines) > 2 and results.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {results}" in out and str(REPO) not in results.read_text()
+
+
+def test_bad_input_is_one_error_line_and_writes_nothing(analyze, capsys, tmp_path):
+    results = tmp_path / "bad.json"
+    cases = [
+        (["expert-usage", "--model", "ride_resnet32_3e"], "needs a trained router"),
+        (["expert-disagreement", "--model", "ride_resnet32_2e", "--num-experts", "1"], "the model has 1"),
+        (["calibration", "--model", "ride_resnet32_2e", "--num-classes", "5"], "predicts 5 classes but demo has 10"),
+        (["test-agnostic", "--model", "ride_resnet32_2e", "--num-samples", "37"], "balanced test split"),
+        (["hardest-negative", "--model", "ride_resnet32_2e", "--num-bins", "0"], "--num-bins must be >= 1"),
+    ]
+    for argv, message in cases:
+        code, out, err = _run(analyze, capsys, *argv, *DEMO, "--results-file", str(results))
+        assert code == 2, (argv, err)
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, (argv, err)
+        assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,183 @@
+"""The analyses as ``analyze.py`` subcommands: which forward modes each needs, its result, its
+table rows (printed, and the CSV) and its plot."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+from .._paths import portable_paths
+from ..errors import UserInputError
+from ..evaluation import atomic_write_bytes, resolve_forward_modes
+from ..evaluation_setup import EvalSetup, prepare_evaluation
+from . import plots
+from .agnostic import agnostic_accuracy
+from .calibration import calibration
+from .disagreement import expert_disagreement
+from .expert_usage import expert_usage
+from .groups import SPLITS
+from .hardest_negative import hardest_negative
+from .outputs import ModelOutputs, collect_outputs, expert_modes
+
+__all__ = ["ANALYSES", "Analysis", "add_analysis_args", "format_rows", "run_analysis"]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One subcommand: ``modes`` picks the forward modes to run, ``compute`` turns the outputs into
+    the result, ``table`` flattens it into rows and ``plot`` draws it (PNG bytes)."""
+
+    help: str
+    modes: Callable[[EvalSetup, argparse.Namespace], List[str]]
+    compute: Callable[[ModelOutputs, EvalSetup, argparse.Namespace], Dict[str, Any]]
+    table: Callable[[Dict[str, Any]], List[Dict[str, Any]]]
+    plot: Callable[[Dict[str, Any], str], bytes]
+    per_mode: bool = True  # takes --forward-mode
+
+
+def _requested_modes(setup: EvalSetup, args: argparse.Namespace) -> List[str]:
+    return resolve_forward_modes(setup.model, args.forward_mode)
+
+
+def _per_mode(function: Callable[..., Dict[str, Any]]) -> Callable[[ModelOutputs, EvalSetup, argparse.Namespace],
+                                                                      Dict[str, Any]]:
+    def compute(outputs: ModelOutputs, setup: EvalSetup, args: argparse.Namespace) -> Dict[str, Any]:
+        return {mode: function(logits, outputs.targets, setup, args) for mode, logits in outputs.logits.items()}
+    return compute
+
+
+def _split_rows(by_mode: Dict[str, Dict[str, Any]], keys: List[str]) -> List[Dict[str, Any]]:
+    return [dict(forward_mode=mode, split=split, **{k: (result["splits"][split] or {}).get(k) for k in ["n", *keys]})
+            for mode, result in by_mode.items() for split in SPLITS]
+
+
+def _usage_table(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    def row(group: str, usage: Dict[str, Any]) -> Dict[str, Any]:
+        out = dict(group=group, n=usage["n"], mean_experts=usage["mean_experts"])
+        for k, (share, accuracy) in enumerate(zip(usage["share"], usage["accuracy"]), start=1):
+            out[f"share_{k}"], out[f"top1_{k}"] = share, None if accuracy is None else 100.0 * accuracy
+        return out
+    return ([row(split, result["splits"][split]) for split in SPLITS]
+            + [row(f"class {c}", usage) for c, usage in enumerate(result["per_class"])])
+
+
+ANALYSES: Dict[str, Analysis] = {
+    "hardest-negative": Analysis(
+        help="the hardest negative's softmax score per image: histogram and mean per split (RIDE Fig. 1b)",
+        modes=_requested_modes,
+        compute=_per_mode(lambda logits, targets, setup, args: hardest_negative(
+            logits, targets, setup.class_counts, setup.shot_split, num_bins=args.num_bins)),
+        table=lambda result: _split_rows(result, ["mean", "median", "share_above_half"]),
+        plot=plots.plot_hardest_negative),
+    "calibration": Analysis(
+        help="ECE, MCE (equal-width bins), NLL and a reliability diagram, overall and per split",
+        modes=_requested_modes,
+        compute=_per_mode(lambda logits, targets, setup, args: calibration(
+            logits, targets, setup.class_counts, setup.shot_split, num_bins=args.num_bins)),
+        table=lambda result: _split_rows(result, ["ece", "mce", "nll", "accuracy", "mean_confidence"]),
+        plot=plots.plot_calibration),
+    "test-agnostic": Analysis(
+        help="top-1 on SADE's forward / uniform / backward long-tailed test sets (ratios 50 ... 1/50)",
+        modes=_requested_modes,
+        compute=_per_mode(lambda logits, targets, setup, args: agnostic_accuracy(
+            logits, targets, setup.class_counts, seed=args.sample_seed)),
+        table=lambda result: [dict(forward_mode=mode, **row) for mode, r in result.items() for row in r["rows"]],
+        plot=plots.plot_test_agnostic),
+    "expert-usage": Analysis(
+        help="routed mode: share of images of each split (and class) that used 1..E experts, and their top-1 "
+             "(RIDE Fig. 6)",
+        modes=lambda setup, args: resolve_forward_modes(setup.model, "routed"),
+        compute=lambda outputs, setup, args: expert_usage(
+            outputs.experts_used, outputs.logits["routed"], outputs.targets, int(setup.model.num_experts),
+            setup.class_counts, setup.shot_split),
+        table=_usage_table,
+        plot=plots.plot_expert_usage, per_mode=False),
+    "expert-disagreement": Analysis(
+        help="mean pairwise KL between the experts' predictions and the share of images whose experts' top-1 "
+             "differ, per split (NCL++ Fig. 2a)",
+        modes=lambda setup, args: expert_modes(setup.model),
+        compute=lambda outputs, setup, args: expert_disagreement(
+            outputs.expert_logits(int(setup.model.num_experts)), outputs.targets, setup.class_counts,
+            setup.shot_split),
+        table=lambda result: [dict(split=s, **result["splits"][s]) for s in SPLITS],
+        plot=plots.plot_disagreement, per_mode=False),
+}
+
+
+def _csv_bytes(rows: List[Dict[str, Any]]) -> bytes:
+    columns: List[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
+    return text.getvalue().encode("utf-8")
+
+
+def format_rows(rows: List[Dict[str, Any]], limit: int = 40) -> str:
+    """A plain text table of the first ``limit`` rows (floats to 4 significant digits)."""
+    if not rows:
+        return ""
+    columns: List[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+
+    def cell(value: Any) -> str:
+        return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows[:limit]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table]
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more rows in the CSV")
+    return "\n".join(lines)
+
+
+def run_analysis(name: str, args: argparse.Namespace) -> Dict[str, Any]:
+    """Run one analysis from parsed flags; print its table; write JSON, CSV and PNG with
+    ``--results-file`` (all rendered first, each file landing by rename). Returns the JSON payload."""
+    analysis = ANALYSES[name]
+    if getattr(args, "num_bins", 1) < 1:
+        raise UserInputError(f"--num-bins must be >= 1, got {args.num_bins}")
+    setup = prepare_evaluation(args)
+    modes = analysis.modes(setup, args)
+    outputs = collect_outputs(setup.model, setup.loader, modes, device=setup.device, amp=args.amp,
+                              channels_last=args.channels_last, num_classes=len(setup.class_counts))
+    result = analysis.compute(outputs, setup, args)
+    rows = analysis.table(result)
+    payload = dict(analysis=name, **portable_paths(dict(setup.context)), num_samples=int(outputs.targets.numel()),
+                   class_counts=setup.class_counts, class_counts_source=setup.class_counts_source,
+                   shot_split=setup.shot_split.describe(), forward_modes=modes, result=result)
+    print(f"{name}: {setup.title}, {payload['num_samples']} images; {setup.shot_split.describe()}")
+    print(format_rows(rows))
+    if args.results_file:
+        results = Path(args.results_file)
+        files = [(results, (json.dumps(payload, indent=2) + "\n").encode("utf-8")),
+                 (results.with_suffix(".csv"), _csv_bytes(rows))]
+        if not args.no_plot:
+            files.append((results.with_suffix(".png"), analysis.plot(result, f"{name}: {setup.title}")))
+        for path, data in files:
+            atomic_write_bytes(path, data)
+            print(f"wrote {path}")
+    return payload
+
+
+def add_analysis_args(parser: argparse.ArgumentParser, name: str) -> None:
+    """The flags of one subcommand besides the model/data ones."""
+    analysis = ANALYSES[name]
+    if analysis.per_mode:
+        parser.add_argument("--forward-mode", default="all",
+                            help="ensemble | expert:<i> | routed | all (comma-separated for several)")
+    if name in ("hardest-negative", "calibration"):
+        parser.add_argument("--num-bins", type=int, default=20 if name == "hardest-negative" else 15,
+                            help="equal-width bins over [0, 1]")
+    if name == "test-agnostic":
+        parser.add_argument("--sample-seed", type=int, default=0, help="seed of the per-class subsampling (SADE: 0)")
+    group = parser.add_argument_group("output")
+    group.add_argument("--results-file", default=None,
+                       help="JSON results; a CSV and a PNG are written beside it (same name)")
+    group.add_argument("--no-plot", action="store_true", help="do not write the PNG")
