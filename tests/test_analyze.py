@@ -1,5 +1,6 @@
 """analyze.py end to end on the shipped demo set (every subcommand), and its one-line errors."""
 import json
+from pathlib import Path
 
 import pytest
 import timm
@@ -9,7 +10,7 @@ from conftest import load_script
 from timm_longtail.checkpoint import save_checkpoint
 from timm_longtail.data import build_dataset
 
-from test_validate import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 DEMO = ["--dataset", "demo", "-b", "250", "--workers", "0", "--no-progress", "--device", "cpu"]
 
@@ -79,4 +80,50 @@ def test_bad_input_is_one_error_line_and_writes_nothing(analyze, capsys, tmp_pat
         code, out, err = _run(analyze, capsys, *argv, *DEMO, "--results-file", str(results))
         assert code == 2, (argv, err)
         assert err.count("\n") == 1 and err.startswith("error: ") and message in err, (argv, err)
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def three_models(tmp_path_factory):
+    """Three 2-expert models (different initialisations) and one of another architecture and
+    one with other class counts."""
+    folder = tmp_path_factory.mktemp("bias_variance")
+    counts = build_dataset("demo").class_counts
+    paths = {}
+    for name, model_name, seed, class_counts in (("a", "ride_resnet32_2e", 0, counts), ("b", "ride_resnet32_2e", 1, counts),
+                                                 ("c", "ride_resnet32_2e", 2, counts),
+                                                 ("other_model", "ride_resnet32_3e", 3, counts),
+                                                 ("other_counts", "ride_resnet32_2e", 4, [c + 1 for c in counts])):
+        torch.manual_seed(seed)
+        paths[name] = folder / f"{name}.pth"
+        save_checkpoint(paths[name], timm.create_model(model_name, num_classes=10), model_name=model_name,
+                        class_counts=class_counts, extra=dict(dataset=dict(name="demo", seed=seed),
+                                                              recipe=dict(seed=seed)))
+    return paths
+
+
+def test_bias_variance_end_to_end(analyze, capsys, tmp_path, three_models):
+    results = tmp_path / "bv.json"
+    code, out, err = _run(analyze, capsys, "bias-variance", "--checkpoints",
+                          *[str(three_models[k]) for k in "abc"], *DEMO, "--results-file", str(results))
+    assert code == 0, err
+    payload = json.loads(results.read_text())
+    result = payload["result"]
+    assert result["num_models"] == 3 and payload["num_samples"] == 1000 and len(result["per_class"]) == 10
+    assert [m["longtail_seed"] for m in payload["models"]] == [0, 1, 2]
+    assert 0 <= result["splits"]["all"]["variance"] <= 1 and result["splits"]["few"]["n"] == 300
+    assert results.with_suffix(".png").is_file() and "bias" in results.with_suffix(".csv").read_text()
+
+
+def test_bias_variance_refuses_what_it_cannot_compare(analyze, capsys, tmp_path, three_models):
+    a, b = str(three_models["a"]), str(three_models["b"])
+    cases = [
+        ([a], "at least 2"),
+        ([a, str(three_models["other_model"])], "differs from"),
+        ([a, b, str(three_models["other_counts"])], "in classes"),
+    ]
+    for checkpoints, message in cases:
+        code, out, err = _run(analyze, capsys, "bias-variance", "--checkpoints", *checkpoints, *DEMO,
+                              "--results-file", str(tmp_path / "bad.json"))
+        assert code == 2 and err.count("\n") == 1 and message in err, (checkpoints, err)
         assert list(tmp_path.iterdir()) == []

@@ -195,6 +195,23 @@ def test_device_augment_trains_and_resumes_exactly(train_module, runs):
                            a["state_dict"]["trunk.conv1.weight"])
 
 
+def test_longtail_seed_resamples_the_cifar_lt_draw(train_module, runs, shared_data):
+    """RIDE's bias/variance study trains on independently drawn long-tailed sets: same counts,
+    other images; seed 0 stays the standard set."""
+    from timm_longtail.data import build_dataset as build
+
+    cifar = shared_data / "cifar10"
+    standard, other = (build("cifar10_lt", cifar, "train", imbalance_factor=100, seed=s) for s in (0, 7))
+    assert standard.class_counts == other.class_counts == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert (standard.images[-50:] != other.images[-50:]).any()  # the tail class holds other images
+    run = train(train_module, runs, "longtail_seed", "--model", "ride_resnet32_2e", "--method", "ride",
+                "--dataset", "cifar10_lt", "--data-dir", str(cifar), "--longtail-seed", "7", "--epochs", "1",
+                "--max-steps-per-epoch", "1", "--no-final-eval")
+    checkpoint = load_checkpoint(run / "last.pth")
+    assert checkpoint["dataset"]["seed"] == 7 and checkpoint["recipe"]["longtail_seed"] == 7
+    assert checkpoint["recipe"]["seed"] == 1  # the training seed is another flag
+
+
 def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_path, capsys):
     nclpp_ckpt = tmp_path / "nclpp.pth"
     one_expert = tmp_path / "ride1e.pth"
@@ -228,6 +245,7 @@ def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_pa
         ([*ride, "--device-augment", "--train-transform", "nclpp_cifar"], "no batched form of the 'nclpp_cifar'"),
         (["--method", "nclpp", "--model", "nclpp_resnet32", "--num-copies", "2", "--device-augment"],
          "one view per image"),
+        ([*ride, "--longtail-seed", "1"], "demo's training set is fixed"),
     ]
     for argv, message in cases:
         name = f"bad{cases.index((argv, message))}"

@@ -114,3 +114,19 @@ def test_agnostic_test_sets_are_sades_images_on_cifar10(shared_data):
         picked = np.concatenate(picked)
         assert rows[name]["num_images"] == picked.size
         assert rows[name]["top1"] == pytest.approx(100 * correct.numpy()[picked].mean())
+
+
+def test_bias_and_variance_of_three_models_by_hand():
+    from timm_longtail.analysis import bias_variance, main_prediction
+
+    predictions = torch.tensor([[0, 1, 2, 2], [0, 2, 2, 1], [1, 1, 2, 0]])
+    targets = torch.tensor([0, 1, 1, 0])
+    assert main_prediction(predictions, 3).tolist() == [0, 1, 2, 0]  # image 3: a three-way tie -> class 0
+    result = bias_variance(predictions, targets, COUNTS, RULE)
+    many, medium = result["splits"]["many"], result["splits"]["medium"]  # images 0, 3 and 1, 2
+    assert (many["bias"], many["variance"], many["loss"]) == pytest.approx((0.0, 0.5, 0.5))
+    assert (medium["bias"], medium["variance"], medium["loss"]) == pytest.approx((0.5, 1 / 6, 2 / 3))
+    assert result["splits"]["few"]["n"] == 0 and result["num_models"] == 3
+    assert result["per_class"][1] == result["splits"]["medium"]
+    with pytest.raises(UserInputError, match="at least 2 models"):
+        bias_variance(predictions[:1], targets, COUNTS, RULE)

@@ -2,10 +2,11 @@
 
 One module per analysis, each a pure function of logits (and labels, class counts, shot split):
 :mod:`.hardest_negative` (RIDE Fig. 1b), :mod:`.expert_usage` (RIDE Fig. 6),
-:mod:`.disagreement` (NCL++ Fig. 2a), :mod:`.agnostic` (SADE's test-agnostic protocol) and
-:mod:`.calibration`. :func:`collect_outputs` runs a model once over a set in every mode needed.
+:mod:`.disagreement` (NCL++ Fig. 2a), :mod:`.agnostic` (SADE's test-agnostic protocol),
+:mod:`.calibration` and :mod:`.bias_variance` (RIDE Fig. 1a, over several models). :func:`collect_outputs` runs a model once over a set in every mode needed.
 """
 from .agnostic import TEST_DISTRIBUTIONS, agnostic_accuracy, agnostic_class_counts
+from .bias_variance import bias_variance, main_prediction
 from .calibration import calibration, calibration_errors
 from .disagreement import expert_disagreement, pairwise_kl
 from .expert_usage import expert_usage
@@ -19,6 +20,7 @@ __all__ = [
     "TEST_DISTRIBUTIONS",
     "agnostic_accuracy",
     "agnostic_class_counts",
+    "bias_variance",
     "calibration",
     "calibration_errors",
     "collect_outputs",
@@ -27,6 +29,7 @@ __all__ = [
     "expert_usage",
     "hardest_negative",
     "hardest_negative_scores",
+    "main_prediction",
     "pairwise_kl",
     "split_masks",
 ]

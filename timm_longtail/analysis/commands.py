@@ -8,7 +8,9 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
 
 from .._paths import portable_paths
 from ..errors import UserInputError
@@ -16,6 +18,7 @@ from ..evaluation import atomic_write_bytes, resolve_forward_modes
 from ..evaluation_setup import EvalSetup, prepare_evaluation
 from . import plots
 from .agnostic import agnostic_accuracy
+from .bias_variance import bias_variance
 from .calibration import calibration
 from .disagreement import expert_disagreement
 from .expert_usage import expert_usage
@@ -33,10 +36,11 @@ class Analysis:
 
     help: str
     modes: Callable[[EvalSetup, argparse.Namespace], List[str]]
-    compute: Callable[[ModelOutputs, EvalSetup, argparse.Namespace], Dict[str, Any]]
+    compute: Optional[Callable[[ModelOutputs, EvalSetup, argparse.Namespace], Dict[str, Any]]]
     table: Callable[[Dict[str, Any]], List[Dict[str, Any]]]
     plot: Callable[[Dict[str, Any], str], bytes]
     per_mode: bool = True  # takes --forward-mode
+    many_models: bool = False  # evaluates --checkpoints (several models), not one model
 
 
 def _requested_modes(setup: EvalSetup, args: argparse.Namespace) -> List[str]:
@@ -105,7 +109,55 @@ ANALYSES: Dict[str, Analysis] = {
             setup.shot_split),
         table=lambda result: [dict(split=s, **result["splits"][s]) for s in SPLITS],
         plot=plots.plot_disagreement, per_mode=False),
+    "bias-variance": Analysis(
+        help="bias and variance of the 0-1 loss over models trained on resampled long-tailed sets "
+             "(--checkpoints a.pth b.pth ...; RIDE Fig. 1a)",
+        modes=_requested_modes, compute=None,  # run by _bias_variance
+        table=lambda result: [dict(group=s, **result["splits"][s]) for s in SPLITS]
+        + [dict(group=f"class {c}", **row) for c, row in enumerate(result["per_class"])],
+        plot=plots.plot_bias_variance, many_models=True),
 }
+
+
+def _bias_variance(args: argparse.Namespace) -> tuple[Dict[str, Any], EvalSetup, List[str], Dict[str, Any]]:
+    """Evaluate every ``--checkpoints`` model on the same test rows in one forward mode; refuse
+    models that differ in architecture, classes or test split."""
+    paths = list(args.checkpoints or [])
+    if args.checkpoint:
+        raise UserInputError("bias-variance takes the models as --checkpoints a.pth b.pth ..., not --checkpoint")
+    if len(paths) < 2:
+        raise UserInputError(f"bias-variance compares several models trained on resampled sets: pass at least 2 "
+                             f"with --checkpoints (got {len(paths)})")
+    first: EvalSetup | None = None
+    targets = None
+    predictions, models = [], []
+    for path in paths:
+        setup = prepare_evaluation(argparse.Namespace(**{**vars(args), "checkpoint": path}))
+        modes = resolve_forward_modes(setup.model, args.forward_mode)
+        if len(modes) != 1:
+            raise UserInputError(f"bias-variance uses one forward mode per model; --forward-mode gave {modes}")
+        if first is not None:
+            for what, ours, theirs in (
+                    ("model", setup.context["model"], first.context["model"]),
+                    ("classes", setup.class_counts, first.class_counts),
+                    ("test split", (setup.context["dataset"], setup.context["split"], len(setup.dataset)),
+                     (first.context["dataset"], first.context["split"], len(first.dataset)))):
+                if ours != theirs:
+                    raise UserInputError(f"{path} differs from {paths[0]} in {what} ({ours} vs {theirs}): "
+                                         f"bias and variance compare models of one recipe on one test split")
+        outputs = collect_outputs(setup.model, setup.loader, modes, device=setup.device, amp=args.amp,
+                                  channels_last=args.channels_last, num_classes=len(setup.class_counts))
+        if targets is not None and not bool((outputs.targets == targets).all()):
+            raise UserInputError(f"{path} was evaluated on other test images than {paths[0]}")
+        first, targets = first or setup, outputs.targets
+        predictions.append(outputs.logits[modes[0]].argmax(dim=-1))
+        dataset = setup.checkpoint.get("dataset") if isinstance(setup.checkpoint.get("dataset"), dict) else {}
+        models.append(dict(checkpoint=path, longtail_seed=dataset.get("seed"),
+                           seed=(setup.checkpoint.get("recipe") or {}).get("seed")))
+    assert first is not None and targets is not None
+    result = bias_variance(torch.stack(predictions), targets, first.class_counts, first.shot_split)
+    result["class_order"] = sorted(range(len(first.class_counts)), key=lambda c: (-first.class_counts[c], c))
+    return result, first, resolve_forward_modes(first.model, args.forward_mode), dict(models=models)
 
 
 def _csv_bytes(rows: List[Dict[str, Any]]) -> bytes:
@@ -143,13 +195,20 @@ def run_analysis(name: str, args: argparse.Namespace) -> Dict[str, Any]:
     analysis = ANALYSES[name]
     if getattr(args, "num_bins", 1) < 1:
         raise UserInputError(f"--num-bins must be >= 1, got {args.num_bins}")
-    setup = prepare_evaluation(args)
-    modes = analysis.modes(setup, args)
-    outputs = collect_outputs(setup.model, setup.loader, modes, device=setup.device, amp=args.amp,
-                              channels_last=args.channels_last, num_classes=len(setup.class_counts))
-    result = analysis.compute(outputs, setup, args)
+    extra: Dict[str, Any] = {}
+    if analysis.many_models:
+        result, setup, modes, extra = _bias_variance(args)
+        num_samples = sum(row["n"] for row in result["per_class"])
+    else:
+        setup = prepare_evaluation(args)
+        modes = analysis.modes(setup, args)
+        outputs = collect_outputs(setup.model, setup.loader, modes, device=setup.device, amp=args.amp,
+                                  channels_last=args.channels_last, num_classes=len(setup.class_counts))
+        assert analysis.compute is not None
+        result = analysis.compute(outputs, setup, args)
+        num_samples = int(outputs.targets.numel())
     rows = analysis.table(result)
-    payload = dict(analysis=name, **portable_paths(dict(setup.context)), num_samples=int(outputs.targets.numel()),
+    payload = dict(analysis=name, **portable_paths(dict(setup.context, **extra)), num_samples=num_samples,
                    class_counts=setup.class_counts, class_counts_source=setup.class_counts_source,
                    shot_split=setup.shot_split.describe(), forward_modes=modes, result=result)
     print(f"{name}: {setup.title}, {payload['num_samples']} images; {setup.shot_split.describe()}")
@@ -169,7 +228,11 @@ def run_analysis(name: str, args: argparse.Namespace) -> Dict[str, Any]:
 def add_analysis_args(parser: argparse.ArgumentParser, name: str) -> None:
     """The flags of one subcommand besides the model/data ones."""
     analysis = ANALYSES[name]
-    if analysis.per_mode:
+    if analysis.many_models:
+        parser.add_argument("--checkpoints", nargs="+", default=None, metavar="CKPT",
+                            help="the models (train.py checkpoints, or .safetensors files with --model)")
+        parser.add_argument("--forward-mode", default="ensemble", help="the one forward mode to compare")
+    elif analysis.per_mode:
         parser.add_argument("--forward-mode", default="all",
                             help="ensemble | expert:<i> | routed | all (comma-separated for several)")
     if name in ("hardest-negative", "calibration"):

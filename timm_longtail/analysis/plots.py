@@ -4,8 +4,8 @@ from __future__ import annotations
 import io
 from typing import Any, Dict, Mapping, Sequence
 
-__all__ = ["plot_hardest_negative", "plot_calibration", "plot_expert_usage", "plot_disagreement",
-           "plot_test_agnostic"]
+__all__ = ["plot_bias_variance", "plot_hardest_negative", "plot_calibration", "plot_expert_usage",
+           "plot_disagreement", "plot_test_agnostic"]
 
 _SPLITS = ("many", "medium", "few")
 
@@ -123,4 +123,26 @@ def plot_test_agnostic(by_mode: Mapping[str, Dict[str, Any]], title: str) -> byt
     axis.set_xlabel("test distribution (SADE's protocol)")
     axis.legend(fontsize=7, frameon=False)
     axis.set_title(title, fontsize=10)
+    return _png(figure)
+
+
+def plot_bias_variance(result: Mapping[str, Any], title: str) -> bytes:
+    """Bias and variance per split (bars) and per class against the training-count order (lines)."""
+    plt = _pyplot()
+    figure, (split_axis, class_axis) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    splits = [s for s in ("all",) + _SPLITS if result["splits"][s]["n"]]
+    positions = range(len(splits))
+    for offset, key in ((-0.2, "bias"), (0.2, "variance")):
+        split_axis.bar([p + offset for p in positions], [result["splits"][s][key] for s in splits], width=0.4,
+                       label=key)
+    split_axis.set_xticks(list(positions))
+    split_axis.set_xticklabels(splits)
+    split_axis.set_ylabel("0-1 loss decomposition")
+    split_axis.legend(fontsize=8, frameon=False)
+    order = result.get("class_order") or list(range(len(result["per_class"])))
+    for key in ("bias", "variance"):
+        class_axis.plot(range(len(order)), [result["per_class"][c][key] for c in order], ".-", label=key)
+    class_axis.set_xlabel("classes sorted by training images (head left)")
+    class_axis.legend(fontsize=8, frameon=False)
+    figure.suptitle(f"{title} ({result['num_models']} models)", fontsize=10)
     return _png(figure)

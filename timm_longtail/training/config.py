@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--img-size", type=int, default=None,
                        help="train/eval resolution (default: the images' own size for the CIFAR-style "
                             "recipes, 224 for the ImageNet-style ones)")
+    group.add_argument("--longtail-seed", type=int, default=0,
+                       help="seed of the long-tailed draw of the training set (cifar10_lt, cifar100_lt, folder), "
+                            "apart from --seed; 0 is the standard set. Other values resample it (RIDE's "
+                            "bias/variance study: analyze.py bias-variance)")
     group.add_argument("--device-augment", action="store_true", default=False,
                        help="small-image sets: hold the uint8 images on the training device and run the "
                             "crop/flip(/rotation) recipe there as batched tensor ops, without loader "

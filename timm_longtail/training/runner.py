@@ -39,6 +39,7 @@ __all__ = ["run", "SMALL_IMAGE_DATASETS"]
 _logger = logging.getLogger("train")
 
 SMALL_IMAGE_DATASETS = ("cifar10_lt", "cifar100_lt", "tiny_imagenet_lt", "demo")
+_SEEDED_LONGTAIL = ("cifar10_lt", "cifar100_lt", "folder")  # datasets whose long-tailed subset is a seeded draw
 
 
 def default_train_recipe(spec: MethodSpec, dataset: str) -> str:
@@ -120,8 +121,13 @@ def _build_data(args: argparse.Namespace, spec: MethodSpec) -> Data:
 
     name = canonical_dataset_name(args.dataset)
     recipe = args.train_transform or default_train_recipe(spec, name)
-    full = build_dataset(name, args.data_dir, args.train_split, imbalance_factor=args.imbalance_factor)
-    test = build_dataset(name, args.data_dir, args.test_split, imbalance_factor=args.imbalance_factor)
+    if args.longtail_seed != 0 and name not in _SEEDED_LONGTAIL:
+        raise UserInputError(f"--longtail-seed resamples the long-tailed draw of {', '.join(_SEEDED_LONGTAIL)}; "
+                             f"{name}'s training set is fixed")
+    full = build_dataset(name, args.data_dir, args.train_split, imbalance_factor=args.imbalance_factor,
+                         seed=args.longtail_seed)
+    test = build_dataset(name, args.data_dir, args.test_split, imbalance_factor=args.imbalance_factor,
+                         seed=args.longtail_seed)
     full_counts = class_count_list(full.class_counts)
     if test.num_classes != full.num_classes:
         raise UserInputError(f"--test-split {args.test_split} has {test.num_classes} classes, the training "

@@ -289,8 +289,8 @@ def _stage_record(manifest: Manifest, entry: Entry, stage: Stage, folder: Path) 
 
 
 # Recipe keys that change what a stage learns: a resume must not mix two recipes.
-_RECIPE_KEYS = ("model", "method", "stage", "dataset", "imbalance_factor", "train_transform", "num_experts",
-                "model_kwargs", "num_copies", "loss_kwargs", "drw_epoch", "epochs", "max_steps_per_epoch",
+_RECIPE_KEYS = ("model", "method", "stage", "dataset", "imbalance_factor", "longtail_seed", "train_transform",
+                "num_experts", "model_kwargs", "num_copies", "loss_kwargs", "drw_epoch", "epochs", "max_steps_per_epoch",
                 "batch_size", "opt", "lr",
                 "momentum", "weight_decay", "sched", "decay_milestones", "decay_rate", "warmup_epochs",
                 "warmup_lr", "min_lr", "seed", "amp", "amp_dtype", "max_train_samples", "val_split_fraction",

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Run Cao et al.'s own LDAM-DRW code (github kaidic/LDAM-DRW, ``cifar_train.py``) on this CPU and on
+the shared CIFAR-10 parquet, to tell our training apart from theirs on the same data (issue 13, 0b).
+
+Measurement tooling, not part of the package; it imports the reference code from a local copy of
+the repository and changes none of its lines:
+
+    git -C <mirror> archive HEAD | tar -x -C /tmp/ldam-ref         # the reference code, unmodified
+    cd <run folder> && REF_SRC=/tmp/ldam-ref REF_CL=1 python scripts/reference_ldam_drw.py run \\
+        --imb_type exp --imb_factor 0.01 --loss_type LDAM --train_rule DRW --seed 0 -j 2 > ref.log
+    python scripts/reference_ldam_drw.py summarize ref.log --out results/ldam_drw_reference_code.json
+
+What ``run`` patches around the code: CUDA calls are no-ops on a CPU build of torch;
+torchvision's ``CIFAR10`` reads the shared parquet (the same 50,000 / 10,000 rows in the original
+order, so the reference's own ``IMBALANCECIFAR10`` picks its long-tailed subset itself);
+tensorboardX and sklearn's confusion matrix (logging only) are stand-ins; ``REF_CL=1`` runs the
+model channels-last (the same arithmetic, faster on this CPU); the test pass every epoch runs only
+every ``EVAL_EVERY`` epochs and over the last 10 (the test loader is unshuffled and touches no
+training state; skipping it only changes which global-RNG draws seed the training loader's workers).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+
+def _run(argv: list[str]) -> None:
+    import timm_longtail  # noqa: F401  torchvision CPU shim
+    import torch
+    import torch.nn as nn
+    import torchvision
+
+    from timm_longtail.data.sources import _decode_rows, _find_columns, _labels, _load_parquet_split
+
+    src = os.environ.get("REF_SRC", "/work/ref-ldam/src")
+    data = os.environ.get("REF_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
+    eval_every = int(os.environ.get("EVAL_EVERY", "20"))
+
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    nn.Module.cuda = lambda self, *a, **k: self
+    torch.cuda.FloatTensor = torch.FloatTensor
+    torch.cuda.set_device = lambda *a, **k: None
+
+    tbx = types.ModuleType("tensorboardX")
+
+    class _Writer:
+        def __init__(self, *a, **k):
+            pass
+
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+    tbx.SummaryWriter = _Writer
+    sys.modules["tensorboardX"] = tbx
+    skm = types.ModuleType("sklearn.metrics")
+    skmc = types.ModuleType("sklearn.utils.multiclass")
+
+    def confusion_matrix(y_true, y_pred):
+        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        n = int(max(y_true.max(), y_pred.max())) + 1
+        return np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
+    skm.confusion_matrix = confusion_matrix
+    skmc.unique_labels = lambda *ys: np.unique(np.concatenate([np.asarray(y) for y in ys]))
+    sys.modules.update({"sklearn": types.ModuleType("sklearn"), "sklearn.metrics": skm,
+                        "sklearn.utils": types.ModuleType("sklearn.utils"), "sklearn.utils.multiclass": skmc})
+
+    cache: dict = {}
+
+    def cifar_init(self, root, train=True, transform=None, target_transform=None, download=False):
+        split = "train" if train else "test"
+        if split not in cache:
+            ds = _load_parquet_split(data, [split], None, split, "CIFAR-10")
+            image_column, label_column = _find_columns(ds, "label")
+            cache[split] = (_decode_rows(ds, image_column, np.arange(len(ds)), split), _labels(ds, label_column).tolist())
+        self.root, self.train, self.transform, self.target_transform = root, train, transform, target_transform
+        self.data, self.targets = cache[split][0].copy(), list(cache[split][1])
+        self.classes = [str(i) for i in range(10)]
+    torchvision.datasets.CIFAR10.__init__ = cifar_init
+
+    sys.path.insert(0, src)
+    import models as ref_models
+    if os.environ.get("REF_CL") == "1":
+        plain = ref_models.resnet32
+
+        def resnet32_channels_last(*a, **k):
+            model = plain(*a, **k).to(memory_format=torch.channels_last)
+            model.register_forward_pre_hook(lambda mod, args: (args[0].contiguous(memory_format=torch.channels_last),))
+            return model
+        ref_models.resnet32 = resnet32_channels_last
+    import cifar_train
+
+    validate = cifar_train.validate
+
+    def sparse_validate(val_loader, model, criterion, epoch, args, *a, **k):
+        if (epoch + 1) % eval_every == 0 or epoch >= args.epochs - 10:
+            return validate(val_loader, model, criterion, epoch, args, *a, **k)
+        return torch.tensor(0.0)
+    cifar_train.validate = sparse_validate
+    train = cifar_train.train
+
+    def timed_train(train_loader, model, criterion, optimizer, epoch, args, *a, **k):
+        start = time.time()
+        out = train(train_loader, model, criterion, optimizer, epoch, args, *a, **k)
+        seconds = time.time() - start
+        print(f"EPOCH {epoch} lr {optimizer.param_groups[0]['lr']:.6g} time {seconds:.1f}s "
+              f"{len(train_loader.dataset) / seconds:.1f} img/s", flush=True)
+        return out
+    cifar_train.train = timed_train
+    sys.argv = [sys.argv[0], *argv]
+    cifar_train.main()
+
+
+_EPOCH = re.compile(r"^EPOCH (\d+) lr (\S+) time (\S+)s (\S+) img/s")
+_RESULT = re.compile(r"^val Results: Prec@1 (\S+) Prec@5 (\S+)")
+_CLASSES = re.compile(r"^val Class Accuracy: \[(.*)\]")
+
+
+def _summarize(log: Path, out: Path) -> dict:
+    epochs, evaluations, epoch = [], [], None
+    for line in log.read_text().splitlines():
+        if m := _EPOCH.match(line):
+            epoch = int(m.group(1))
+            epochs.append(dict(epoch=epoch, lr=float(m.group(2)), seconds=float(m.group(3)), images_per_sec=float(m.group(4))))
+        elif m := _RESULT.match(line):
+            evaluations.append(dict(epoch=epoch, top1=float(m.group(1)), top5=float(m.group(2))))
+        elif (m := _CLASSES.match(line)) and evaluations:
+            evaluations[-1]["per_class_accuracy"] = [round(100 * float(v), 1) for v in m.group(1).split(",")]
+    if not evaluations:
+        raise SystemExit(f"error: {log} has no test evaluation")
+    last, best = evaluations[-1], max(evaluations, key=lambda e: e["top1"])
+    summary = dict(
+        what="kaidic/LDAM-DRW cifar_train.py (LDAM, DRW, CIFAR-10, IF 100) on ../shared/data/cifar10, this CPU",
+        epochs_run=len(epochs), last_epoch=last, best_evaluated=dict(epoch=best["epoch"], top1=best["top1"]),
+        evaluated_epochs=[e["epoch"] for e in evaluations],
+        train_time_s=round(sum(e["seconds"] for e in epochs), 1),
+        median_images_per_sec=float(np.median([e["images_per_sec"] for e in epochs])),
+        evaluations=evaluations)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the reference cifar_train.py; its flags follow", add_help=False)
+    summarize = commands.add_parser("summarize", help="the test figures of a run's log, as JSON")
+    summarize.add_argument("log", type=Path)
+    summarize.add_argument("--out", type=Path, required=True)
+    args, rest = parser.parse_known_args()
+    if args.command == "run":
+        _run(rest)
+    else:
+        if rest:
+            parser.error(f"unknown arguments {rest}")
+        summary = _summarize(args.log, args.out)
+        print(json.dumps({k: summary[k] for k in ("epochs_run", "last_epoch", "best_evaluated", "train_time_s")}))
+
+
+if __name__ == "__main__":
+    main()
