@@ -700,3 +700,45 @@ def test_export_of_a_demo_checkpoint_is_one_error_line(tmp_path, capsys):
     card = (tmp_path / "out" / "README.md").read_text()
     assert "`ride-demo` is not one of the pretrained tags registered" in card
     assert json.loads((tmp_path / "out" / "config.json").read_text())["timm_longtail"]["tag"] == "demo"
+
+
+def test_card_figures_measured_on_the_test_split_and_shown_in_the_card(tmp_path, capsys):
+    """`hub figures`: hardest negatives and calibration of the folder's own weights, in the card."""
+    from timm_longtail.data import build_dataset
+    from timm_longtail.hub.export import rewrite_card
+
+    torch.manual_seed(0)
+    model = timm.create_model("ride_resnet32_2e", num_classes=10)
+    with torch.no_grad():
+        model.router.out.bias.fill_(0.5)
+    model.mark_router_trained()
+    counts = build_dataset("demo").class_counts
+    checkpoint = tmp_path / "last.pth"
+    save_checkpoint(checkpoint, model, model_name="ride_resnet32_2e", class_counts=counts, class_names=CIFAR10_NAMES,
+                    extra=dict(dataset=dict(name="demo", seed=0), epoch=1,
+                               recipe=dict(method="ride", stage="router", epochs=1, seed=0)))
+    results = tmp_path / "final.json"
+    results.write_text(json.dumps(dict(recipe=dict(method="ride", stage="router", epochs=1, seed=0),
+                                       modes={"ensemble": {"top1": 20.0}, "routed": {"top1": 19.0}})))
+    folder = export_checkpoint(checkpoint, results, tmp_path / "export", tag="demo_check", repo_id="me/demo").folder
+    shutil.copyfile(results, folder / "results.json")
+    assert "Hardest negatives and calibration" not in (folder / "README.md").read_text()
+    assert hub_main(["figures", str(folder), "--workers", "0"]) == 0
+    assert "analysis" in capsys.readouterr().out
+    card = (folder / "README.md").read_text()
+    section = card.split("### Hardest negatives and calibration")[1].split("## How to use")[0]
+    assert "test split (1,000 images)" in section
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert [r.split(" | ")[:2] for r in rows] == [[f"| `{m}`", s] for m in ("ensemble", "routed")
+                                                  for s in ("all", "many", "medium", "few")]
+    assert "![hardest negatives per split](analysis/hardest_negative.png)" in section
+    for name in ("hardest_negative.png", "calibration.png"):
+        assert (folder / "analysis" / name).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((folder / "analysis" / "analysis.json").read_text())
+    assert summary["modes"] == ["ensemble", "routed"] and summary["num_samples"] == 1000
+    assert f"{100 * summary['calibration']['routed']['splits']['all']['ece']:.1f}" in rows[4]
+    rewrite_card(folder)  # rendered again from the folder alone: the section stays
+    assert (folder / "README.md").read_text() == card
+    shutil.copyfile(checkpoint, folder / "model.safetensors")
+    assert hub_main(["figures", str(folder), "--workers", "0"]) == 2
+    assert "does not match the SHA-256" in capsys.readouterr().err

@@ -1,8 +1,9 @@
-"""Command line: ``python -m timm_longtail.hub {export,card,push} ...`` (``--help`` on each)."""
+"""Command line: ``python -m timm_longtail.hub {export,card,figures,push} ...`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from ..errors import UserInputError
@@ -11,6 +12,7 @@ EPILOG = """examples:
   python -m timm_longtail.hub export --checkpoint runs/ride-c100/best.pth --results runs/ride-c100/results.json \\
       --out exports/ride_resnet32_3e.cifar100_lt_if100 --record
   python -m timm_longtail.hub card hub_cards/ride_resnet32_3e.cifar10_lt_if100   (card code changed; no runs needed)
+  python -m timm_longtail.hub figures hub_cards/ride_resnet32_3e.cifar10_lt_if100 --data-dir ../shared/data/cifar10
   HF_TOKEN=... python -m timm_longtail.hub push exports/ride_resnet32_3e.cifar100_lt_if100 \\
       --repo-id timm-longtail/ride_resnet32_3e.cifar100_lt_if100
 """
@@ -43,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("folders", nargs="+", help="exported or hub_cards/<model>.<tag>/ folders")
     card.add_argument("--cards-dir", default=None, help="hub_cards/ folder (default: the source checkout's)")
 
+    figures = commands.add_parser("figures", help="measure the card's hardest-negative and calibration figures "
+                                                  "on the test split (into <folder>/analysis/) and render the card")
+    figures.add_argument("folder", help="an exported or hub_cards/<model>.<tag>/ folder with its weights")
+    figures.add_argument("--data-dir", default=None, help="the dataset's folder (not needed for the demo set)")
+    figures.add_argument("--device", default="cpu")
+    figures.add_argument("--batch-size", type=int, default=256)
+    figures.add_argument("--workers", type=int, default=2)
+    figures.add_argument("--cards-dir", default=None, help="hub_cards/ folder (default: the source checkout's)")
+
     push = commands.add_parser("push", help="upload an export folder to the Hub as one commit")
     push.add_argument("folder", help="folder written by `export`")
     push.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub (created if missing)")
@@ -72,6 +83,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             for folder in args.folders:
                 print(f"wrote {rewrite_card(folder, args.cards_dir)}")
+        elif args.command == "figures":
+            from .export import write_folder_figures
+
+            card = write_folder_figures(args.folder, args.data_dir, device=args.device, batch_size=args.batch_size,
+                                        workers=args.workers, cards_dir=args.cards_dir)
+            print(f"wrote {Path(args.folder) / 'analysis'} and {card}")
         else:
             from .push import push_folder
 

@@ -337,8 +337,10 @@ def build_card_context(
         weights_sha256: str,
         registered_name: Optional[str],
         reference: Mapping[str, Any],
+        analysis: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Everything the template shows, gathered from the model, its checkpoint and its results."""
+    """Everything the template shows, gathered from the model, its checkpoint and its results
+    (and the folder's card figures, :func:`~timm_longtail.analysis.card_figures.load_card_figures`)."""
     model_name = checkpoint["model_name"]
     method_key, arch = parse_model_name(model_name)
     method = reference["methods"][method_key]
@@ -417,6 +419,7 @@ def build_card_context(
                                  dataset["name"], compared=compared, compared_label=compared_label),
         results=result_rows, any_flops=any(r.flops_per_image is not None for r in results.modes),
         paper_rows=paper_view, license_name={"apache-2.0": "Apache-2.0"}.get(license_id, license_id),
+        analysis=analysis,
     )
 
 

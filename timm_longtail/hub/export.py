@@ -20,6 +20,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 
 from .._paths import portable_paths
+from ..analysis.card_figures import load_card_figures, write_card_figures
 from ..checkpoint import atomic_write
 from ..errors import UserInputError
 from ..models._cfgs import HF_ORG, hub_repo_id
@@ -27,7 +28,7 @@ from ..models._weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_fil
 from .card import CARDS_DIR, build_card_context, load_reference, render_card
 from .results import load_results
 
-__all__ = ["ExportResult", "export_checkpoint", "record_card", "rewrite_card", "table_entry"]
+__all__ = ["ExportResult", "export_checkpoint", "record_card", "rewrite_card", "table_entry", "write_folder_figures"]
 
 PathLike = Union[str, os.PathLike]
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -359,7 +360,7 @@ def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path
     context = build_card_context(
         model=model, checkpoint=checkpoint, results=load_results(results_path), tag=tag, repo_id=repo_id,
         weights_sha256=sha, registered_name=f"{model_name}.{tag}" if registered is not None else None,
-        reference=load_reference(cards_dir))
+        reference=load_reference(cards_dir), analysis=load_card_figures(folder))
     text = render_card(context, cards_dir)
 
     def write(tmp: str) -> None:
@@ -367,3 +368,47 @@ def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path
         apply_umask_file(Path(tmp))
 
     return atomic_write(folder / "README.md", write)
+
+
+def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, *, device: str = "cpu",
+                         batch_size: int = 256, workers: int = 2, cards_dir: Optional[PathLike] = None) -> Path:
+    """Measure the card's analyses (hardest negatives, calibration) for an exported or published
+    folder on its dataset's test split, write ``<folder>/analysis/`` and render the card again.
+
+    The model comes from the folder (``config.json`` + ``model.safetensors``, SHA-256 checked);
+    the dataset from ``config.json``'s record, its images from ``data_dir`` (none for the demo set).
+    """
+    import timm
+
+    from ..checkpoint import load_weights_file
+    from ..data import ShotSplit, build_dataset, create_eval_transform, create_loader
+
+    folder = Path(folder)
+    config_path, weights = folder / "config.json", folder / WEIGHTS_FILENAME
+    if not config_path.is_file() or not weights.is_file():
+        raise UserInputError(f"{folder} needs config.json and {WEIGHTS_FILENAME} to measure the card's figures")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    section = config.get("timm_longtail") or {}
+    if sha256_of_file(weights) != section.get(CONFIG_SHA256_KEY):
+        raise UserInputError(f"{weights} does not match the SHA-256 in {config_path}")
+    model = timm.create_model(config["architecture"], **dict(config.get("model_args") or {}))
+    load_weights_file(model, weights)
+    if section.get("router_trained") and hasattr(model, "mark_router_trained"):
+        model.mark_router_trained()
+    model.to(device).eval()
+    recorded = section.get("dataset") or {}
+    name = recorded.get("name")
+    if not name:
+        raise UserInputError(f"{config_path} records no dataset: cannot tell which test split to measure on")
+    if name != "demo" and data_dir is None:
+        raise UserInputError(f"pass --data-dir: the folder of {name} (config.json keeps only its name)")
+    dataset = build_dataset(name, data_dir, "test", imbalance_factor=recorded.get("imbalance_factor"),
+                            seed=int(recorded.get("seed") or 0))
+    dataset.transform = create_eval_transform(model)
+    rule = section.get("shot_split")
+    shot_split = ShotSplit(rule["many_threshold"], rule["few_threshold"], rule["inclusive"]) \
+        if isinstance(rule, dict) else ShotSplit.from_rule(rule or "standard")
+    loader = create_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    write_card_figures(model, loader, config["class_counts"], shot_split, folder, title=section.get("repo_name") or
+                       folder.name, split="test", device=device)
+    return rewrite_card(folder, cards_dir)
