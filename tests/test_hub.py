@@ -715,7 +715,7 @@ def test_card_figures_measured_on_the_test_split_and_shown_in_the_card(tmp_path,
     counts = build_dataset("demo").class_counts
     checkpoint = tmp_path / "last.pth"
     save_checkpoint(checkpoint, model, model_name="ride_resnet32_2e", class_counts=counts, class_names=CIFAR10_NAMES,
-                    extra=dict(dataset=dict(name="demo", seed=0), epoch=1,
+                    extra=dict(dataset=dict(name="demo", seed=0, imbalance_factor=100.0), epoch=1,
                                recipe=dict(method="ride", stage="router", epochs=1, seed=0)))
     results = tmp_path / "final.json"
     results.write_text(json.dumps(dict(recipe=dict(method="ride", stage="router", epochs=1, seed=0),

@@ -77,7 +77,12 @@ def test_build_publishes_weights_card_results_and_table(built):
     tmp, _, runs, pub, out = built
     folder = pub / "hub_cards" / ENTRY
     assert {p.name for p in folder.iterdir()} == {"README.md", "config.json", "model.safetensors", "results.json",
-                                                  "weights.json"}
+                                                  "weights.json", "analysis"}
+    # the card's analyses, measured on the test split with the published weights, and shown in the card
+    assert {p.name for p in (folder / "analysis").iterdir()} == {"analysis.json", "hardest_negative.png",
+                                                                 "calibration.png"}
+    assert json.loads((folder / "analysis" / "analysis.json").read_text())["modes"] == ["ensemble", "routed"]
+    assert "### Hardest negatives and calibration" in (folder / "README.md").read_text()
     table = json.loads((pub / "timm_longtail" / "models" / "published_weights.json").read_text())
     weights = json.loads((folder / "weights.json").read_text())
     from timm_longtail.models._weights import sha256_of_file
@@ -88,7 +93,7 @@ def test_build_publishes_weights_card_results_and_table(built):
     assert [s["stage"] for s in results["zoo"]["stages"]] == ["experts", "router"]
     assert results["zoo"]["stages"][0]["epochs"] == 3 and results["zoo"]["stages"][1]["epochs"] == 1
     # no machine paths in what gets published
-    for name in ("results.json", "README.md", "weights.json", "config.json"):
+    for name in ("results.json", "README.md", "weights.json", "config.json", "analysis/analysis.json"):
         text = (folder / name).read_text()
         assert str(tmp) not in text and str(REPO_ROOT) not in text and not _ABSOLUTE.search(text), name
     assert weights["commits"] and all(len(c) == 40 for c in weights["commits"])

@@ -402,8 +402,8 @@ def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, 
         raise UserInputError(f"{config_path} records no dataset: cannot tell which test split to measure on")
     if name != "demo" and data_dir is None:
         raise UserInputError(f"pass --data-dir: the folder of {name} (config.json keeps only its name)")
-    dataset = build_dataset(name, data_dir, "test", imbalance_factor=recorded.get("imbalance_factor"),
-                            seed=int(recorded.get("seed") or 0))
+    dataset = build_dataset(name, data_dir, "test", seed=int(recorded.get("seed") or 0),
+                            imbalance_factor=None if name == "demo" else recorded.get("imbalance_factor"))
     dataset.transform = create_eval_transform(model)
     rule = section.get("shot_split")
     shot_split = ShotSplit(rule["many_threshold"], rule["few_threshold"], rule["inclusive"]) \

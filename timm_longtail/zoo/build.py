@@ -544,7 +544,7 @@ def _publish(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
 
 
 def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
-    from ..hub.export import export_checkpoint, rewrite_card
+    from ..hub.export import export_checkpoint, rewrite_card, write_folder_figures
 
     final_dir = stage_dir(settings.runs_dir, entry, entry.final_stage)
     final = _read_json(final_dir / "final.json")
@@ -582,8 +582,13 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
             committed=size <= MAX_COMMITTED_WEIGHTS, commits=list(dict.fromkeys(commits)) or [commit],
             from_dirty_tree=any(stage["from_dirty_tree"] for stage in results["zoo"]["stages"])))
         _write_json(tmp / "results.json", results)
-        # the card from the published folder itself, as `publish` renders it again once the runs are gone
-        rewrite_card(tmp, cards_dir=REPO_ROOT / "hub_cards")
+        # the card from the published folder itself, as `publish` renders it again once the runs are gone;
+        # with the weights at hand, first the card's analyses (hardest negatives, calibration) on the test split
+        if size <= MAX_COMMITTED_WEIGHTS:
+            write_folder_figures(tmp, manifest.data_dir(entry), device=settings.device, workers=0,
+                                 cards_dir=REPO_ROOT / "hub_cards")
+        else:
+            rewrite_card(tmp, cards_dir=REPO_ROOT / "hub_cards")
         _check_no_machine_paths(tmp)
         # the table first: a folder in place without its table entry would read as published
         record_published(entry.name, sha256=exported.sha256, size=size, commit=commit,
