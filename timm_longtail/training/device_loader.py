@@ -17,25 +17,9 @@ import torch
 from torch.utils.data import Sampler
 
 from ..data.batch_augment import BatchAugment
-from .seeding import draw_seed
+from .seeding import EpochSeededSampler, draw_seed
 
 __all__ = ["DeviceBatchLoader"]
-
-
-class _EpochSampler:
-    """What the runner sees as ``loader.sampler``: ``set_epoch`` forwarded to the index sampler."""
-
-    def __init__(self, sampler: Sampler):
-        self.sampler = sampler
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
 
 
 class DeviceBatchLoader:
@@ -52,7 +36,7 @@ class DeviceBatchLoader:
         rows = np.asarray(rows, dtype=np.int64)
         self.images = torch.from_numpy(np.ascontiguousarray(images[rows])).to(device)
         self.targets = torch.as_tensor(np.asarray(targets, dtype=np.int64)[rows], device=device)
-        self.sampler = _EpochSampler(sampler)
+        self.sampler = EpochSeededSampler(sampler, seed=seed, rank=rank)  # set_epoch, as the runner calls it
         self.batch_size = int(batch_size)
         self.augment = augment
         self.device = device
