@@ -138,7 +138,7 @@ _RESULT = re.compile(r"^val Results: Prec@1 (\S+) Prec@5 (\S+)")
 _CLASSES = re.compile(r"^val Class Accuracy: \[(.*)\]")
 
 
-def _summarize(log: Path, out: Path) -> dict:
+def _summarize(log: Path, out: Path, run: dict) -> dict:
     epochs, evaluations, epoch = [], [], None
     for line in log.read_text().splitlines():
         if m := _EPOCH.match(line):
@@ -153,6 +153,7 @@ def _summarize(log: Path, out: Path) -> dict:
     last, best = evaluations[-1], max(evaluations, key=lambda e: e["top1"])
     summary = dict(
         what="kaidic/LDAM-DRW cifar_train.py (LDAM, DRW, CIFAR-10, IF 100) on ../shared/data/cifar10, this CPU",
+        run=run,
         epochs_run=len(epochs), last_epoch=last, best_evaluated=dict(epoch=best["epoch"], top1=best["top1"]),
         evaluated_epochs=[e["epoch"] for e in evaluations],
         train_time_s=round(sum(e["seconds"] for e in epochs), 1),
@@ -172,13 +173,18 @@ def main() -> None:
     summarize = commands.add_parser("summarize", help="the test figures of a run's log, as JSON")
     summarize.add_argument("log", type=Path)
     summarize.add_argument("--out", type=Path, required=True)
+    summarize.add_argument("--reference-commit", default=None, help="the reference repository's commit that ran")
+    summarize.add_argument("--command", default=None, help="how the run was started (recorded as given)")
+    summarize.add_argument("--changed", default=None, help="lines changed in the measurement copy, if any")
     args, rest = parser.parse_known_args()
     if args.command == "run":
         _run(rest)
     else:
         if rest:
             parser.error(f"unknown arguments {rest}")
-        summary = _summarize(args.log, args.out)
+        run = {k: v for k, v in dict(reference_commit=args.reference_commit, command=args.command,
+                                     changed=args.changed).items() if v}
+        summary = _summarize(args.log, args.out, run)
         print(json.dumps({k: summary[k] for k in ("epochs_run", "last_epoch", "best_evaluated", "train_time_s")}))
 
 
