@@ -219,8 +219,9 @@ def run_analysis(name: str, args: argparse.Namespace) -> Dict[str, Any]:
                  (results.with_suffix(".csv"), _csv_bytes(rows))]
         if not args.no_plot:
             files.append((results.with_suffix(".png"), analysis.plot(result, f"{name}: {setup.title}")))
-        for path, data in files:
+        for path, data in files:  # all written before anything more is printed
             atomic_write_bytes(path, data)
+        for path, _ in files:
             print(f"wrote {path}")
     return payload
 
