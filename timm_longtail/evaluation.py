@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ._paths import portable_paths
-from .data.longtail import ShotSplit
+from .data.longtail import ShotSplit, classes_by_count
 from .errors import UserInputError
 
 __all__ = [
@@ -330,7 +330,7 @@ def plot_per_class_accuracy(rows: Sequence[Mapping[str, Any]], class_counts: Seq
     import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
-    order = sorted(range(len(class_counts)), key=lambda c: (-int(class_counts[c]), c))
+    order = classes_by_count(class_counts)
     positions = list(range(len(order)))
     figure, accuracy_axis = plt.subplots(figsize=(10, 5), dpi=110)
     count_axis = accuracy_axis.twinx()

@@ -18,7 +18,7 @@ from torch import nn
 
 from .errors import UserInputError
 
-__all__ = ["EvalSetup", "add_model_data_args", "prepare_evaluation"]
+__all__ = ["EvalSetup", "add_model_data_args", "dataset_from_record", "prepare_evaluation"]
 
 
 def add_model_data_args(parser: argparse.ArgumentParser) -> None:
@@ -108,18 +108,20 @@ def _create_model(args: argparse.Namespace, num_classes: Optional[int]):
     return model, checkpoint
 
 
-def _dataset_args(args: argparse.Namespace, checkpoint: Dict[str, Any]) -> Tuple[str, Optional[str], Optional[float]]:
-    """Dataset name, folder and imbalance factor: the flags, else what the checkpoint recorded."""
-    recorded = checkpoint.get("dataset") if isinstance(checkpoint.get("dataset"), dict) else {}
-    name = args.dataset or recorded.get("name")
+def dataset_from_record(recorded: Any, name: Optional[str] = None, data_dir: Optional[str] = None,
+                        imbalance_factor: Optional[float] = None) -> Tuple[str, Optional[str], Optional[float]]:
+    """Dataset name, folder and imbalance factor: those given, else what a checkpoint or an exported
+    config recorded (``recorded``: its ``dataset`` dict). The recorded folder and imbalance factor
+    apply only to the recorded dataset; the demo set takes no imbalance factor."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    name = name or recorded.get("name")
     if not name:
         raise UserInputError("pass --dataset (the checkpoint does not record one)")
-    same_dataset = not args.dataset or args.dataset == recorded.get("name")
-    data_dir = args.data_dir or (recorded.get("root") if same_dataset else None)
-    imbalance = args.imbalance_factor
-    if imbalance is None and same_dataset and recorded.get("name") not in (None, "demo"):
-        imbalance = recorded.get("imbalance_factor")
-    return name, data_dir, imbalance
+    same_dataset = name == recorded.get("name")
+    data_dir = data_dir or (recorded.get("root") if same_dataset else None)
+    if imbalance_factor is None and same_dataset and recorded.get("name") not in (None, "demo"):
+        imbalance_factor = recorded.get("imbalance_factor")
+    return name, data_dir, imbalance_factor
 
 
 def _limit(dataset, num_samples: Optional[int]):
@@ -157,7 +159,8 @@ def prepare_evaluation(args: argparse.Namespace) -> EvalSetup:
     torch.manual_seed(args.seed)  # a model evaluated without weights (smoke runs) gets the same init every time
     model, checkpoint = _create_model(args, dataset.num_classes if dataset is not None else None)
     if dataset is None:
-        name, data_dir, imbalance = _dataset_args(args, checkpoint)
+        name, data_dir, imbalance = dataset_from_record(checkpoint.get("dataset"), args.dataset, args.data_dir,
+                                                        args.imbalance_factor)
         dataset = build_dataset(name, data_dir, args.split, imbalance_factor=imbalance, seed=args.seed,
                                 split_dir=args.split_dir)
     model_classes = int(getattr(model, "num_classes", 0))

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import torch
 
-from ..data import longtail_class_counts, subsample_per_class
+from ..data import classes_by_count, longtail_class_counts, subsample_per_class
 from ..errors import UserInputError
 
 __all__ = ["TEST_DISTRIBUTIONS", "agnostic_class_counts", "agnostic_accuracy"]
@@ -29,7 +29,7 @@ TEST_DISTRIBUTIONS = (
 def agnostic_class_counts(per_class: int, class_counts: Sequence[int], ratio: float, backward: bool) -> List[int]:
     """Test images per class (class order) for one test distribution; the ranking is by training
     count, most first (ties by class id), which is the class order itself on CIFAR-LT."""
-    ranked = sorted(range(len(class_counts)), key=lambda c: (-int(class_counts[c]), c))
+    ranked = classes_by_count(class_counts)
     by_rank = longtail_class_counts(per_class, len(class_counts), ratio)
     if backward:
         by_rank = by_rank[::-1]

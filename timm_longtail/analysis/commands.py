@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from .._paths import portable_paths
+from ..data import classes_by_count
 from ..errors import UserInputError
 from ..evaluation import atomic_write_bytes, resolve_forward_modes
 from ..evaluation_setup import EvalSetup, prepare_evaluation
@@ -156,16 +157,21 @@ def _bias_variance(args: argparse.Namespace) -> tuple[Dict[str, Any], EvalSetup,
                            seed=(setup.checkpoint.get("recipe") or {}).get("seed")))
     assert first is not None and targets is not None
     result = bias_variance(torch.stack(predictions), targets, first.class_counts, first.shot_split)
-    result["class_order"] = sorted(range(len(first.class_counts)), key=lambda c: (-first.class_counts[c], c))
-    return result, first, resolve_forward_modes(first.model, args.forward_mode), dict(models=models)
+    result["class_order"] = classes_by_count(first.class_counts)
+    return result, first, modes, dict(models=models)
 
 
-def _csv_bytes(rows: List[Dict[str, Any]]) -> bytes:
+def _columns(rows: List[Dict[str, Any]]) -> List[str]:
+    """Every key of the rows, in first-seen order (rows of one table may differ in keys)."""
     columns: List[str] = []
     for row in rows:
         columns.extend(k for k in row if k not in columns)
+    return columns
+
+
+def _csv_bytes(rows: List[Dict[str, Any]]) -> bytes:
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=_columns(rows), lineterminator="\n")
     writer.writeheader()
     writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
     return text.getvalue().encode("utf-8")
@@ -175,9 +181,7 @@ def format_rows(rows: List[Dict[str, Any]], limit: int = 40) -> str:
     """A plain text table of the first ``limit`` rows (floats to 4 significant digits)."""
     if not rows:
         return ""
-    columns: List[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
+    columns = _columns(rows)
 
     def cell(value: Any) -> str:
         return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)

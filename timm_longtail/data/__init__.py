@@ -4,7 +4,9 @@ Path of an image: :func:`build_dataset` (source, long-tail construction, class c
 a transform from :mod:`.transforms` -> :func:`create_loader`.
 """
 from .loader import ClassBalancedSampler, create_loader
-from .longtail import SHOT_RULES, ShotSplit, longtail_class_counts, make_longtail_indices, subsample_per_class
+from .longtail import (
+    SHOT_RULES, ShotSplit, classes_by_count, longtail_class_counts, make_longtail_indices, subsample_per_class,
+)
 from .sources import (
     DATASET_NAMES,
     DEMO_DIR,
@@ -30,6 +32,7 @@ __all__ = [
     "CIFAR_MEAN",
     "CIFAR_STD",
     "ClassBalancedSampler",
+    "classes_by_count",
     "Cutout",
     "DATASET_NAMES",
     "DEMO_DIR",

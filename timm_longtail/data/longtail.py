@@ -20,6 +20,7 @@ __all__ = [
     "ShotSplit",
     "longtail_class_counts",
     "make_longtail_indices",
+    "classes_by_count",
     "subsample_per_class",
 ]
 
@@ -67,6 +68,11 @@ def make_longtail_indices(
         num_per_class_max = int(len(labels_np) / num_classes)
     counts = longtail_class_counts(num_per_class_max, num_classes, imbalance_factor)
     return subsample_per_class(labels_np, counts, seed=seed)
+
+
+def classes_by_count(class_counts: Sequence[int]) -> List[int]:
+    """Class ids ordered by training images, most first (ties by class id): head to tail."""
+    return sorted(range(len(class_counts)), key=lambda c: (-int(class_counts[c]), c))
 
 
 def subsample_per_class(labels: Sequence[int], counts: Sequence[int], seed: int = 0) -> np.ndarray:

@@ -313,6 +313,25 @@ def record_card(result: ExportResult, cards_dir: Optional[PathLike] = None, *, w
     return target
 
 
+def _folder_model(folder: Path, config: Mapping[str, Any]) -> torch.nn.Module:
+    """The model an exported folder's ``config.json`` describes, router marked trained as recorded;
+    the folder's weights, when present, must match the SHA-256 the config records (not loaded here)."""
+    import timm
+
+    config_path, weights = folder / "config.json", folder / WEIGHTS_FILENAME
+    section = config.get("timm_longtail") or {}
+    if weights.is_file() and sha256_of_file(weights) != section.get(CONFIG_SHA256_KEY):
+        raise UserInputError(f"{weights} does not match the SHA-256 in {config_path}: the card describes other weights")
+    model_name, model_args = config.get("architecture"), dict(config.get("model_args") or {})
+    try:
+        model = timm.create_model(model_name, **model_args)
+    except (RuntimeError, TypeError) as error:
+        raise UserInputError(f"cannot create {model_name!r} from {config_path}: {error}") from None
+    if section.get("router_trained") and hasattr(model, "mark_router_trained"):
+        model.mark_router_trained()
+    return model
+
+
 def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path:
     """Render ``README.md`` again for an exported or published folder from what the folder holds:
     ``config.json`` (model, classes, dataset, epoch, code version), ``results.json`` (the numbers and
@@ -336,16 +355,8 @@ def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path
         raise UserInputError(f"{results_path} does not record the final stage's recipe (exported before results "
                              f"carried it): export it again from its checkpoint")
     sha = section.get(CONFIG_SHA256_KEY)
-    weights = folder / WEIGHTS_FILENAME
-    if weights.is_file() and sha256_of_file(weights) != sha:
-        raise UserInputError(f"{weights} does not match the SHA-256 in {config_path}: the card describes other weights")
+    model = _folder_model(folder, config)
     model_name, model_args = config.get("architecture"), dict(config.get("model_args") or {})
-    try:
-        model = timm.create_model(model_name, **model_args)
-    except (RuntimeError, TypeError) as error:
-        raise UserInputError(f"cannot create {model_name!r} from {config_path}: {error}") from None
-    if section.get("router_trained") and hasattr(model, "mark_router_trained"):
-        model.mark_router_trained()
     tag = section.get("tag") or (config.get("pretrained_cfg") or {}).get("tag")
     repo_id = f"{HF_ORG}/{section['repo_name']}" if section.get("repo_name") else hub_repo_id(model_name, tag)
     checkpoint = dict(model_name=model_name, model_kwargs=model_args, class_counts=config.get("class_counts"),
@@ -378,10 +389,9 @@ def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, 
     The model comes from the folder (``config.json`` + ``model.safetensors``, SHA-256 checked);
     the dataset from ``config.json``'s record, its images from ``data_dir`` (none for the demo set).
     """
-    import timm
-
     from ..checkpoint import load_weights_file
     from ..data import ShotSplit, build_dataset, create_eval_transform, create_loader
+    from ..evaluation_setup import dataset_from_record
 
     folder = Path(folder)
     config_path, weights = folder / "config.json", folder / WEIGHTS_FILENAME
@@ -389,12 +399,8 @@ def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, 
         raise UserInputError(f"{folder} needs config.json and {WEIGHTS_FILENAME} to measure the card's figures")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     section = config.get("timm_longtail") or {}
-    if sha256_of_file(weights) != section.get(CONFIG_SHA256_KEY):
-        raise UserInputError(f"{weights} does not match the SHA-256 in {config_path}")
-    model = timm.create_model(config["architecture"], **dict(config.get("model_args") or {}))
+    model = _folder_model(folder, config)
     load_weights_file(model, weights)
-    if section.get("router_trained") and hasattr(model, "mark_router_trained"):
-        model.mark_router_trained()
     model.to(device).eval()
     recorded = section.get("dataset") or {}
     name = recorded.get("name")
@@ -402,8 +408,8 @@ def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, 
         raise UserInputError(f"{config_path} records no dataset: cannot tell which test split to measure on")
     if name != "demo" and data_dir is None:
         raise UserInputError(f"pass --data-dir: the folder of {name} (config.json keeps only its name)")
-    dataset = build_dataset(name, data_dir, "test", seed=int(recorded.get("seed") or 0),
-                            imbalance_factor=None if name == "demo" else recorded.get("imbalance_factor"))
+    name, data_dir, imbalance = dataset_from_record(recorded, name, None if data_dir is None else str(data_dir))
+    dataset = build_dataset(name, data_dir, "test", imbalance_factor=imbalance, seed=int(recorded.get("seed") or 0))
     dataset.transform = create_eval_transform(model)
     rule = section.get("shot_split")
     shot_split = ShotSplit(rule["many_threshold"], rule["few_threshold"], rule["inclusive"]) \
