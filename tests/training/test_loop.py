@@ -9,7 +9,7 @@ from torch import nn
 
 from timm_longtail.losses import DistillationLoss, RIDELoss
 from timm_longtail.training.distributed import DistContext
-from timm_longtail.training.loop import ExpertsObjective, StopFlag, copy_major
+from timm_longtail.training.loop import ExpertsObjective, Precision, StopFlag, copy_major, train_one_epoch
 
 
 def test_copy_major_rows_are_copy_then_image():
@@ -114,9 +114,78 @@ def test_reference_distillation_objective_matches_the_reference_code_by_hand(rew
     outputs = {"logits": torch.tensor(z, dtype=torch.float32)}
     loss, components = objective(outputs, torch.zeros(4, 3, 2, 2), torch.tensor(y))
     assert loss.item() == pytest.approx(expected, rel=1e-5)
-    assert sum(components.values()) == pytest.approx(loss.item(), rel=1e-5)  # terms add up to the loss
+    assert float(sum(components.values())) == pytest.approx(loss.item(), rel=1e-5)  # terms add up to the loss
 
     # 'mean' is the same terms added once: the reference objective is E = 3 times it.
     once, _ = ExpertsObjective(criterion, teacher_module, DistillationLoss(1.5, 1.0, on="mean"))(
         outputs, torch.zeros(4, 3, 2, 2), torch.tensor(y))
     assert loss.item() == pytest.approx(3 * once.item(), rel=1e-6)
+
+
+def _epoch(criterion, loader, log_interval=100, lr=0.1):
+    torch.manual_seed(0)
+    model = _ExpertsNet()
+    return train_one_epoch(
+        epoch=3, forward=model, objective=ExpertsObjective(criterion), loader=loader,
+        optimizer=torch.optim.SGD(model.parameters(), lr=lr), precision=Precision("cpu"),
+        ctx=DistContext(device=torch.device("cpu")), stop=StopFlag(), log_interval=log_interval)
+
+
+class _ExpertsNet(nn.Module):
+    """Three linear 'experts' on flattened 2x2 images, shaped as a multi-expert model's training output."""
+
+    def __init__(self):
+        super().__init__()
+        self.experts = nn.ModuleList(nn.Linear(12, 3) for _ in range(3))
+
+    def forward(self, images):
+        flat = images.flatten(1)
+        return {"logits": torch.stack([expert(flat) for expert in self.experts])}
+
+
+def _batches(steps, scale=1.0):
+    generator = torch.Generator().manual_seed(0)
+    return [(scale * torch.randn(4, 3, 2, 2, generator=generator), torch.tensor([0, 1, 2, 0]))
+            for _ in range(steps)]
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(monkeypatch):
+    """Loss and terms are summed on the device; the host reads them once per log interval (here
+    only at the epoch's end): on a GPU no step waits for the device."""
+    criterion, batches = RIDELoss(COUNTS.tolist(), diversity_factor=-0.45), _batches(6)
+    reads = []
+    for name in ("item", "tolist", "__float__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            reads.append(_name)
+            return _original(self, *args)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    result = _epoch(criterion, batches)
+    assert result.steps == 6
+    assert reads == ["tolist"]  # the epoch's one read of [loss, individual, diversity]
+    assert set(result.metrics) >= {"loss", "individual", "diversity"}
+    assert result.metrics["loss"] == pytest.approx(result.metrics["individual"] + result.metrics["diversity"],
+                                                   rel=1e-5)
+
+
+def test_epoch_metrics_are_the_means_of_the_steps_losses():
+    criterion = RIDELoss(COUNTS.tolist(), diversity_factor=-0.45)
+    batches = _batches(5)
+    torch.manual_seed(0)
+    model = _ExpertsNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for images, target in batches:  # the same steps by hand
+        loss = criterion(model(images)["logits"], target)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    result = _epoch(criterion, batches, log_interval=2)
+    assert result.metrics["loss"] == pytest.approx(float(np.mean(losses)), rel=1e-5)
+
+
+def test_a_non_finite_loss_stops_the_run_at_the_next_read():
+    with pytest.raises(FloatingPointError, match="by epoch 3 step 2"):
+        _epoch(RIDELoss(COUNTS.tolist()), _batches(6, scale=float("nan")), log_interval=2)

@@ -399,3 +399,19 @@ def test_one_build_per_runs_folder(tmp_path):
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "another zoo build is using" in err and err.count("\n") == 1
     assert not (runs / ENTRY).exists()
+
+
+def test_data_dir_and_source_commit_refuse_bad_values_with_one_line(tmp_path):
+    manifest = _manifest(tmp_path)
+    common = ["build", "--manifest", str(manifest), "--runs-dir", str(tmp_path / "runs"), "--publish-to",
+              str(tmp_path / "pub"), "--allow-dirty"]
+    cases = [(["--data-dir", "demo"], "--data-dir takes DATASET=PATH"),
+             (["--data-dir", f"cifar10={tmp_path}"], "the manifest has no dataset 'cifar10' (it has demo)"),
+             (["--data-dir", f"demo={tmp_path / 'nowhere'}"], "is not a folder"),
+             (["--source-commit", "0" * 40], "is not this checkout's HEAD")]
+    for extra, message in cases:
+        proc = _zoo(*common, *extra)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, out + err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "pub").exists()

@@ -67,13 +67,22 @@ class LossModule(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.components: dict[str, float] = {}
+        self._terms: dict[str, Tensor] = {}
 
     def set_reweighting(self, enabled: bool) -> None:
         """No-op for losses without class re-weighting."""
 
+    @property
+    def components(self) -> dict[str, float]:
+        """The last call's terms as floats, read with one device-to-host copy (it waits for the device)."""
+        if not self._terms:
+            return {}
+        return dict(zip(self._terms, torch.stack(list(self._terms.values())).tolist()))
+
+    def component_tensors(self) -> dict[str, Tensor]:
+        """The last call's terms as 0-d tensors on the loss's device: the training loop sums them
+        there and reads them only at log intervals, so a step waits for no device."""
+        return dict(self._terms)
+
     def _record(self, **terms: Tensor) -> None:
-        """Store the terms as floats with one device-to-host copy (not one per term)."""
-        names = list(terms)
-        values = torch.stack([terms[n].detach().float().reshape(()) for n in names]).tolist()
-        self.components = dict(zip(names, values))
+        self._terms = {name: term.detach().float().reshape(()) for name, term in terms.items()}

@@ -67,6 +67,12 @@ class RouterForward(nn.Module):
         return self
 
 
+def loss_terms(loss: nn.Module) -> dict[str, torch.Tensor]:
+    """The loss's last terms as 0-d device tensors (none for a loss that records no terms)."""
+    component_tensors = getattr(loss, "component_tensors", None)
+    return component_tensors() if component_tensors is not None else {}
+
+
 class ExpertsObjective:
     """Method loss on all experts' logits, plus RIDE distillation from a teacher when given.
 
@@ -82,17 +88,17 @@ class ExpertsObjective:
         self.distillation = distillation
 
     def __call__(self, outputs: dict[str, torch.Tensor], images: torch.Tensor,
-                 target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+                 target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         expert_logits = outputs["logits"].float()
         loss = self.criterion(expert_logits, target)
-        components = {k: float(v) for k, v in getattr(self.criterion, "components", {}).items()}
+        components = loss_terms(self.criterion)
         if self.teacher is not None and self.distillation is not None:
             with torch.no_grad():
                 teacher_logits = self.teacher(images, mode="ensemble").float()
             distill = self.distillation(expert_logits, teacher_logits)
             repeats = self.distillation.repeats(expert_logits.shape[0])
             components = {key: repeats * value for key, value in components.items()}
-            components["distill"] = repeats * float(distill.detach())
+            components["distill"] = repeats * distill.detach()
             loss = repeats * (loss + distill)
         return loss, components
 
@@ -104,9 +110,9 @@ class RouterObjective:
         self.router_loss = router_loss
 
     def __call__(self, outputs: dict[str, torch.Tensor], images: torch.Tensor,
-                 target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+                 target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss = self.router_loss(outputs["router_logits"].float(), outputs["logits"].float(), target)
-        components = {k: float(v) for k, v in getattr(self.router_loss, "components", {}).items()}
+        components = loss_terms(self.router_loss)
         return loss, components
 
 
@@ -192,7 +198,7 @@ def train_one_epoch(
     *,
     epoch: int,
     forward: nn.Module,
-    objective: Callable[..., tuple[torch.Tensor, dict[str, float]]],
+    objective: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
     precision: Precision,
@@ -208,10 +214,15 @@ def train_one_epoch(
     model_ema: Any = None,
     steps_per_epoch: int | None = None,
 ) -> EpochResult:
-    """Run one epoch; returns early (``interrupted``) when a stop signal arrived."""
+    """Run one epoch; returns early (``interrupted``) when a stop signal arrived.
+
+    The step never waits for the device: the loss and its terms are summed on the device and read
+    (and checked for NaN/inf) at log intervals and at the end of the epoch.
+    """
     forward.train()
     params = [p for p in forward.parameters() if p.requires_grad]
-    sums: dict[str, float] = {}
+    names: list[str] = []
+    running: torch.Tensor | None = None  # device sums of [loss, *terms] over the epoch's steps
     images_seen = views_seen = 0
     total_steps = min(x for x in (steps_per_epoch, max_steps) if x is not None) if (
         steps_per_epoch is not None or max_steps is not None) else None
@@ -229,9 +240,6 @@ def train_one_epoch(
         with precision.autocast():
             outputs = forward(images)
         loss, components = objective(outputs, images, target)
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch} step {step}; "
-                                     f"lower --lr or check the data")
         optimizer.zero_grad(set_to_none=True)
         if precision.scaler is not None:
             precision.scaler(loss, optimizer, clip_grad=clip_grad, parameters=params)
@@ -246,18 +254,20 @@ def train_one_epoch(
         if scheduler is not None and sched_on_updates:
             scheduler.step_update(num_updates=result.num_updates)
 
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-        for key, value in components.items():
-            sums[key] = sums.get(key, 0.0) + value
+        names = ["loss", *components]
+        values = torch.stack([loss.detach().float().reshape(()), *(v.reshape(()) for v in components.values())])
+        running = values if running is None else running + values
         images_seen += num_images
         views_seen += images.shape[0]
 
-        if ctx.is_primary and (step % log_interval == 0 or step == total_steps):
-            now = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            of = f"/{total_steps}" if total_steps else ""
-            _logger.info("epoch %d step %d%s  loss %.4f  lr %.4g  %.1f img/s", epoch, step, of,
-                         sums["loss"] / step, lr, images_seen / max(now - start, 1e-9))
+        if step % log_interval == 0 or step == total_steps:
+            mean_loss = _checked_sums(running, names, epoch, step)["loss"] / step
+            if ctx.is_primary:
+                now = time.perf_counter()
+                lr = optimizer.param_groups[0]["lr"]
+                of = f"/{total_steps}" if total_steps else ""
+                _logger.info("epoch %d step %d%s  loss %.4f  lr %.4g  %.1f img/s", epoch, step, of,
+                             mean_loss, lr, images_seen / max(now - start, 1e-9))
         if stop.agreed(ctx):
             result.interrupted = True
             break
@@ -267,7 +277,7 @@ def train_one_epoch(
     if step == 0:
         raise UserInputError("the training loader yielded no batch: the training set is smaller "
                              "than one --batch-size (lower it)")
-    metrics = {key: value / step for key, value in sums.items()}
+    metrics = {key: value / step for key, value in _checked_sums(running, names, epoch, step).items()}
     metrics = mean_over_ranks(metrics, ctx)
     metrics["epoch_time_s"] = elapsed
     metrics["images_per_sec"] = images_seen * ctx.world_size / max(elapsed, 1e-9)
@@ -277,6 +287,14 @@ def train_one_epoch(
     result.metrics = metrics
     result.steps = step
     return result
+
+
+def _checked_sums(running: torch.Tensor | None, names: list[str], epoch: int, step: int) -> dict[str, float]:
+    """The device sums as floats (one device-to-host copy); a NaN/inf loss stops the run."""
+    sums = dict(zip(names, running.tolist())) if running is not None else {}
+    if not math.isfinite(sums.get("loss", 0.0)):
+        raise FloatingPointError(f"loss is {sums['loss']} by epoch {epoch} step {step}; lower --lr or check the data")
+    return sums
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ..errors import UserInputError
 from .build import BuildSettings, build, default_runs_dir, entry_state, park, publish
@@ -41,7 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="print the machine-readable summary")
     commands.choices["table"].add_argument("--check", action="store_true",
                                            help="only check that README's tables are current (exit 1 if not)")
+    for name in ("build", "publish"):
+        commands.choices[name].add_argument(
+            "--data-dir", action="append", default=[], metavar="DATASET=PATH",
+            help="where a manifest dataset lies on this machine (repeat; default: the manifest's data_dirs)")
     build_cmd = commands.choices["build"]
+    build_cmd.add_argument("--source-commit", default=None, metavar="SHA",
+                           help="the commit this checkout is, where it has no git (a copy of the tree on another "
+                                "machine); recorded in the cards as stated, not checked")
     build_cmd.add_argument("--device", default="cpu", help="train.py --device (cuda entries need a GPU)")
     build_cmd.add_argument("--include-gpu", action="store_true", help="also build the entries marked device: gpu")
     build_cmd.add_argument("--allow-dirty", action="store_true",
@@ -49,6 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     build_cmd.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                            help="extra train.py argument for every stage (repeat; e.g. --train-arg=--epochs=1)")
     return parser
+
+
+def _data_dirs(manifest, pairs: List[str]) -> Dict[str, Path]:
+    """``--data-dir DATASET=PATH`` values: each names a dataset of the manifest and an existing folder."""
+    dirs = {}
+    for pair in pairs:
+        dataset, sep, path = pair.partition("=")
+        if not sep or not dataset or not path:
+            raise UserInputError(f"--data-dir takes DATASET=PATH, got {pair!r}")
+        if dataset not in manifest.data_dirs:
+            raise UserInputError(f"--data-dir {pair}: the manifest has no dataset {dataset!r} "
+                                 f"(it has {', '.join(sorted(manifest.data_dirs))})")
+        if not Path(path).is_dir():
+            raise UserInputError(f"--data-dir {pair}: {path} is not a folder")
+        dirs[dataset] = Path(path)
+    return dirs
 
 
 def _table(manifest, publish_to: Path, check: bool) -> int:
@@ -80,7 +103,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         manifest = load_manifest(args.manifest)
         entries = manifest.select(args.names)
         settings = BuildSettings(runs_dir=(args.runs_dir or default_runs_dir()).absolute(),
-                                 publish_to=args.publish_to.absolute())
+                                 publish_to=args.publish_to.absolute(),
+                                 data_dirs=_data_dirs(manifest, getattr(args, "data_dir", [])),
+                                 source_commit=getattr(args, "source_commit", None))
         if args.command == "table":
             return _table(manifest, settings.publish_to, args.check)
         if args.command == "status":

@@ -66,6 +66,14 @@ class BuildSettings:
     allow_dirty: bool = False
     python: str = sys.executable
     extra_args: Sequence[str] = ()  # appended to every train.py command (e.g. --max-steps-per-epoch in tests)
+    data_dirs: Mapping[str, Path] = field(default_factory=dict)  # overrides the manifest's (data elsewhere)
+    source_commit: Optional[str] = None  # the commit a checkout without git is (a copy of the tree, e.g. a GPU machine's)
+
+    def data_dir(self, manifest: Manifest, dataset: str) -> Optional[Path]:
+        """The dataset's folder: this machine's override, else the manifest's (None: embedded data)."""
+        if dataset in self.data_dirs:
+            return Path(self.data_dirs[dataset]).absolute()
+        return manifest.data_dir(dataset)
 
     @property
     def cards_dir(self) -> Path:
@@ -156,6 +164,18 @@ def _full_commit(root: Path, commit: Optional[str]) -> Optional[str]:
     return _git(root, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}") or commit
 
 
+def _source_commit(manifest: Manifest, settings: BuildSettings) -> Dict[str, Any]:
+    """The commit a stage segment trains from: git's, else the stated ``source_commit`` (marked so)."""
+    commit = current_commit(manifest.root)
+    if commit is None:
+        return dict(commit=settings.source_commit, commit_stated=True) if settings.source_commit else dict(commit=None)
+    stated = _full_commit(manifest.root, settings.source_commit) if settings.source_commit else commit
+    if stated != commit:
+        raise UserInputError(f"--source-commit {settings.source_commit} is not this checkout's HEAD ({commit[:12]}): "
+                             f"it only names the commit of a copy of the tree without git")
+    return dict(commit=commit)
+
+
 def _dirty(root: Path) -> List[str]:
     out = _git(root, "status", "--porcelain", "--untracked-files=no")
     return [line[3:] for line in out.splitlines() if line.strip()]
@@ -200,7 +220,7 @@ def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
 
 def _train_command(manifest: Manifest, settings: BuildSettings, entry: Entry, stage: Stage, status: str) -> List[str]:
     folder = stage_dir(settings.runs_dir, entry, stage)
-    data_dir = manifest.data_dir(entry)
+    data_dir = settings.data_dir(manifest, entry.dataset)
     command = [settings.python, str(manifest.root / "train.py"), "-c", str(manifest.root / stage.config),
                "--output", str(settings.runs_dir / entry.name), "--experiment", stage.name,
                "--device", settings.device, *stage.args]
@@ -246,7 +266,7 @@ def _run_stage(manifest: Manifest, settings: BuildSettings, entry: Entry, stage:
     record_path = folder / "zoo.json"
     record = _stage_record(manifest, entry, stage, folder)
     dirty = _dirty(manifest.root)
-    segment = dict(commit=current_commit(manifest.root), dirty=dirty or None,
+    segment = dict(**_source_commit(manifest, settings), dirty=dirty or None,
                    started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=status == "partial",
                    command=_shown_command(command, manifest, settings),
                    extra_args=_relative(list(settings.extra_args), manifest, settings) or None)
@@ -364,10 +384,10 @@ def _shown_command(command: Sequence[str], manifest: Manifest, settings: BuildSe
 
 def _prefixes(manifest: Manifest, settings: BuildSettings) -> List[tuple]:
     pairs = [(str(settings.runs_dir.resolve()), "<runs>"), (str(settings.runs_dir), "<runs>")]
-    for key, value in manifest.data_dirs.items():
-        if value is None:
+    for key in manifest.data_dirs:
+        path = settings.data_dir(manifest, key)
+        if path is None:
             continue
-        path = Path(value) if Path(value).is_absolute() else manifest.root / value
         pairs += [(str(path.resolve()), f"<data:{key}>"), (str(path), f"<data:{key}>")]
     pairs += [(str(manifest.root.resolve()), "."), (str(manifest.root), "."), (sys.executable, "python"),
               (settings.python, "python")]
@@ -585,7 +605,7 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         # the card from the published folder itself, as `publish` renders it again once the runs are gone;
         # with the weights at hand, first the card's analyses (hardest negatives, calibration) on the test split
         if size <= MAX_COMMITTED_WEIGHTS:
-            write_folder_figures(tmp, manifest.data_dir(entry), device=settings.device, workers=0,
+            write_folder_figures(tmp, settings.data_dir(manifest, entry.dataset), device=settings.device, workers=0,
                                  cards_dir=REPO_ROOT / "hub_cards")
         else:
             rewrite_card(tmp, cards_dir=REPO_ROOT / "hub_cards")

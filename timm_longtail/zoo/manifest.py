@@ -89,8 +89,8 @@ class Manifest:
                             changed = True
         return [e for e in self.entries if e.name in wanted]
 
-    def data_dir(self, entry: Entry) -> Optional[Path]:
-        value = self.data_dirs[entry.dataset]
+    def data_dir(self, dataset: str) -> Optional[Path]:
+        value = self.data_dirs[dataset]
         if value is None:
             return None
         path = Path(value)
