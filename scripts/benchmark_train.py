@@ -2,6 +2,13 @@
 """Training throughput (images/s; views/s for multi-copy NCL++) of each ResNet-32 zoo variant per precision/layout setting, as JSON.
 
     python scripts/benchmark_train.py --out results/benchmark_train_cpu.json
+    python scripts/benchmark_train.py --pipelines workers device --data-dir ../shared/data/cifar10 --out F
+
+Pipelines (``--pipelines``): whole train.py runs of each variant's zoo recipe, two epochs cut to
+``--pipeline-steps`` steps, the second epoch's rate reported (the first pays for start-up):
+``workers`` is the old input path (PIL transforms in loader worker processes), ``device`` the new one
+(``--device-augment``: the uint8 set on the training device, augmented there in batches; not for
+NCL++'s multi-copy recipe). Both run today's training step (no host read per step).
 
 One training step is what train.py does per batch, without the data pipeline: forward through all
 experts, the method's loss, backward, SGD (Nesterov) step. Synthetic inputs; the first steps warm up
@@ -11,15 +18,19 @@ experts, the method's loss, backward, SGD (Nesterov) step. Synthetic inputs; the
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import torch
+import yaml
 
 import timm_longtail  # noqa: F401  (registers the models)
 import timm
@@ -33,6 +44,16 @@ VARIANTS = {  # name: (model, create kwargs, loss method, loss options, copies)
     "ride_resnet32_6e": ("ride_resnet32_6e", {}, "ride", dict(base_loss="ldam"), 1),
     "nclpp_resnet32_t2": ("nclpp_resnet32", {}, "nclpp", {}, 2),
 }
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {  # variant: (zoo recipe config, its train.py flags)
+    "ldam_drw_resnet32": ("configs/ldam_drw_r32_cifar10lt.yaml", []),
+    "ride_resnet32_2e": ("configs/ride_r32_3e_cifar10lt.yaml", ["--model", "ride_resnet32_2e"]),
+    "ride_resnet32_3e": ("configs/ride_r32_3e_cifar10lt.yaml", []),
+    "ride_resnet32_4e": ("configs/ride_r32_3e_cifar10lt.yaml", ["--model", "ride_resnet32_4e"]),
+    "ride_resnet32_6e": ("configs/ride_r32_3e_cifar10lt.yaml", ["--model", "ride_resnet32_6e"]),
+    "nclpp_resnet32_t2": ("configs/nclpp_r32_cifar10lt.yaml", ["--num-copies", "2"]),
+}
+PIPELINES = {"workers": [], "device": ["--device-augment"]}
 SETTINGS = {"fp32": (False, False), "fp32_channels_last": (True, False), "bf16_channels_last": (True, True)}
 
 
@@ -67,19 +88,70 @@ def bench(variant: str, setting: str, batch: int, steps: int, warmup: int, devic
     return steps * batch / (time.perf_counter() - started)
 
 
+def bench_pipeline(variant: str, pipeline: str, steps: int, device: str, data_dir: str | None,
+                   dataset: str | None, workers: int, python: str = sys.executable) -> Dict[str, Any]:
+    """One train.py run of the variant's recipe on ``pipeline``: the second epoch's images/s and step time.
+    ``dataset`` replaces the recipe's (its imbalance factor goes with it: e.g. the demo set's tail is fixed)."""
+    config, flags = RECIPES[variant]
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        config_path = ROOT / config
+        if dataset:
+            recipe = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            recipe.pop("imbalance_factor", None)
+            config_path = Path(tmp) / "recipe.yaml"
+            config_path.write_text(yaml.safe_dump({**recipe, "dataset": dataset}), encoding="utf-8")
+        data = ["--data-dir", data_dir] if data_dir else []
+        command = [python, str(ROOT / "train.py"), "-c", str(config_path), *flags, *data, "--device", device,
+                   "--workers", str(workers), "--epochs", "2", "--max-steps-per-epoch", str(steps),
+                   "--log-interval", str(steps), "--no-final-eval", "--output", tmp, "--experiment", "bench",
+                   *PIPELINES[pipeline]]
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            raise RuntimeError(f"{variant} / {pipeline}: train.py exited {proc.returncode}: "
+                               f"{lines[-1] if lines else ''}")
+        with open(Path(tmp) / "bench" / "summary.csv", newline="") as handle:
+            row = list(csv.DictReader(handle))[-1]
+    rate = float(row["train_images_per_sec"])
+    return dict(variant=variant, pipeline=pipeline, steps=steps, train_images_per_sec=round(rate, 1),
+                step_time_ms=round(float(row["train_epoch_time_s"]) / steps * 1000, 1))
+
+
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS),
+                        help="compute-only step settings (none: only --pipelines)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--pipelines", nargs="*", default=[], choices=list(PIPELINES),
+                        help="also time whole train.py runs on these input paths (old: workers, new: device)")
+    parser.add_argument("--pipeline-steps", type=int, default=40, help="steps of each of the two timed epochs")
+    parser.add_argument("--data-dir", default=None, help="CIFAR-10 parquet folder for --pipelines")
+    parser.add_argument("--dataset", default=None, help="train.py --dataset for --pipelines (e.g. demo: no data)")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers of the workers pipeline")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     results: List[Dict[str, Any]] = []
+    pipelines: List[Dict[str, Any]] = []
+    if args.pipelines and not (args.data_dir or args.dataset):
+        parser.error("--pipelines needs --data-dir (CIFAR-10) or --dataset demo")
     for variant in args.variants:
+        for pipeline in args.pipelines:
+            if pipeline == "device" and VARIANTS[variant][4] > 1:
+                continue  # --device-augment makes one view per image
+            try:
+                row = bench_pipeline(variant, pipeline, args.pipeline_steps, args.device, args.data_dir, args.dataset,
+                                     args.workers)
+            except RuntimeError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 1
+            pipelines.append(row)
+            print(f"{variant:<20} {pipeline:<20} {row['train_images_per_sec']:8.1f} img/s "
+                  f"{row['step_time_ms']:8.1f} ms/step", file=sys.stderr, flush=True)
         for setting in args.settings:
             rate = bench(variant, setting, args.batch_size, args.steps, args.warmup, device)
             copies = VARIANTS[variant][4]
@@ -94,7 +166,8 @@ def main(argv: List[str] | None = None) -> int:
         device=str(device), torch=torch.__version__, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
         processor=platform.processor() or platform.machine(), cpu_flags=cpu_flags,
         gpu=torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, results=results)
+        batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, results=results,
+        pipelines=pipelines)
     text = json.dumps(payload, indent=2)
     print(text)
     if args.out:
