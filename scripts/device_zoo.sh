@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one-shot GPU run: on one lent GPU, in one call of at most ~12 minutes, a short benchmark, then
-# the zoo manifest's entries that have no weights yet (the GPU-only ones first), each built by
+# the zoo manifest's entries that have no weights yet, each built by
 # `python -m timm_longtail.zoo build` with its manifest recipe (no recipe flag added: the weights are
-# the manifest's). Every finished entry is handed back at once as OUT/<entry>.tgz (its hub_cards/
+# the manifest's). Entries whose input runs on the device go first (device: gpu first among them),
+# then those that need loader workers (NCL++'s multi-copy recipes: input-bound, they would otherwise
+# spend the budget on a run that a time-out throws away). Every finished entry is handed back at once as OUT/<entry>.tgz (its hub_cards/
 # folder or results/zoo/ file, plus the published-weights table), so a time-out keeps what finished.
 #
 # Here, before the call (the device gets a copy of the tree without git and without ../shared):
@@ -64,7 +66,7 @@ if [ "$BENCH_S" -gt 0 ]; then
         || say "benchmark cut short or failed (exit $?): going on"
 fi
 
-# 2. the plan: unpublished entries, device: gpu first, each with its speed flags
+# 2. the plan: unpublished entries, device-side input first, device: gpu first within each group
 PLAN=$("$PY" - "$MANIFEST" "$PUBLISH_TO" "${ENTRIES:-}" <<'EOF'
 import sys
 from pathlib import Path
@@ -83,16 +85,23 @@ manifest = load_manifest(Path(sys.argv[1]))
 settings = BuildSettings(runs_dir=Path("/nonexistent"), publish_to=Path(sys.argv[2]).absolute())
 entries = manifest.select(sys.argv[3].split()) if sys.argv[3].strip() else manifest.entries
 todo = [e for e in entries if not is_published(settings, e)]
-for entry in sorted(todo, key=lambda e: e.device != "gpu"):  # stable: manifest order within each group
+def flag(args, name, default):
+    """The value after ``name`` in a stage's train.py arguments."""
+    return args[args.index(name) + 1] if name in args[:-1] else default
+
+
+plan = []
+for entry in todo:
     batched = True
     for stage in entry.stages:
         config = yaml.safe_load((manifest.root / stage.config).read_text(encoding="utf-8")) or {}
-        given = dict(zip(stage.args[::2], stage.args[1::2]))  # the stage's own --flag value pairs
-        copies = int(given.get("--num-copies", config.get("num_copies", 1)))
-        recipe = given.get("--train-transform", config.get("train_transform")) or default_train_recipe(
+        copies = int(flag(stage.args, "--num-copies", config.get("num_copies", 1)))
+        recipe = flag(stage.args, "--train-transform", config.get("train_transform")) or default_train_recipe(
             METHODS[config["method"]], canonical_dataset_name(config["dataset"]))
         batched &= recipe in BATCH_RECIPES and copies <= 1  # train.py --device-augment's reach
-    print(entry.name, "batched" if batched else "workers")
+    plan.append((not batched, entry.device != "gpu", entry.name))
+for workers, _, name in sorted(plan, key=lambda p: p[:2]):  # stable: manifest order within each group
+    print(name, "workers" if workers else "batched")
 EOF
 ) || { echo "error: could not read the zoo manifest $MANIFEST" >&2; exit 2; }
 

@@ -17,12 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max-eval-samples", "100", "--eval-batch-size", "100", "--log-interval", "1"]
 WEIGHTS_ENTRY = "ride_resnet32_3e.cifar10_lt_if100"  # a registered tag (weights need one), trained on the demo set
 RESULTS_ENTRY = "nclpp_resnet32.demo_device"
+GPU_ENTRY = "ride_resnet32_2e.demo_gpu"
 STATED = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _manifest(tmp_path: Path) -> Path:
-    """A RIDE entry with weights (batched augmentation on the device), then an NCL++ two-copy entry
-    with results only, marked device: gpu (loader workers): the script must build the second first."""
+    """An NCL++ two-copy entry with results only (loader workers), a RIDE entry with weights and a
+    device: gpu RIDE entry (both batched augmentation on the device): the order must be the GPU-only
+    batched entry, the other batched one, then the workers one."""
     short = ["--epochs", "1", "--max-steps-per-epoch", "2", "--warmup-epochs", "0", *FAST]
     manifest = dict(data_dirs=dict(demo=None), entries=[
         dict(name=WEIGHTS_ENTRY, dataset="demo", stages=[
@@ -30,6 +32,9 @@ def _manifest(tmp_path: Path) -> Path:
             dict(name="router", config="configs/demo_ride_router.yaml", init_from="experts", args=short)]),
         dict(name=RESULTS_ENTRY, dataset="demo", publish="results", device="gpu", stages=[
             dict(name="train", config="configs/demo_nclpp.yaml", args=short)]),
+        dict(name=GPU_ENTRY, dataset="demo", publish="results", device="gpu", stages=[
+            dict(name="experts", config="configs/demo_ride.yaml",
+                 args=[*short, "--drw-epoch", "0", "--model", "ride_resnet32_2e"])]),
     ])
     path = tmp_path / "zoo.yaml"
     path.write_text(yaml.safe_dump(manifest), encoding="utf-8")
@@ -44,15 +49,16 @@ def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
                           env=environment, capture_output=True, text=True, timeout=600)
 
 
-def test_builds_gpu_entries_first_and_hands_each_back_as_an_archive(tmp_path):
+def test_builds_device_input_and_gpu_entries_first_and_hands_each_back_as_an_archive(tmp_path):
     proc = _run(tmp_path, SOURCE_COMMIT=STATED)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["device_zoo.json", f"{RESULTS_ENTRY}.tgz",
-                                                     f"{WEIGHTS_ENTRY}.tgz"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["device_zoo.json", f"{RESULTS_ENTRY}.tgz",
+                                                            f"{WEIGHTS_ENTRY}.tgz", f"{GPU_ENTRY}.tgz"])
     summary = json.loads((out / "device_zoo.json").read_text())
     assert [(e["entry"], e["path"], e["status"]) for e in summary["entries"]] == [
-        (RESULTS_ENTRY, "workers", "published"), (WEIGHTS_ENTRY, "batched", "published")]
+        (GPU_ENTRY, "batched", "published"), (WEIGHTS_ENTRY, "batched", "published"),
+        (RESULTS_ENTRY, "workers", "published")]
     assert summary["source_commit"] == STATED
 
     # unpacked into a checkout, the archives are the published folder, results and table
@@ -77,7 +83,7 @@ def test_an_exhausted_budget_starts_nothing_and_says_so(tmp_path):
     proc = _run(tmp_path, BUDGET_S="0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "out" / "device_zoo.json").read_text())
-    assert [e["status"] for e in summary["entries"]] == ["not started", "not started"]
+    assert [e["status"] for e in summary["entries"]] == ["not started"] * 3
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["device_zoo.json"]
 
 
