@@ -252,8 +252,8 @@ def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_pa
         code = train_module.main([*QUICK, "--output", str(runs), "--experiment", name, *argv])
         err = capsys.readouterr().err
         assert code == 2, (argv, err)
-        last = err.strip().splitlines()[-1]
-        assert last.startswith("error: ") and message in last, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (argv, err)
         assert not (runs / name).exists()  # nothing written, nothing trained
 
 
