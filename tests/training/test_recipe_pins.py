@@ -1,5 +1,5 @@
-"""Every shipped config's numbers pinned to its reference recipe, from one table, and DRW observed
-where it acts: the class weights the loss hands to cross-entropy during a real training run.
+"""Every shipped config's numbers pinned to its reference recipe, from one table (that DRW reaches
+the loss in a real run is tests/test_train.py's test_the_loss_receives_drw_weights_from_the_drw_epoch_on).
 
 The table's values are the reference codes' (shared/spec/code-facts.md: RIDE's and NCL's configs,
 LDAM-DRW's cifar_train.py), written in timm's conventions: a multistep milestone ``m`` decays from
@@ -8,9 +8,7 @@ epoch index ``m - 1`` (the references' epoch 160 is ``161``), and ``opt`` ``sgd`
 """
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 import timm_longtail  # noqa: F401  (registers the models)
 from timm_longtail.training import parse_args
@@ -89,45 +87,3 @@ def test_config_holds_its_reference_numbers(name):
             assert got == pytest.approx(expected, rel=1e-12), key
         else:
             assert got == expected, key
-
-
-# ---- DRW seen by the loss ------------------------------------------------------------------------
-
-def _effective_number_weights(counts: np.ndarray, beta: float = 0.9999) -> np.ndarray:
-    """Cui et al. 2019 as the LDAM-DRW code: (1 - beta) / (1 - beta^n_c), normalised to sum to C."""
-    weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
-    return weights / weights.sum() * len(counts)
-
-
-def test_the_loss_receives_drw_weights_from_the_drw_epoch_on(tmp_path, monkeypatch):
-    """A real train.py run (LDAM-DRW recipe, demo set, 3 short epochs, DRW from epoch 1): the weight
-    argument of every cross-entropy the loss computes is uniform before the DRW epoch and the
-    effective-number weights from it on."""
-    from timm_longtail.training.distributed import DistContext
-    from timm_longtail.training.recipe import check_args
-    from timm_longtail.training.runner import _Run
-
-    args = parse_args(["--config", str(CONFIG_DIR / "ldam_drw_r32_cifar10lt.yaml"), "--dataset", "demo",
-                       "--device", "cpu", "--workers", "0", "--epochs", "3", "--drw-epoch", "1",
-                       "--max-steps-per-epoch", "2", "--batch-size", "16", "--no-final-eval",
-                       "--output", str(tmp_path), "--experiment", "drw", "--log-interval", "1"])
-    args.imbalance_factor = None  # the demo set's long tail is fixed
-    run = _Run(args, check_args(args), DistContext(device=torch.device("cpu")), "test")
-
-    seen = []
-    cross_entropy = torch.nn.functional.cross_entropy
-
-    def recording(input, target, weight=None, **kwargs):
-        seen.append(None if weight is None else weight.detach().clone())
-        return cross_entropy(input, target, weight=weight, **kwargs)
-    monkeypatch.setattr(torch.nn.functional, "cross_entropy", recording)
-    assert run.execute() == 0
-
-    assert len(seen) == 3 * 2  # one cross-entropy per step
-    counts = np.asarray(run.data.train_class_counts, dtype=np.float64)
-    expected = torch.tensor(_effective_number_weights(counts), dtype=torch.float32)
-    for weight in seen[:2]:  # epoch 0: no weights (or all ones: the same mean)
-        assert weight is None or torch.equal(weight, torch.ones_like(weight))
-    for weight in seen[2:]:  # epochs 1 and 2
-        assert weight is not None and torch.allclose(weight, expected, rtol=1e-5)
-    assert expected[0] < expected[-1]  # the tail weighs more
