@@ -148,16 +148,33 @@ def test_nclpp_with_two_copies(train_module, runs):
     assert load_checkpoint(run / "last.pth")["dataset"]["num_copies"] == 2
 
 
-def test_held_out_validation_selects_without_the_test_set(train_module, runs):
+def test_held_out_validation_selects_without_the_test_set(train_module, runs, monkeypatch):
+    from timm_longtail.training.runner import _Run
+
+    scores = iter([20.0, 60.0, 40.0])  # held-out balanced top-1 of epochs 0, 1, 2: epoch 1 is the best
+    validate = _Run._validate
+    monkeypatch.setattr(_Run, "_validate", lambda self: (validate(self), {"top1_balanced": next(scores)})[1])
     run = train(train_module, runs, "selected", "--model", "nclpp_resnet32", "--method", "bsce", "--num-experts",
-                "1", "--epochs", "2", "--val-split-fraction", "0.2", "--select-by", "val", "--eval-modes", "ensemble")
+                "1", "--epochs", "3", "--val-split-fraction", "0.2", "--select-by", "val", "--eval-modes", "ensemble")
     final = json.loads((run / "final.json").read_text())
-    assert final["selected_checkpoint"] == "best" and final["selected_epoch"] in (0, 1)
+    assert final["selected_checkpoint"] == "best" and final["selected_epoch"] == 1  # neither the last nor epoch 0
     # round(0.2 n_c) of the demo counts 500, 299, 179, 107, 64, 38, 23, 13, 8, 5
     assert final["dataset"]["val_images"] == 100 + 60 + 36 + 21 + 13 + 8 + 5 + 3 + 2 + 1
-    assert [r["eval_top1_balanced"] != "" for r in summary_rows(run)] == [True, True]
+    assert [float(r["eval_top1_balanced"]) for r in summary_rows(run)] == [20.0, 60.0, 40.0]
     best = load_checkpoint(run / "best.pth")
-    assert best["epoch"] == final["selected_epoch"] + 1
+    assert best["epoch"] == 2 and load_checkpoint(run / "last.pth")["epoch"] == 3
+    # the test figures are best.pth's: validate.py on it gives final.json's row, key for key
+    validate = load_script(REPO / "validate.py", "validate_for_selection")
+    results = run / "validate_best.json"
+    assert validate.main(["--checkpoint", str(run / "best.pth"), "--dataset", "demo", "--split", "test",
+                          "--forward-mode", "ensemble", "--device", "cpu", "--workers", "0", "--num-samples", "40",
+                          "--results-file", str(results)]) == 0
+    row = json.loads(results.read_text())  # one forward mode: one row
+    timing_and_source = {"images_per_sec", "eval_seconds", "class_counts_source", "data_dir", "pretrained"}
+    assert set(final["modes"]["ensemble"]) - timing_and_source <= set(row)
+    for key, value in final["modes"]["ensemble"].items():
+        if key not in timing_and_source:
+            assert row[key] == value, key
     assert sum(best["train_class_counts"]) == 1236 - 249
 
 

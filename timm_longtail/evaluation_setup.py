@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import UserInputError
+from .training.splits import dataset_targets, eval_cap
 
 __all__ = ["EvalSetup", "add_model_data_args", "dataset_from_record", "prepare_evaluation"]
 
@@ -125,16 +126,15 @@ def dataset_from_record(recorded: Any, name: Optional[str] = None, data_dir: Opt
 
 
 def _limit(dataset, num_samples: Optional[int]):
-    """At most ``num_samples`` rows, evenly spaced so that class-sorted lists keep every class."""
+    """About ``num_samples`` rows, the same share of every class: the rows of train.py's
+    ``--max-eval-samples`` (``eval_cap``), so a capped validate.py reproduces a run's final.json."""
     if num_samples is None or num_samples >= len(dataset):
         return dataset
     if num_samples < 1:
         raise UserInputError(f"--num-samples must be >= 1, got {num_samples}")
-    import numpy as np
     from torch.utils.data import Subset
 
-    indices = np.unique(np.linspace(0, len(dataset) - 1, num_samples).round().astype(np.int64))
-    return Subset(dataset, indices.tolist())
+    return Subset(dataset, eval_cap(dataset_targets(dataset), num_samples).tolist())
 
 
 def prepare_evaluation(args: argparse.Namespace) -> EvalSetup:

@@ -32,7 +32,7 @@ from .loop import (
 )
 from .recipe import MethodSpec, check_args, check_model, freeze_for_stage, resolve_drw_epoch
 from .seeding import EpochSeededSampler, SeededDataset, ShuffleSampler
-from .splits import LabelledSubset, class_count_list, dataset_targets, stratified_cap, stratified_holdout
+from .splits import LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout
 
 __all__ = ["run", "SMALL_IMAGE_DATASETS"]
 
@@ -160,8 +160,7 @@ def _build_data(args: argparse.Namespace, spec: MethodSpec) -> Data:
                              f"--max-train-samples; lower them")
     if args.max_eval_samples is not None and args.max_eval_samples < len(test):
         test_targets = dataset_targets(test)
-        test = LabelledSubset(test, stratified_cap(test_targets, np.arange(len(test)), args.max_eval_samples,
-                                                   seed=args.seed))
+        test = LabelledSubset(test, eval_cap(test_targets, args.max_eval_samples))
     info = dict(getattr(full, "info", {}) or {})
     info.update(name=name, train_transform=recipe, num_copies=args.num_copies, train_images=len(train),
                 val_images=0 if val is None else len(val), val_split_fraction=args.val_split_fraction)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserInputError
 
-__all__ = ["stratified_holdout", "stratified_cap", "LabelledSubset", "dataset_targets"]
+__all__ = ["stratified_holdout", "stratified_cap", "eval_cap", "LabelledSubset", "dataset_targets"]
 
 
 def dataset_targets(dataset: Dataset) -> np.ndarray:
@@ -63,6 +63,13 @@ def stratified_cap(targets: Sequence[int], indices: np.ndarray, limit: int, seed
         rng.shuffle(members)
         kept.append(members[: max(1, int(round(share * len(members))))])
     return np.sort(np.concatenate(kept))
+
+
+def eval_cap(targets: Sequence[int], limit: int) -> np.ndarray:
+    """The test rows a capped evaluation uses (train.py --max-eval-samples, validate.py / analyze.py
+    --num-samples): the same share of every class, drawn with a fixed seed, so that a run's final.json
+    and validate.py on its checkpoint score the same images."""
+    return stratified_cap(targets, np.arange(len(targets)), limit, seed=0)
 
 
 class LabelledSubset(Dataset):
