@@ -43,7 +43,9 @@ def add_model_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0,
                        help="seed of the CIFAR-LT construction (class counts) and of a model built without weights")
     group.add_argument("--img-size", type=int, default=None, help="input size (default: the model's pretrained cfg)")
-    group.add_argument("--num-samples", type=int, default=None, help="evaluate at most this many images (quick runs)")
+    group.add_argument("--num-samples", type=int, default=None,
+                       help="evaluate about this many images, the same share of every class (quick runs; the rows "
+                            "train.py --max-eval-samples scores)")
     group = parser.add_argument_group("shot splits")
     group.add_argument("--shot-rule", default="standard", choices=("standard", "ncl"),
                        help="standard: many > 100, few < 20; ncl: many >= 100, few <= 20")

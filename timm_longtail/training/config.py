@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-train-samples", type=int, default=None,
                        help="keep at most this many training images (class-stratified; for smoke runs)")
     group.add_argument("--max-eval-samples", type=int, default=None,
-                       help="evaluate on at most this many test images (smoke runs only)")
+                       help="evaluate on about this many test images, the same share of every class (smoke runs "
+                            "only; validate.py --num-samples takes the same rows)")
 
     group = parser.add_argument_group("Model")
     group.add_argument("--model", default=None, help="timm model name, e.g. ride_resnet32_3e")
