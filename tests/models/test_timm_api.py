@@ -31,6 +31,48 @@ def test_features_only_out_indices_follow_selected_expert():
     assert torch.allclose(last, full.forward_features(x, mode="expert:0"), atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["ensemble", "expert:2"])
+@torch.no_grad()
+def test_forward_intermediates_is_one_pass_with_the_modes_final_features(mode):
+    model = timm.create_model("ride_resnet32_3e", num_classes=10).eval().set_forward_mode(mode)
+    x = torch.randn(2, 3, 32, 32)
+    calls = []
+    handles = [model.trunk.register_forward_hook(lambda *_: calls.append("trunk"))]
+    handles += [m.register_forward_pre_hook(lambda *_, i=i: calls.append(i)) for i, m in enumerate(
+        model.trunk.children())]
+    final, intermediates = model.forward_intermediates(x)
+    for handle in handles:
+        handle.remove()
+    assert calls.count(0) == 1  # the stem ran once (forward_features used to run it a second time)
+    assert torch.allclose(final, model.forward_features(x), atol=1e-5)
+    assert len(intermediates) == len(model.feature_info)
+    assert model.forward_intermediates(x, indices=[1], intermediates_only=True, stop_early=True)[0].shape[1] == 16
+
+
+@pytest.mark.parametrize("name", ["ride_resnet32_3e", "nclpp_resnet32", "ride_resnet50_2e"])
+def test_grad_checkpointing_recomputes_and_gives_the_same_gradients(name, monkeypatch):
+    import torch.utils.checkpoint
+
+    x, target = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    grads = []
+    for enabled in (False, True):
+        torch.manual_seed(0)
+        model = timm.create_model(name, num_classes=10).train()
+        model.set_grad_checkpointing(enabled)
+        checkpointed = []
+        original = torch.utils.checkpoint.checkpoint
+        monkeypatch.setattr(torch.utils.checkpoint, "checkpoint",
+                            lambda *a, **k: (checkpointed.append(1), original(*a, **k))[1])
+        loss = torch.nn.functional.cross_entropy(model.forward_train(x)["logits"].mean(0), target)
+        loss.backward()
+        monkeypatch.undo()
+        assert bool(checkpointed) == enabled  # timm's --grad-checkpointing reaches the stages
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for key in grads[0]:
+        assert torch.allclose(grads[0][key], grads[1][key], atol=1e-5, rtol=1e-4), key
+
+
 @torch.no_grad()
 def test_reset_classifier_resets_every_head_and_router():
     model = timm.create_model("ride_resnet32_3e", num_classes=100).eval()

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d
 from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
 
 from ..errors import UserInputError
 
@@ -278,13 +279,25 @@ class MultiExpertNet(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the trunk's and the experts' stages in the backward pass instead of keeping
+        their activations (timm's ``checkpoint_seq``, as its ResNet); timm's ``--grad-checkpointing``."""
         self.grad_checkpointing = enable
 
     # ---- forward -----------------------------------------------------------------------------
+    def _stages(self, stages: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """Run the trunk or one expert; with gradient checkpointing (training), each residual stage's
+        blocks are checkpointed and the stem runs plainly, as timm's ResNet (its in-place ReLU must
+        not modify a checkpointed input)."""
+        if not (self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting()):
+            return stages(x)
+        for child in stages:
+            x = checkpoint_seq(child, x) if isinstance(child, nn.Sequential) else child(x)
+        return x
+
     def _run_expert(self, index: int, trunk_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Expert ``index`` on trunk output: (pooled feature, logits)."""
         head = self.heads[index]
-        pooled = head.pool(self.experts[index](trunk_out))
+        pooled = head.pool(self._stages(self.experts[index], trunk_out))
         return pooled, head.classify(pooled)
 
     def _selected_experts(self, kind: str, index: Optional[int]) -> List[int]:
@@ -293,8 +306,8 @@ class MultiExpertNet(nn.Module):
     def forward_features(self, x: torch.Tensor, mode: Optional[Union[str, int]] = None) -> torch.Tensor:
         """Final feature maps of the experts the mode uses, concatenated on channels."""
         kind, index = self._resolve(mode)
-        trunk_out = self.trunk(x)
-        maps = [self.experts[i](trunk_out) for i in self._selected_experts(kind, index)]
+        trunk_out = self._stages(self.trunk, x)
+        maps = [self._stages(self.experts[i], trunk_out) for i in self._selected_experts(kind, index)]
         return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False, mode: Optional[Union[str, int]] = None) -> torch.Tensor:
@@ -327,13 +340,13 @@ class MultiExpertNet(nn.Module):
         self.last_experts_used = None
         if self.num_classes <= 0:  # classifier removed: pooled features, concatenated (timm's convention)
             return self.forward_head(self.forward_features(x, mode), pre_logits=True, mode=mode)
-        trunk_out = self.trunk(x)
+        trunk_out = self._stages(self.trunk, x)
         logits = [self._run_expert(i, trunk_out)[1] for i in self._selected_experts(kind, index)]
         return logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)
 
     def forward_train(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """All experts in one pass: ``logits`` (E, B, C) and pooled ``features`` (E, B, D)."""
-        trunk_out = self.trunk(x)
+        trunk_out = self._stages(self.trunk, x)
         outputs = [self._run_expert(i, trunk_out) for i in range(self.num_experts)]
         return dict(
             features=torch.stack([feature for feature, _ in outputs]),
@@ -385,7 +398,7 @@ class MultiExpertNet(nn.Module):
         ``force=True``/``False`` bypasses the router (every expert / expert 0 only).
         """
         self._check_router(force)
-        trunk_out = self.trunk(x)
+        trunk_out = self._stages(self.trunk, x)
         feature, logit = self._run_expert(0, trunk_out)
         logit_sum = logit.clone()
         used = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
@@ -414,26 +427,32 @@ class MultiExpertNet(nn.Module):
             output_fmt: str = "NCHW",
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Trunk levels, then the levels of expert 0 (or of the selected expert in 'expert:<i>')."""
+        """Trunk levels, then the levels of expert 0 (or of the selected expert in 'expert:<i>'), in
+        one pass; with the final features (``forward_features`` of the mode) unless ``intermediates_only``.
+        ``stop_early`` only stops early with ``intermediates_only``: the final features need every stage."""
         if output_fmt != "NCHW":
             raise UserInputError("output_fmt must be 'NCHW'")
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         kind, index = self._mode
-        expert = self.experts[index if kind == "expert" else 0]
-        stages = [(n, m, n in self._trunk_taps) for n, m in self.trunk.named_children()]
-        stages += [(n, m, n in self._expert_taps) for n, m in expert.named_children()]
-        intermediates, level, out = [], 0, x
-        for _, module, is_tap in stages:
+        tapped = index if kind == "expert" else 0
+        stages = [(m, n in self._trunk_taps, True) for n, m in self.trunk.named_children()]
+        stages += [(m, n in self._expert_taps, False) for n, m in self.experts[tapped].named_children()]
+        intermediates, level, out, trunk_out = [], 0, x, x
+        for module, is_tap, in_trunk in stages:
             out = module(out)
+            if in_trunk:
+                trunk_out = out
             if is_tap:
                 if level in take_indices:
                     intermediates.append(out)
                 level += 1
-                if (intermediates_only or stop_early) and level > max_index:
-                    break
+                if intermediates_only and level > max_index:
+                    return intermediates
         if intermediates_only:
             return intermediates
-        return self.forward_features(x), intermediates
+        maps = [out if i == tapped else self._stages(self.experts[i], trunk_out)
+                for i in self._selected_experts(kind, index)]
+        return (maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)), intermediates
 
     # ---- utilities ---------------------------------------------------------------------------
     def load_backbone_state_dict(self, state_dict: Dict[str, torch.Tensor]) -> int:
