@@ -373,3 +373,14 @@ def test_the_loss_receives_drw_weights_from_the_drw_epoch_on(train_module, tmp_p
             assert weight is None or torch.equal(weight, torch.ones_like(weight)), index
         else:  # from --drw-epoch 2 on: the effective-number weights
             assert weight is not None and torch.allclose(weight, drw), index
+
+
+def test_grad_checkpointing_flag_reaches_the_model(train_module, runs, monkeypatch):
+    import torch.utils.checkpoint
+
+    calls = []
+    original = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    train(train_module, runs, "checkpointed", "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "1",
+          "--grad-checkpointing", "--no-final-eval")
+    assert calls  # the stages were checkpointed during training

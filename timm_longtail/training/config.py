@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--teacher", default=None,
                        help="RIDE distillation: checkpoint of the teacher (e.g. a 6-expert model)")
     group.add_argument("--channels-last", action="store_true", default=False)
+    group.add_argument("--grad-checkpointing", action="store_true", default=False,
+                       help="recompute the residual stages in the backward pass (less memory, more compute; "
+                            "BatchNorm statistics see each batch twice)")
     group.add_argument("--sync-bn", action="store_true", default=False,
                        help="synchronised BatchNorm across processes (torchrun)")
     group.add_argument("--model-ema", action="store_true", default=False,

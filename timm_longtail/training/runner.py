@@ -414,6 +414,7 @@ class _Run:
         model.to(ctx.device)
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
+        model.set_grad_checkpointing(args.grad_checkpointing)
         if ctx.distributed and args.sync_bn and args.stage == "experts":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
