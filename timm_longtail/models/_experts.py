@@ -216,8 +216,7 @@ class MultiExpertNet(nn.Module):
         self.feature_info = feature_info
         self._trunk_taps = [i["module"].split(".", 1)[1] for i in feature_info if i["module"].startswith("trunk.")]
         self._expert_taps = [i["module"].split(".", 2)[2] for i in feature_info if i["module"].startswith("experts.")]
-        self.forward_mode = "ensemble"
-        self._mode: ForwardMode = ("ensemble", None)
+        self._mode: ForwardMode = ("ensemble", None)  # the one record of the mode; forward_mode names it
         self.last_experts_used: Optional[torch.Tensor] = None
         self.grad_checkpointing = False
 
@@ -247,11 +246,15 @@ class MultiExpertNet(nn.Module):
         modes = ["ensemble"] + [f"expert:{i}" for i in range(self.num_experts)]
         return modes + (["routed"] if self.router_trained else [])
 
+    @property
+    def forward_mode(self) -> str:
+        """The mode ``model(x)`` uses, by name: ``'ensemble'``, ``'expert:<i>'`` or ``'routed'``."""
+        kind, index = self._mode
+        return f"expert:{index}" if kind == "expert" else kind
+
     def set_forward_mode(self, mode: Union[str, int]) -> "MultiExpertNet":
         """Set the mode ``model(x)`` uses: ``'ensemble'``, ``'expert:<i>'`` or ``'routed'``."""
         self._mode = parse_forward_mode(mode, self.num_experts, self.has_router)
-        kind, index = self._mode
-        self.forward_mode = f"expert:{index}" if kind == "expert" else kind
         return self
 
     def _resolve(self, mode: Optional[Union[str, int]]) -> ForwardMode:
