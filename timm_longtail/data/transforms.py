@@ -38,6 +38,8 @@ from timm.data.auto_augment import rand_augment_transform  # noqa: E402
 from timm.data.transforms import RandomResizedCropAndInterpolation  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
+from ..models import CIFAR_MEAN, CIFAR_STD  # noqa: E402  (the CIFAR cfgs' normalisation, one home)
+
 __all__ = [
     "CIFAR_MEAN",
     "CIFAR_STD",
@@ -49,8 +51,6 @@ __all__ = [
     "eval_input_size",
 ]
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
 TRAIN_RECIPES = ("ride_cifar", "ldam_cifar", "nclpp_cifar", "imagenet", "inat", "nclpp_imagenet")
 _SMALL_IMAGE_RECIPES = ("ride_cifar", "ldam_cifar", "nclpp_cifar")  # names end in _cifar (train.py sizes by it)
 
