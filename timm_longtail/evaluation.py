@@ -36,6 +36,7 @@ __all__ = [
     "ComputeCounter",
     "atomic_write_bytes",
     "autocast_for",
+    "default_amp_dtype",
     "evaluate_model",
     "evaluate_mode",
     "format_table",
@@ -134,12 +135,16 @@ class ComputeCounter:
         return float(self.profile.macs_per_image(mode, experts_used_hist))
 
 
+def default_amp_dtype(device: torch.device) -> torch.dtype:
+    """``--amp`` without ``--amp-dtype`` (training and evaluation): float16 on CUDA, bfloat16 elsewhere."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
 def autocast_for(device: torch.device, amp: bool, amp_dtype: Optional[torch.dtype] = None):
-    """Autocast for evaluation: float16 on CUDA, bfloat16 elsewhere, or nothing without ``amp``."""
+    """Autocast for evaluation (``default_amp_dtype`` unless given), or nothing without ``amp``."""
     if not amp:
         return nullcontext()
-    dtype = amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=amp_dtype or default_amp_dtype(device))
 
 
 def _synchronize(device: torch.device) -> None:

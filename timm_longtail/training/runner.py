@@ -24,6 +24,7 @@ from torch import nn
 from ..checkpoint import build_model_from_checkpoint, load_checkpoint, run_lineage, save_checkpoint
 from ..data.batch_augment import BatchAugment
 from ..errors import UserInputError
+from ..evaluation import default_amp_dtype
 from .device_loader import DeviceBatchLoader
 from .distributed import DistContext, cleanup_distributed, setup_distributed
 from .loop import (
@@ -269,8 +270,7 @@ def _precision(args: argparse.Namespace, device: torch.device) -> Precision:
 
     if not args.amp:
         return Precision(device.type)
-    dtype_name = args.amp_dtype or ("float16" if device.type == "cuda" else "bfloat16")
-    dtype = getattr(torch, dtype_name)
+    dtype = getattr(torch, args.amp_dtype) if args.amp_dtype else default_amp_dtype(device)
     scaler = NativeScaler(device=device.type) if dtype == torch.float16 and device.type == "cuda" else None
     return Precision(device.type, dtype, scaler)
 
