@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import UserInputError
+from .training.distributed import resolve_device
 from .training.splits import dataset_targets, eval_cap
 
 __all__ = ["EvalSetup", "add_model_data_args", "dataset_from_record", "prepare_evaluation"]
@@ -147,10 +148,7 @@ def prepare_evaluation(args: argparse.Namespace) -> EvalSetup:
     if args.batch_size < 1 or args.workers < 0:
         raise UserInputError("--batch-size must be >= 1 and --workers >= 0")
     shot_split = ShotSplit.from_rule(args.shot_rule, args.many_threshold, args.few_threshold)
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as error:
-        raise UserInputError(f"bad --device {args.device!r}: {error}") from None
+    device = resolve_device(args.device)
 
     # The dataset first when the model is built by name (its class count sizes the classifier).
     dataset = None

@@ -13,7 +13,7 @@ from timm.utils.distributed import init_distributed_device_so, is_distributed_en
 
 from ..errors import UserInputError
 
-__all__ = ["DistContext", "setup_distributed", "cleanup_distributed", "mean_over_ranks"]
+__all__ = ["DistContext", "resolve_device", "setup_distributed", "cleanup_distributed", "mean_over_ranks"]
 
 
 @dataclass(frozen=True)
@@ -39,27 +39,29 @@ class DistContext:
             dist.barrier()
 
 
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def resolve_device(name: str | None) -> torch.device:
+    """``--device`` of train.py, validate.py and analyze.py: CUDA when available unless named; a
+    device this machine lacks is one clear error."""
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":", 1)[0] == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {name}: CUDA is not available here (use --device cpu)")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserInputError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserInputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
 
 
 def setup_distributed(device: str | None) -> DistContext:
     """Resolve ``--device`` and, under torchrun, open the process group (one device per rank)."""
-    name = device or _default_device()
-    kind = name.split(":", 1)[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {name}: CUDA is not available here (use --device cpu)")
-    try:
-        probe = torch.device(name)
-    except RuntimeError:
-        raise UserInputError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if probe.type == "cuda" and probe.index is not None and probe.index >= torch.cuda.device_count():
-        raise UserInputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    probe = resolve_device(device)
     if not is_distributed_env():
         if probe.type == "cuda":
             torch.cuda.set_device(probe.index or 0)
         return DistContext(device=probe)
-    info = init_distributed_device_so(device=kind)
+    info = init_distributed_device_so(device=probe.type)
     return DistContext(
         device=torch.device(info["device"]),
         rank=info["global_rank"],
