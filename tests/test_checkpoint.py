@@ -19,3 +19,19 @@ def test_start_command_drops_only_resume(command, expected):
 
 def test_start_command_passes_non_strings_through():
     assert start_command(None) is None
+
+
+def test_json_safe_gives_strict_json_of_results_and_metadata():
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from timm_longtail.checkpoint import json_safe
+
+    value = {"acc": (1, np.int64(2), np.float32(0.5), float("nan"), float("inf")), 3: torch.tensor([1.0, 2.0]),
+             "path": Path("runs/x"), "flag": np.bool_(True), "scalar": torch.tensor(3), "none": None}
+    safe = json_safe(value)
+    assert safe == {"acc": [1, 2, 0.5, None, None], "3": [1.0, 2.0], "path": "runs/x", "flag": True, "scalar": 3,
+                    "none": None}
+    assert json.loads(json.dumps(safe, allow_nan=False)) == safe

@@ -10,6 +10,7 @@ checkpoint under the real name.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ import torch.nn as nn
 from .errors import UserInputError
 
 __all__ = [
+    "json_safe",
     "atomic_write", "build_model_from_checkpoint", "code_version", "lineage_entry", "load_checkpoint",
     "load_weights_file", "run_lineage", "save_checkpoint", "start_command", "unwrap_model",
 ]
@@ -213,3 +215,20 @@ def load_weights_file(model: nn.Module, path: PathLike) -> Dict[str, Any]:
     checkpoint = load_checkpoint(path)
     _load_state_dict(unwrap_model(model), checkpoint["state_dict"], f"weights in {path}")
     return checkpoint
+
+
+def json_safe(value: Any) -> Any:
+    """Plain, strict JSON values: mappings (keys as text), lists for tuples, arrays and tensors,
+    numpy and tensor scalars as Python numbers, NaN/inf as null (e.g. the accuracy of an empty shot
+    group), anything else as its text (paths). Results, checkpoints' metadata and exports use it."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor) or type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)

@@ -21,7 +21,7 @@ import torch
 
 from .._paths import portable_paths
 from ..analysis.card_figures import load_card_figures, write_card_figures
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write, json_safe
 from ..errors import UserInputError
 from ..models._cfgs import HF_ORG, hub_repo_id
 from ..models._weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
@@ -76,21 +76,6 @@ def _trained_on_demo(checkpoint: Mapping[str, Any], info: Mapping[str, Any]) -> 
     return False
 
 
-def _json_safe(value: Any) -> Any:
-    """Checkpoint metadata as plain JSON values (paths, tuples, tensors and numpy scalars converted)."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
 def _tag_from(name: Any, imbalance_factor: Any) -> Optional[str]:
     """``("cifar100_lt", 100)`` -> ``cifar100_lt_if100``; benchmarks with a fixed split keep their name."""
     if not isinstance(name, str) or not name:
@@ -135,7 +120,7 @@ def _write_weights(model: torch.nn.Module, path: Path, metadata: Mapping[str, An
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    encoded = {k: json.dumps(_json_safe(v)) for k, v in metadata.items()}  # checkpoint.load_checkpoint decodes them
+    encoded = {k: json.dumps(json_safe(v)) for k, v in metadata.items()}  # checkpoint.load_checkpoint decodes them
     path.write_bytes(_sorted_header(save(state, metadata={"format": "pt", **encoded})))
 
 
@@ -251,7 +236,7 @@ def export_checkpoint(
         registered = None
     registered = registered.to_dict() if registered is not None and hub_repo_id(model_name, tag) == repo_id else None
     data_cfg = _data_config(ckpt, registered)
-    model_kwargs = _json_safe(dict(ckpt.get("model_kwargs") or {}))
+    model_kwargs = json_safe(dict(ckpt.get("model_kwargs") or {}))
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -273,7 +258,7 @@ def export_checkpoint(
             save_config_for_hf(
                 model, str(tmp / "config.json"), model_args=model_kwargs,
                 model_config=dict(label_names=list(names), class_counts=[int(c) for c in counts],
-                                  timm_longtail=_json_safe(section),
+                                  timm_longtail=json_safe(section),
                                   pretrained_cfg=dict(tag=tag, **data_cfg)),
             )
         except (ValueError, TypeError) as error:

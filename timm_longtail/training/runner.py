@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import build_model_from_checkpoint, load_checkpoint, run_lineage, save_checkpoint
+from ..checkpoint import build_model_from_checkpoint, json_safe, load_checkpoint, run_lineage, save_checkpoint
 from ..data.batch_augment import BatchAugment
 from ..errors import UserInputError
 from ..evaluation import default_amp_dtype
@@ -664,36 +664,13 @@ def _mean(values: list[float]) -> float | None:
 def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
     from ..checkpoint import atomic_write
 
-    text = json.dumps(_finite(payload), indent=2, default=_json_default, allow_nan=False)
+    text = json.dumps(json_safe(payload), indent=2, allow_nan=False)
 
     def write(tmp: str) -> None:
         with open(tmp, "w") as handle:
             handle.write(text + "\n")
 
     atomic_write(path, write)
-
-
-def _finite(value: Any) -> Any:
-    """NaN (e.g. the accuracy of an empty shot group) becomes null: strict JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
 
 
 def _yaml_dump(values: dict[str, Any]) -> str:
