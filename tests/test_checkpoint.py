@@ -1,7 +1,8 @@
-"""Checkpoint helpers: the command a run records as its recipe."""
+"""Checkpoint helpers: the command a run records as its recipe; strict JSON of results and metadata."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from timm_longtail.checkpoint import start_command
 
