@@ -10,7 +10,7 @@ from torch import Tensor
 from ..errors import UserInputError
 from ._common import LossModule, as_class_counts, check_expert_logits, check_logits
 
-__all__ = ["drw_class_weights", "ldam_margins", "LDAMLoss", "LDAMDRWLoss"]
+__all__ = ["drw_class_weights", "ldam_margins", "DRWLoss", "LDAMLoss", "LDAMDRWLoss"]
 
 
 def drw_class_weights(class_counts: Sequence[int] | Tensor, beta: float = 0.9999) -> Tensor:
@@ -72,23 +72,18 @@ class LDAMLoss(LossModule):
         return loss
 
 
-class LDAMDRWLoss(LossModule):
-    """LDAM-DRW baseline on (E, N, C) expert logits: ``Σ_e L_LDAM(z^e, y; w)``.
-
-    ``w`` is 1 before the re-weighting epoch and the DRW weights ``drw_class_weights(n, β)``
-    after it (``set_reweighting(True)``). Usually E = 1 (a plain network); with several experts
-    each is trained on its own and the losses are summed, like RIDE's individual loss.
+class DRWLoss(LossModule):
+    """Base of the losses with deferred re-weighting (Cao et al. 2019): class weights 1 until the
+    re-weighting epoch, then ``drw_class_weights(n, β)``; ``set_reweighting`` is the switch.
 
     Buffers: ``drw_weights`` (C,), ``reweighting`` (bool scalar, saved in the state dict so a
-    resumed run keeps the switch), and the LDAM margins.
+    resumed run keeps the switch).
     """
 
     has_reweighting = True
 
-    def __init__(self, class_counts: Sequence[int] | Tensor, max_margin: float = 0.5,
-                 scale: float = 30.0, drw_beta: float = 0.9999) -> None:
+    def __init__(self, class_counts: Sequence[int] | Tensor, drw_beta: float = 0.9999) -> None:
         super().__init__()
-        self.ldam = LDAMLoss(class_counts, max_margin=max_margin, scale=scale)
         self.register_buffer("drw_weights", drw_class_weights(class_counts, drw_beta))
         self.register_buffer("reweighting", torch.tensor(False))
 
@@ -99,10 +94,30 @@ class LDAMDRWLoss(LossModule):
     def reweighting_enabled(self) -> bool:
         return bool(self.reweighting)
 
+    def current_class_weights(self) -> Tensor:
+        """DRW weights when re-weighting is on, else ones (no host sync: a tensor ``where``)."""
+        return torch.where(self.reweighting, self.drw_weights, torch.ones_like(self.drw_weights))
+
+
+class LDAMDRWLoss(DRWLoss):
+    """LDAM-DRW baseline on (E, N, C) expert logits: ``Σ_e L_LDAM(z^e, y; w)``.
+
+    ``w`` is 1 before the re-weighting epoch and the DRW weights ``drw_class_weights(n, β)``
+    after it (``set_reweighting(True)``). Usually E = 1 (a plain network); with several experts
+    each is trained on its own and the losses are summed, like RIDE's individual loss.
+
+    Buffers: those of ``DRWLoss`` and the LDAM margins.
+    """
+
+    def __init__(self, class_counts: Sequence[int] | Tensor, max_margin: float = 0.5,
+                 scale: float = 30.0, drw_beta: float = 0.9999) -> None:
+        super().__init__(class_counts, drw_beta)
+        self.ldam = LDAMLoss(class_counts, max_margin=max_margin, scale=scale)
+
     def forward(self, expert_logits: Tensor, target: Tensor) -> Tensor:
         check_expert_logits(expert_logits, target, self.ldam.num_classes, "LDAMDRWLoss")
         num_experts = expert_logits.shape[0]
-        weight = torch.where(self.reweighting, self.drw_weights, torch.ones_like(self.drw_weights))
+        weight = self.current_class_weights()
         # Every expert sees the same targets, so the weighted-mean denominators are equal and the
         # sum over experts is E times the weighted mean over all E·N rows.
         rows = expert_logits.float().reshape(-1, expert_logits.shape[-1])

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..errors import UserInputError
 from ._common import LossModule, as_class_counts, check_expert_logits
-from .ldam import LDAMLoss, drw_class_weights
+from .ldam import DRWLoss, LDAMLoss
 
 __all__ = ["RIDELoss", "RouterLoss", "DistillationLoss", "DISTILL_TARGETS", "router_targets",
            "diversity_temperatures"]
@@ -47,7 +47,7 @@ def diversity_temperatures(class_counts: Sequence[int] | Tensor, reweight_factor
     return (base_temperature * weights / weights.max()).float()
 
 
-class RIDELoss(LossModule):
+class RIDELoss(DRWLoss):
     """RIDE stage-1 loss on (E, B, C) expert logits ``z^1..z^E``.
 
     ``L = Σ_e L_cls(z^e, y) + λ Σ_e mean(T)² · KL( softmax(z̄/T) || softmax(z^e/T) )``
@@ -68,19 +68,16 @@ class RIDELoss(LossModule):
       (``E · L_cls(z̄, y)``). The paper reports that this gives correlated experts; our default
       keeps the individual loss. ``collaborative_without_diversity=True`` reproduces the code.
 
-    Buffers: ``drw_weights`` (C,), ``temperatures`` (C,) (the re-weighted ``T_c``),
-    ``reweighting`` (bool scalar, in the state dict so resuming restores the switch), LDAM
+    Buffers: those of ``DRWLoss``, ``temperatures`` (C,) (the re-weighted ``T_c``), LDAM
     ``margins``. ``components``: ``individual`` and ``diversity`` (they add up to the loss).
     """
-
-    has_reweighting = True
 
     def __init__(self, class_counts: Sequence[int] | Tensor, base_loss: str = "ldam",
                  diversity_factor: float = -0.45, reweight_factor: float = 0.05,
                  base_temperature: float = 1.0, drw_beta: float = 0.9999,
                  collaborative_without_diversity: bool = False, max_margin: float = 0.5,
                  scale: float = 30.0) -> None:
-        super().__init__()
+        super().__init__(class_counts, drw_beta)
         if base_loss not in BASE_LOSSES:
             raise UserInputError(f"RIDE base_loss must be one of {', '.join(BASE_LOSSES)}, got '{base_loss}'")
         if base_temperature <= 0:
@@ -93,28 +90,15 @@ class RIDELoss(LossModule):
         # Margins are zero for "ce", which turns the margin loss into plain cross-entropy.
         self.classification = LDAMLoss(counts, max_margin=max_margin if base_loss == "ldam" else 0.0,
                                        scale=scale)
-        self.register_buffer("drw_weights", drw_class_weights(counts, drw_beta))
         self.register_buffer("temperatures", diversity_temperatures(counts, reweight_factor, base_temperature))
-        self.register_buffer("reweighting", torch.tensor(False))
 
     @property
     def num_classes(self) -> int:
         return self.drw_weights.numel()
 
-    def set_reweighting(self, enabled: bool) -> None:
-        """Switch DRW class weights and class-wise diversity temperatures on or off together."""
-        self.reweighting.fill_(bool(enabled))
-
-    @property
-    def reweighting_enabled(self) -> bool:
-        return bool(self.reweighting)
-
-    def current_class_weights(self) -> Tensor:
-        """DRW weights when re-weighting is on, else ones (no host sync: a tensor ``where``)."""
-        return torch.where(self.reweighting, self.drw_weights, torch.ones_like(self.drw_weights))
-
     def current_temperatures(self) -> Tensor:
-        """``T_c`` when re-weighting is on, else ``base_temperature`` for every class."""
+        """``T_c`` when re-weighting is on (the same switch as the DRW weights), else
+        ``base_temperature`` for every class."""
         return torch.where(self.reweighting, self.temperatures,
                            torch.full_like(self.temperatures, self.base_temperature))
 
