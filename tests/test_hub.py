@@ -33,7 +33,7 @@ from timm_longtail.hub import (
 )
 from timm_longtail.hub.__main__ import main as hub_main
 from timm_longtail.hub.card import CARDS_DIR
-from timm_longtail.models import _weights
+from timm_longtail.models import weights as published
 from timm_longtail.models._cfgs import HF_ORG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -74,10 +74,10 @@ def _publish(tmp: Path, exported) -> Dict[str, str]:
     """A published-weights table listing ``exported`` only, and an empty source checkout (no committed
     weights): the environment a loader process needs to find the export on the Hub."""
     table = tmp / "published_weights.json"
-    _weights.record_published(exported.repo_name, exported.sha256, exported.size, exported.commit or "0" * 7,
+    published.record_published(exported.repo_name, exported.sha256, exported.size, exported.commit or "0" * 7,
                               table=table)
     (tmp / "empty_checkout").mkdir(exist_ok=True)
-    return {_weights.PUBLISHED_WEIGHTS_ENV: str(table), _weights.REPO_ROOT_ENV: str(tmp / "empty_checkout")}
+    return {published.PUBLISHED_WEIGHTS_ENV: str(table), published.REPO_ROOT_ENV: str(tmp / "empty_checkout")}
 
 
 def _run(args, **env: str) -> subprocess.CompletedProcess:
@@ -204,8 +204,8 @@ def test_offline_pretrained_from_prefilled_cache(ride, tmp_path):
 
 def test_offline_cache_miss_and_tampered_cache_give_clear_errors(ride, tmp_path, monkeypatch):
     exported = ride["export"]
-    monkeypatch.setitem(_weights.PUBLISHED_WEIGHTS, exported.repo_name, {"sha256": exported.sha256})
-    monkeypatch.setenv(_weights.REPO_ROOT_ENV, str(tmp_path))  # a checkout without committed weights
+    monkeypatch.setitem(published.PUBLISHED_WEIGHTS, exported.repo_name, {"sha256": exported.sha256})
+    monkeypatch.setenv(published.REPO_ROOT_ENV, str(tmp_path))  # a checkout without committed weights
     cfg = timm.models.get_pretrained_cfg(f"{exported.model_name}.{exported.tag}").to_dict()
     with pytest.raises(UserInputError, match="not in the Hub cache"):
         check_pretrained_available(exported.model_name, cfg, cache_dir=tmp_path / "empty")
@@ -339,7 +339,7 @@ def test_local_folder_and_file_overlay_load_identical_model(ride, tmp_path):
 
 
 def test_pretrained_without_published_weights_raises_clear_error(monkeypatch):
-    monkeypatch.setattr(_weights, "PUBLISHED_WEIGHTS", {})
+    monkeypatch.setattr(published, "PUBLISHED_WEIGHTS", {})
     unpublished = (r"no trained weights are published for ride_resnet32_3e\.cifar100_lt_if100 yet; "
                    r"train one with train\.py")
     with pytest.raises(UserInputError, match=unpublished):
@@ -448,7 +448,7 @@ def test_committed_weights_load_offline_with_an_empty_hub_cache(ride, tmp_path):
     exported = ride["export"]
     checkout = _checkout_with_committed_weights(tmp_path, exported)
     env = _publish(tmp_path, exported)
-    env[_weights.REPO_ROOT_ENV] = str(checkout)
+    env[published.REPO_ROOT_ENV] = str(checkout)
     save_file({"x": ride["x"]}, str(tmp_path / "x.safetensors"))
     cache = tmp_path / "hub_cache"
     loaded = _run(["-c", COMMITTED_LOADER, exported.model_name, exported.repo_name, str(tmp_path / "x.safetensors"),
@@ -466,9 +466,9 @@ def test_committed_weights_load_offline_with_an_empty_hub_cache(ride, tmp_path):
 def test_tampered_committed_weights_are_refused(ride, tmp_path, monkeypatch):
     exported = ride["export"]
     checkout = _checkout_with_committed_weights(tmp_path, exported)
-    monkeypatch.setenv(_weights.REPO_ROOT_ENV, str(checkout))
+    monkeypatch.setenv(published.REPO_ROOT_ENV, str(checkout))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub_cache"))
-    monkeypatch.setitem(_weights.PUBLISHED_WEIGHTS, exported.repo_name,
+    monkeypatch.setitem(published.PUBLISHED_WEIGHTS, exported.repo_name,
                         {"sha256": exported.sha256, "size": exported.size, "commit": "abcdef1"})
     intact = timm.create_model(exported.repo_name, pretrained=True).eval()  # by full name, in this process
     loaded = _outputs(intact, ride["x"])

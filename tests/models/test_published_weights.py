@@ -19,8 +19,8 @@ import timm
 
 import timm_longtail  # noqa: F401
 from timm_longtail.errors import UserInputError
-from timm_longtail.models import _weights
-from timm_longtail.models._weights import (
+from timm_longtail.models import weights as published
+from timm_longtail.models.weights import (
     PUBLISHED_WEIGHTS_ENV, PUBLISHED_WEIGHTS_FILE, load_published_weights, record_published,
 )
 
@@ -42,7 +42,7 @@ def test_packaged_table_is_valid_and_shipped_as_package_data():
 
 def test_record_published_adds_and_updates_one_entry_atomically(tmp_path):
     table = tmp_path / "published_weights.json"
-    before = dict(_weights.PUBLISHED_WEIGHTS)
+    before = dict(published.PUBLISHED_WEIGHTS)
     entry = record_published("ride_resnet32_3e.cifar10_lt_if100", SHA_A, 1234, "ABCDEF1", table=table)
     assert entry == {"sha256": SHA_A, "size": 1234, "commit": "abcdef1"}
     record_published("nclpp_resnet32.cifar10_lt_if50", SHA_B.upper(), 99, "0123456789abcdef0123456789abcdef01234567",
@@ -56,7 +56,7 @@ def test_record_published_adds_and_updates_one_entry_atomically(tmp_path):
         "ride_resnet32_3e.cifar10_lt_if100": {"sha256": SHA_B, "size": 4321, "commit": "abcdef2"},
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["published_weights.json"]  # no temporary file left
-    assert _weights.PUBLISHED_WEIGHTS == before  # another table file: the one in use is untouched
+    assert published.PUBLISHED_WEIGHTS == before  # another table file: the one in use is untouched
 
     for args, message in (
             (("ride_resnet32_3e", SHA_A, 1, "abcdef1"), "not a '<model>.<tag>' name"),
@@ -87,7 +87,7 @@ def test_bad_table_file_is_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_unpublished_tag_keeps_its_cfg_and_refuses_pretrained(monkeypatch):
-    monkeypatch.setattr(_weights, "PUBLISHED_WEIGHTS", {})
+    monkeypatch.setattr(published, "PUBLISHED_WEIGHTS", {})
     model = timm.create_model("ride_resnet50_2e.inat2018")
     assert model.num_classes == 8142 and model.pretrained_cfg["input_size"] == (3, 224, 224)
     assert model.pretrained_cfg["mean"] == timm.data.IMAGENET_DEFAULT_MEAN
@@ -169,7 +169,7 @@ def test_shipped_weights_load_offline_with_pretrained_true(tmp_path):
     """Each table entry of a ResNet-32 is committed beside its card with the table's SHA-256, and
     ``pretrained=True`` (by full name, and by model name: its default tag) loads exactly that file
     with the network off and an empty Hub cache."""
-    from timm_longtail.models._weights import sha256_of_file
+    from timm_longtail.models.weights import sha256_of_file
 
     table = load_published_weights(PUBLISHED_WEIGHTS_FILE)
     files = {}

@@ -5,7 +5,7 @@ import timm
 import timm_longtail  # noqa: F401
 from timm_longtail.errors import UserInputError
 from timm_longtail.models._cfgs import HF_ORG, hub_name, hub_repo_id
-from timm_longtail.models._weights import PUBLISHED_WEIGHTS
+from timm_longtail.models.weights import PUBLISHED_WEIGHTS
 
 RIDE_NAMES = {f"ride_{arch}_{n}e" for arch in ("resnet32", "resnet50", "resnext50_32x4d", "resnet152") for n in (2, 3, 4, 6)}
 NCLPP_NAMES = {"nclpp_resnet32", "nclpp_resnet50", "nclpp_resnext50", "nclpp_resnext50_32x4d", "nclpp_resnet152"}

@@ -85,7 +85,7 @@ def test_build_publishes_weights_card_results_and_table(built):
     assert "### Hardest negatives and calibration" in (folder / "README.md").read_text()
     table = json.loads((pub / "timm_longtail" / "models" / "published_weights.json").read_text())
     weights = json.loads((folder / "weights.json").read_text())
-    from timm_longtail.models._weights import sha256_of_file
+    from timm_longtail.models.weights import sha256_of_file
 
     assert table[ENTRY]["sha256"] == weights["sha256"] == sha256_of_file(folder / "model.safetensors")
     results = json.loads((folder / "results.json").read_text())

@@ -4,10 +4,10 @@
 folder with ``model.safetensors``, a timm ``config.json`` and a model card (``README.md``) rendered
 from ``hub_cards/templates``; ``python -m timm_longtail.hub push`` uploads that folder as one commit.
 Loading goes through timm itself (``create_model(name, pretrained=True)``, ``hf-hub:`` ids, local
-folders), guarded by the checks in :mod:`timm_longtail.models._weights`, whose
+folders), guarded by the checks in :mod:`timm_longtail.models.weights`, whose
 :func:`record_published` adds an export to the published-weights table.
 """
-from ..models._weights import (
+from ..models.weights import (
     PUBLISHED_WEIGHTS, WeightsIntegrityError, check_pretrained_available, record_published, repo_root, verify_sha256,
 )
 from .card import build_card_context, read_front_matter, render_card

@@ -77,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 recorded = record_card(result, args.cards_dir, weights=not args.record_without_weights)
                 print(f"card recorded in {recorded}")
             print("once pushed (or committed under hub_cards/), publish it in timm_longtail/models/published_weights.json:")
-            print(f"    from timm_longtail.models._weights import record_published; {table_entry(result)}")
+            print(f"    from timm_longtail.models.weights import record_published; {table_entry(result)}")
         elif args.command == "card":
             from .export import rewrite_card
 

@@ -22,7 +22,7 @@ import yaml
 from .._paths import portable_paths
 from ..checkpoint import start_command
 from ..errors import UserInputError
-from ..models._cfgs import dataset_tag
+from ..models import dataset_tag
 from .results import ModeResult, RunResults
 
 __all__ = [

@@ -23,8 +23,8 @@ from .._paths import portable_paths
 from ..analysis.card_figures import load_card_figures, write_card_figures
 from ..checkpoint import atomic_write, json_safe
 from ..errors import UserInputError
-from ..models._cfgs import HF_ORG, hub_repo_id
-from ..models._weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
+from ..models import HF_ORG, hub_repo_id
+from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
 from .card import CARDS_DIR, build_card_context, load_reference, render_card
 from .results import load_results
 
@@ -57,7 +57,7 @@ class ExportResult:
 
 
 def table_entry(result: ExportResult) -> str:
-    """The :func:`~timm_longtail.models._weights.record_published` call that publishes this export."""
+    """The :func:`~timm_longtail.models.weights.record_published` call that publishes this export."""
     return (f"record_published({result.repo_name!r}, {result.sha256!r}, {result.size}, "
             f"{result.commit or '<commit it was trained from>'!r})")
 
@@ -281,7 +281,7 @@ def record_card(result: ExportResult, cards_dir: Optional[PathLike] = None, *, w
     """Copy an export to ``hub_cards/<model>.<tag>/``, the record of published weights: the card,
     ``config.json``, ``weights.json`` (repo id, SHA-256, size, commit) and, with ``weights=True``,
     ``model.safetensors`` itself, which ``pretrained=True`` then loads from a source checkout without
-    the network once the table lists its SHA-256 (:func:`~timm_longtail.models._weights.record_published`)."""
+    the network once the table lists its SHA-256 (:func:`~timm_longtail.models.weights.record_published`)."""
     target = Path(cards_dir or CARDS_DIR) / result.repo_name
     target.mkdir(parents=True, exist_ok=True)
     names = ("README.md", "config.json") + ((WEIGHTS_FILENAME,) if weights else ())

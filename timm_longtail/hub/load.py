@@ -9,7 +9,7 @@ from typing import Any, Union
 import torch.nn as nn
 
 from ..errors import UserInputError
-from ..models._weights import check_pretrained_available
+from ..models.weights import check_pretrained_available
 
 __all__ = ["load_local_folder"]
 

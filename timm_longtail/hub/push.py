@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 from ..errors import UserInputError
-from ..models._cfgs import HF_ORG
-from ..models._weights import WEIGHTS_FILENAME, check_safetensors_readable, expected_sha256_from_config, verify_sha256
+from ..models import HF_ORG
+from ..models.weights import WEIGHTS_FILENAME, check_safetensors_readable, expected_sha256_from_config, verify_sha256
 from .card import read_front_matter
 
 __all__ = ["REQUIRED_FILES", "check_export_folder", "push_folder"]

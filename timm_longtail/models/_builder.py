@@ -7,7 +7,7 @@ from timm.models import build_model_with_cfg
 from timm.models._builder import resolve_pretrained_cfg
 
 from ._experts import MultiExpertNet
-from ._weights import check_pretrained_available
+from .weights import check_pretrained_available
 
 __all__ = ["create_lt_model"]
 

@@ -62,7 +62,7 @@ def hub_repo_id(model_name: str, tag: str) -> str:
 def lt_cfg(model_name: str, tag: str, first_conv: Tuple[str, ...], classifier: Tuple[str, ...], **overrides) -> Dict[str, Any]:
     """A timm pretrained cfg for ``<model_name>.<tag>``: classes, input size and normalisation of the tag.
 
-    It has no weight source: :func:`timm_longtail.models._weights.with_published_weights` adds the
+    It has no weight source: :func:`timm_longtail.models.weights.with_published_weights` adds the
     ``hf_hub_id`` to the cfgs whose weights are published, so timm's ``has_weights`` (and
     ``list_pretrained``) is true for those only.
     """

@@ -19,7 +19,7 @@ from ._cfgs import lt_cfg
 from ._builder import create_lt_model
 from ._experts import MultiExpertNet
 from ._init import init_weights
-from ._weights import with_published_weights
+from .weights import with_published_weights
 
 __all__ = ["NCLPPResNet"]
 
