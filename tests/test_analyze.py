@@ -73,7 +73,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(analyze, capsys, tmp_pat
         (["expert-usage", "--model", "ride_resnet32_3e"], "needs a trained router"),
         (["expert-disagreement", "--model", "ride_resnet32_2e", "--num-experts", "1"], "the model has 1"),
         (["calibration", "--model", "ride_resnet32_2e", "--num-classes", "5"], "predicts 5 classes but demo has 10"),
-        (["test-agnostic", "--model", "ride_resnet32_2e", "--num-samples", "37"], "balanced test split"),
+        (["test-agnostic", "--model", "ride_resnet32_2e", "--split", "train"], "balanced test split"),
         (["hardest-negative", "--model", "ride_resnet32_2e", "--num-bins", "0"], "--num-bins must be >= 1"),
     ]
     for argv, message in cases:
