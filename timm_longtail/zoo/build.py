@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 from .._paths import portable_paths
 from ..checkpoint import atomic_write, start_command
 from ..errors import UserInputError
-from ..models.weights import WEIGHTS_FILENAME, record_published
+from ..models.weights import WEIGHTS_FILENAME, record_published, sha256_of_file
 from .manifest import REPO_ROOT, Entry, Manifest, Stage
 
 __all__ = ["BuildSettings", "EntryOutcome", "build", "entry_state", "park", "publish", "stage_status",
@@ -247,8 +247,6 @@ def teacher_checkpoint(manifest: Manifest, settings: BuildSettings, teacher: Ent
         return trained / "last.pth"
     weights = settings.cards_dir / teacher.name / WEIGHTS_FILENAME
     if is_published(settings, teacher) and weights.is_file():
-        from ..models.weights import sha256_of_file
-
         if sha256_of_file(weights) == (_read_json(settings.published_table).get(teacher.name) or {}).get("sha256"):
             return weights
     return None
@@ -425,7 +423,6 @@ def park(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
     with another recipe than the manifest's (``--train-arg``) is refused."""
     from ..checkpoint import load_checkpoint
     from ..hub.export import apply_umask
-    from ..models.weights import sha256_of_file
 
     parked = []
     for entry in entries:
@@ -486,8 +483,6 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 def _restore_parked(settings: BuildSettings, entry: Entry, stage: Stage, say: Callable[[str], None]) -> None:
     """A stage without a run but with a parked checkpoint: copy it into the runs folder to resume from."""
-    from ..models.weights import sha256_of_file
-
     source = parked_stage_dir(settings, entry, stage)
     info = _read_json(source / "parked.json")
     if not info:
