@@ -299,27 +299,6 @@ def test_sigint_leaves_a_resumable_checkpoint(tmp_path):
     assert load_checkpoint(last)["epoch"] == ckpt["epoch"] + 1
 
 
-def test_two_processes_with_torchrun(tmp_path):
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-         str(TRAIN), *QUICK, "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "2", "--drw-epoch", "1",
-         "--eval-modes", "ensemble", "--val-split-fraction", "0.1", "--output", str(tmp_path), "--experiment", "ddp"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    run = tmp_path / "ddp"
-    rows = summary_rows(run)
-    assert len(rows) == 2 and all(r["eval_top1_balanced"] for r in rows)  # rank 0 alone writes
-    assert load_checkpoint(run / "last.pth")["epoch"] == 2
-    assert done.stdout.count("epoch 1 done") + done.stderr.count("epoch 1 done") == 1  # rank-0 logging
-    check_final(run, ["ensemble"])
-
-
 def test_pretrained_backbone_seeds_trunk_and_every_expert(train_module, runs, tmp_path):
     donor = timm.create_model("nclpp_resnet32", num_classes=10, num_experts=1)
     plain = {}  # a plain-ResNet state dict: no trunk./experts.<i>. prefixes

@@ -153,12 +153,14 @@ class StopFlag:
         self._previous.clear()
 
     def agreed(self, ctx: DistContext) -> bool:
-        """True if any process was asked to stop (so all ranks leave the epoch together)."""
+        """True if any process was asked to stop (so all ranks leave the epoch together). A rank that
+        was not signalled takes the signal of one that was: every rank exits with the same status."""
         if not ctx.distributed:
             return self.requested
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=ctx.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+        signum = torch.tensor([self.signum or 0], device=ctx.device)
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        self.signum = self.signum or int(signum.item()) or None
+        return self.requested
 
 
 @dataclass

@@ -1,0 +1,62 @@
+"""Test helper: train.py's training under torchrun, keeping what every rank saw and ended with.
+
+    torchrun --nproc_per_node 2 tests/training/ddp_probe.py OUT <train.py arguments>
+
+It runs what ``timm_longtail.training.run`` runs (same set-up, same job), but keeps the job so that
+each rank can write ``OUT/rank<r>.pt`` afterwards: its exit code, its final model state and, per
+training step, the input images and targets it trained on. Those are recorded by torch's global
+forward pre-hooks, so the training code runs unchanged. Each rank also writes ``OUT/rank<r>.pid``
+at start (a test signals one rank). ``TIMM_LT_PROBE_STEP_DELAY`` (seconds) slows every step of the
+last rank, so that a test can signal a run before it ends.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import timm_longtail  # noqa: F401  (registers the models; torchvision importable before timm)
+import torch
+from timm.utils import setup_default_logging
+
+from timm_longtail.checkpoint import unwrap_model
+from timm_longtail.training import parse_args
+from timm_longtail.training.distributed import cleanup_distributed, setup_distributed
+from timm_longtail.training.loop import ExpertsForward
+from timm_longtail.training.recipe import check_args
+from timm_longtail.training.runner import _Run
+
+
+def main(out: Path, argv: list[str]) -> int:
+    setup_default_logging()
+    args = parse_args(argv)
+    spec = check_args(args)
+    ctx = setup_distributed(args.device)
+    (out / f"rank{ctx.rank}.pid").write_text(str(os.getpid()))
+    delay = float(os.environ.get("TIMM_LT_PROBE_STEP_DELAY", "0")) if ctx.rank == ctx.world_size - 1 else 0.0
+    job = _Run(args, spec, ctx, shlex.join(["train.py", *argv]))
+    images: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+
+    def record(module: torch.nn.Module, inputs: tuple) -> None:
+        if isinstance(module, ExpertsForward) and module.training:
+            images.append(inputs[0].detach().cpu().clone())
+            time.sleep(delay)
+        elif module is getattr(job, "criterion", None):
+            targets.append(inputs[1].detach().cpu().clone())
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        code = job.execute()
+    finally:
+        hook.remove()
+    state = {k: v.detach().cpu().clone() for k, v in unwrap_model(job.model).state_dict().items()}
+    torch.save(dict(code=code, state=state, images=images, targets=targets), out / f"rank{ctx.rank}.pt")
+    cleanup_distributed(ctx)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2:]))
