@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
 from timm_longtail.analysis.commands import ANALYSES, add_analysis_args, run_analysis
-from timm_longtail.errors import UserInputError
+from timm_longtail.errors import OutputWriteError, UserInputError
 from timm_longtail.evaluation import user_error_message
 from timm_longtail.evaluation_setup import add_model_data_args
 
@@ -43,6 +43,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UserInputError as error:
         print(f"error: {user_error_message(error)}", file=sys.stderr)
         return 2
+    except OutputWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -16,7 +16,7 @@ import sys
 from typing import Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
-from timm_longtail.errors import UserInputError
+from timm_longtail.errors import OutputWriteError, UserInputError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OutputWriteError as error:  # disk full: the last checkpoint stays as it was
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # outside the training steps (set-up, final evaluation)
         print("interrupted; the last complete epoch's last.pth stays resumable", file=sys.stderr)
         return 130

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
-from timm_longtail.errors import UserInputError
+from timm_longtail.errors import OutputWriteError, UserInputError
 from timm_longtail.evaluation_setup import add_model_data_args, prepare_evaluation
 
 _logger = logging.getLogger("validate")
@@ -73,6 +73,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UserInputError as error:
         print(f"error: {user_error_message(error)}", file=sys.stderr)
         return 2
+    except OutputWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""Checkpoint helpers: the command a run records as its recipe; strict JSON of results and metadata."""
+"""Checkpoint helpers: the command a run records as its recipe; strict JSON of results and metadata;
+atomic writes on a full disk."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from timm_longtail.checkpoint import start_command
+from timm_longtail.checkpoint import atomic_write, start_command
+from timm_longtail.errors import OutputWriteError
 
 
 @pytest.mark.parametrize("command, expected", [
@@ -36,3 +40,24 @@ def test_json_safe_gives_strict_json_of_results_and_metadata():
     assert safe == {"acc": [1, 2, 0.5, None, None], "3": [1.0, 2.0], "path": "runs/x", "flag": True, "scalar": 3,
                     "none": None}
     assert json.loads(json.dumps(safe, allow_nan=False)) == safe
+
+
+def test_a_full_disk_leaves_the_previous_file_and_no_temporary(tmp_path):
+    target = tmp_path / "results.json"
+    target.write_text("previous")
+
+    def write_to_a_full_disk(tmp: str) -> None:
+        Path(tmp).write_text("half")
+        with open("/dev/full", "w") as full:  # the kernel's ENOSPC, no patching
+            full.write("x" * 65536)
+            full.flush()
+
+    with pytest.raises(OutputWriteError) as caught:
+        atomic_write(target, write_to_a_full_disk)
+    message = str(caught.value)
+    assert "No space left on device" in message and "the previous file is unchanged" in message
+    assert "\n" not in message
+    assert target.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    with pytest.raises(OutputWriteError, match="no file was written"):
+        atomic_write(tmp_path / "new.json", write_to_a_full_disk)
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

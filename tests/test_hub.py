@@ -368,6 +368,24 @@ def test_export_from_corrupt_checkpoint_gives_clear_error(ride, tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.pth"]  # nothing half-written
 
 
+def test_an_export_that_cannot_be_written_keeps_the_previous_folder(ride, tmp_path):
+    import resource
+
+    out = tmp_path / "out"
+    argv = ["-m", "timm_longtail.hub", "export", "--checkpoint", str(ride["checkpoint"]), "--results",
+            str(ride["results_path"]), "--out", str(out)]
+    assert _run(argv).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    limit = len(before["model.safetensors"]) // 2  # the weights no longer fit (EFBIG, as ENOSPC on a full disk)
+    done = subprocess.run([sys.executable, *argv, "--overwrite"], cwd=REPO_ROOT, env=_python_env(),
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == f"error: could not write {out} (File too large): the previous folder is unchanged"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
+
+
 def test_export_rejects_bad_results(ride, tmp_path):
     bad = tmp_path / "bad.json"
     for payload, message in (

@@ -299,6 +299,34 @@ def test_sigint_leaves_a_resumable_checkpoint(tmp_path):
     assert load_checkpoint(last)["epoch"] == ckpt["epoch"] + 1
 
 
+def limit_file_size(max_bytes: int):
+    """A ``preexec_fn``: files this process writes may not grow past ``max_bytes`` (RLIMIT_FSIZE; Python
+    ignores SIGXFSZ, so a write past it fails with EFBIG, the way a full disk fails with ENOSPC)."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+
+def test_a_checkpoint_write_that_fails_keeps_the_previous_one(train_module, runs):
+    common = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--no-final-eval"]
+    first = train(train_module, runs, "full-disk", *common, "--epochs", "1")
+    last = first / "last.pth"
+    before = last.read_bytes()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(TRAIN), *QUICK, *common, "--epochs", "2", "--resume", str(last)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+                          preexec_fn=limit_file_size(len(before) // 2))
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]  # after the progress log
+    assert len(errors) == 1 and done.stderr.strip().endswith(errors[0]) and "Traceback" not in done.stderr
+    assert errors[0].startswith(f"error: could not write {last} (File too large): the previous file is unchanged")
+    assert errors[0].endswith(f"--resume {last}")
+    assert last.read_bytes() == before  # epoch 1's checkpoint, whole
+    assert not [p for p in first.iterdir() if p.name.endswith(".tmp")]
+    assert train_module.main([*QUICK, *common, "--epochs", "2", "--resume", str(last)]) == 0  # and it resumes
+    assert load_checkpoint(last)["epoch"] == 2
+
+
 def test_pretrained_backbone_seeds_trunk_and_every_expert(train_module, runs, tmp_path):
     donor = timm.create_model("nclpp_resnet32", num_classes=10, num_experts=1)
     plain = {}  # a plain-ResNet state dict: no trunk./experts.<i>. prefixes

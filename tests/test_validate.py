@@ -20,10 +20,16 @@ VALIDATE = REPO / "validate.py"
 QUICK = ["--dataset", "demo", "--num-samples", "40", "-b", "20", "--workers", "0", "--no-progress", "--device", "cpu"]
 
 
-def run_validate(*args: str) -> subprocess.CompletedProcess:
+def run_validate(*args: str, max_file_bytes: int | None = None) -> subprocess.CompletedProcess:
+    """validate.py in a subprocess; ``max_file_bytes``: files it writes may not grow past that (RLIMIT_FSIZE:
+    a write past it fails with EFBIG, as one on a full disk fails with ENOSPC)."""
+    import resource
+
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", MPLBACKEND="Agg")
+    limit = None if max_file_bytes is None else (
+        lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes)))
     return subprocess.run([sys.executable, str(VALIDATE), *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=300)
+                          cwd=REPO, timeout=300, preexec_fn=limit)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +149,20 @@ def test_subprocess_error_exit_code(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: data folder not found") and "\n" not in done.stderr.strip()
     assert not results.exists()
+
+
+def test_a_results_write_that_fails_keeps_the_previous_results(tmp_path):
+    results = tmp_path / "r.json"
+    argv = ["--model", "ride_resnet32_2e", "--forward-mode", "ensemble", "--results-file", str(results), "--no-plot",
+            *QUICK]
+    assert run_validate(*argv).returncode == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    done = run_validate(*argv, max_file_bytes=100)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == f"error: could not write {results} (File too large): the previous file " \
+                                           f"is unchanged", done.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # whole, and no temporary file
 
 
 def test_safetensors_weights_for_a_named_model(validate_module, capsys, tmp_path):

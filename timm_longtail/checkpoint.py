@@ -9,6 +9,7 @@ checkpoint under the real name.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .errors import UserInputError
+from .errors import OutputWriteError, UserInputError
 
 __all__ = [
     "json_safe",
@@ -57,17 +58,25 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def atomic_write(path: PathLike, write_fn) -> Path:
-    """Call ``write_fn(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
+    """Call ``write_fn(tmp_path)`` then rename onto ``path``: readers never see a partial file.
+
+    An ``OSError`` on the way (disk full, say) removes the temporary file and becomes an
+    :class:`OutputWriteError` that says the previous ``path`` is unchanged.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write_fn(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as error:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(error, OSError) and not isinstance(error, OutputWriteError):
+            kept = "the previous file is unchanged" if path.exists() else "no file was written"
+            raise OutputWriteError(f"could not write {path} ({error.strerror or error}): {kept}") from None
         raise
     return path
 
@@ -95,7 +104,13 @@ def save_checkpoint(
         version=code_version(),
     )
     payload.update(extra or {})
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    def write(tmp: str) -> None:
+        buffer = io.BytesIO()  # serialised first: torch's zip writer turns a full disk into a RuntimeError
+        torch.save(payload, buffer)
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
+
+    return atomic_write(path, write)
 
 
 def _load_safetensors(path: Path) -> Dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The one error type users see for bad input."""
+"""The error types users see: bad input, and an output that could not be written."""
 
 
 class UserInputError(ValueError):
@@ -6,4 +6,13 @@ class UserInputError(ValueError):
 
     The message names what to fix. ``train.py``/``validate.py`` print it as one line and exit 2
     instead of showing a traceback.
+    """
+
+
+class OutputWriteError(OSError):
+    """A checkpoint or result could not be written (disk full, no permission, file too large).
+
+    Files are written under a temporary name and renamed, so the file it would have replaced is
+    unchanged and no partial file is left; the message says so. The scripts print it as one line
+    and exit 1.
     """

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..errors import UserInputError
+from ..errors import OutputWriteError, UserInputError
 
 EPILOG = """examples:
   python -m timm_longtail.hub export --checkpoint runs/ride-c100/best.pth --results runs/ride-c100/results.json \\
@@ -98,6 +98,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OutputWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

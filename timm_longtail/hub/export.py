@@ -22,7 +22,7 @@ import torch
 from .._paths import portable_paths
 from ..analysis.card_figures import load_card_figures, write_card_figures
 from ..checkpoint import atomic_write, json_safe
-from ..errors import UserInputError
+from ..errors import OutputWriteError, UserInputError
 from ..models import HF_ORG, hub_repo_id
 from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
 from .card import CARDS_DIR, build_card_context, load_reference, render_card
@@ -239,9 +239,10 @@ def export_checkpoint(
     model_kwargs = json_safe(dict(ckpt.get("model_kwargs") or {}))
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         weights = tmp / WEIGHTS_FILENAME
         _write_weights(model, weights, dict(model_name=model_name, model_kwargs=model_kwargs, tag=tag,
                                             class_counts=counts, class_names=names))
@@ -270,8 +271,11 @@ def export_checkpoint(
             (tmp / "README.md").write_text(render_card(context, cards_dir), encoding="utf-8")
         apply_umask(tmp)
         _replace_folder(tmp, out, overwrite)
+    except OSError as error:  # disk full: the export is written aside, so the old folder stands
+        kept = "the previous folder is unchanged" if out.exists() else "nothing was written"
+        raise OutputWriteError(f"could not write {out} ({error.strerror or error}): {kept}") from None
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(folder=out, repo_id=repo_id, model_name=model_name, tag=tag, sha256=sha,
                         size=(out / WEIGHTS_FILENAME).stat().st_size, commit=_commit_of(ckpt.get("version")))

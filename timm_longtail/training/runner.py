@@ -23,7 +23,7 @@ from torch import nn
 
 from ..checkpoint import build_model_from_checkpoint, json_safe, load_checkpoint, run_lineage, save_checkpoint
 from ..data.batch_augment import BatchAugment
-from ..errors import UserInputError
+from ..errors import OutputWriteError, UserInputError
 from ..evaluation import default_amp_dtype
 from .device_loader import DeviceBatchLoader
 from .distributed import DistContext, cleanup_distributed, setup_distributed
@@ -496,9 +496,14 @@ class _Run:
         )
         if self.model_ema is not None:
             extra["state_dict_ema"] = {k: v.detach().cpu() for k, v in self.model_ema.module.state_dict().items()}
-        save_checkpoint(path, unwrap_model(self.model), model_name=self.model_name,
-                        class_counts=self.data.full_class_counts, class_names=self.data.class_names,
-                        model_kwargs=self.model_kwargs, extra=extra)
+        try:
+            save_checkpoint(path, unwrap_model(self.model), model_name=self.model_name,
+                            class_counts=self.data.full_class_counts, class_names=self.data.class_names,
+                            model_kwargs=self.model_kwargs, extra=extra)
+        except OutputWriteError as error:
+            last = self.output_dir / "last.pth"
+            resume = f"; free space, then resume with --resume {last}" if last.is_file() else ""
+            raise OutputWriteError(f"{error}{resume}") from None
 
     def _reweighting(self, epoch: int) -> bool:
         return self.drw_epoch is not None and epoch >= self.drw_epoch

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..errors import UserInputError
+from ..errors import OutputWriteError, UserInputError
 from .build import BuildSettings, build, default_runs_dir, entry_state, park, publish
 from .manifest import DEFAULT_MANIFEST, REPO_ROOT, load_manifest
 from .table import render_tables, replace_tables
@@ -142,6 +142,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OutputWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
