@@ -274,19 +274,34 @@ def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_pa
         assert not (runs / name).exists()  # nothing written, nothing trained
 
 
-def test_sigint_leaves_a_resumable_checkpoint(tmp_path):
+def start_long_run(folder: Path, *extra: str) -> tuple[subprocess.Popen, list[str], dict]:
+    """A 50-epoch train.py subprocess into ``folder``, returned once its first last.pth is written."""
     # one thread: a busy CI machine starves OpenMP thread teams of a second process
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
     argv = [sys.executable, str(TRAIN), *QUICK, "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "50",
-            "--max-steps-per-epoch", "3", "--no-final-eval", "--workers", "1",
-            "--output", str(tmp_path), "--experiment", "stopped"]
+            "--max-steps-per-epoch", "3", "--no-final-eval", "--workers", "1", *extra,
+            "--output", str(folder.parent), "--experiment", folder.name]
     process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
-    last = tmp_path / "stopped" / "last.pth"
+    last = folder / "last.pth"
     deadline = time.time() + 240
     while not last.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
     assert last.exists(), process.communicate()[0] if process.poll() is not None else "no checkpoint in time"
+    return process, argv, env
+
+
+def test_sigint_leaves_a_resumable_checkpoint_and_the_folder_is_locked_meanwhile(train_module, tmp_path, capsys):
+    process, argv, env = start_long_run(tmp_path / "stopped")
+    last = tmp_path / "stopped" / "last.pth"
+    args_yaml = (tmp_path / "stopped" / "args.yaml").read_text()
+    capsys.readouterr()
+    second = train_module.main([*QUICK, "--model", "ride_resnet32_2e", "--method", "ride", "--seed", "2", "--epochs",
+                                "1", "--no-final-eval", "--output", str(tmp_path), "--experiment", "stopped"])
+    err = capsys.readouterr().err.strip()
+    assert second == 2 and err == (f"error: {tmp_path / 'stopped'} is in use by another training run: wait for it "
+                                   f"to finish, or pass another --experiment/--output")
+    assert (tmp_path / "stopped" / "args.yaml").read_text() == args_yaml  # the second run wrote nothing
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the loader worker gets it too
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGINT, output
@@ -297,6 +312,22 @@ def test_sigint_leaves_a_resumable_checkpoint(tmp_path):
                              env=env, capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(last)["epoch"] == ckpt["epoch"] + 1
+
+
+def test_a_second_signal_exits_at_once_and_keeps_the_checkpoint(tmp_path):
+    # batch 128: a step long enough (about a second here) that the second signal lands inside it
+    process, _, _ = start_long_run(tmp_path / "twice", "--batch-size", "128")
+    last = tmp_path / "twice" / "last.pth"
+    os.killpg(process.pid, signal.SIGTERM)
+    seen = []
+    for line in process.stdout:  # the first signal is taken: finish the step, then stop
+        seen.append(line)
+        if "received SIGTERM" in line:
+            break
+    os.killpg(process.pid, signal.SIGTERM)
+    output = "".join(seen) + process.communicate(timeout=60)[0]
+    assert process.returncode == -signal.SIGTERM, output  # the second one: SIGTERM's own default, at once
+    assert load_checkpoint(last)["epoch"] >= 1  # whole (written by rename, never in place): resumable
 
 
 def limit_file_size(max_bytes: int):

@@ -9,6 +9,7 @@ checkpoint under the real name.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -17,16 +18,21 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; exclusive_lock does not lock there
+    fcntl = None
 
 from .errors import OutputWriteError, UserInputError
 
 __all__ = [
     "json_safe",
-    "atomic_write", "build_model_from_checkpoint", "code_version", "lineage_entry", "load_checkpoint",
+    "atomic_write", "exclusive_lock", "build_model_from_checkpoint", "code_version", "lineage_entry", "load_checkpoint",
     "load_weights_file", "run_lineage", "save_checkpoint", "start_command", "unwrap_model",
 ]
 
@@ -79,6 +85,25 @@ def atomic_write(path: PathLike, write_fn) -> Path:
             raise OutputWriteError(f"could not write {path} ({error.strerror or error}): {kept}") from None
         raise
     return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: PathLike, busy: str, *, wait: bool = False) -> Iterator[None]:
+    """Hold an advisory lock (``flock``) on ``path``, a folder or a lock file (created if missing), for
+    the ``with`` block. Another process asking for it meanwhile gets ``UserInputError(busy)`` at once,
+    or waits with ``wait``. The kernel drops the lock when its process dies, so a killed run never
+    leaves a stale lock behind. (No locking on Windows, which has no ``flock``.)"""
+    path = Path(path)
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise UserInputError(busy) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def save_checkpoint(

@@ -19,14 +19,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import NativeScaler, random_seed
+from timm.utils.summary import trim_summary, update_summary
 from torch import nn
+from torch.utils.data import DistributedSampler
 
-from ..checkpoint import build_model_from_checkpoint, json_safe, load_checkpoint, run_lineage, save_checkpoint
+from .. import losses
+from ..checkpoint import (atomic_write, build_model_from_checkpoint, exclusive_lock, json_safe, load_checkpoint,
+                          run_lineage, save_checkpoint, start_command, unwrap_model)
+from ..data import (
+    ClassBalancedSampler, MultiViewTransform, build_dataset, canonical_dataset_name, create_eval_transform,
+    create_loader, create_train_transform,
+)
 from ..data.batch_augment import BatchAugment
 from ..errors import OutputWriteError, UserInputError
 from ..evaluation import default_amp_dtype
 from .device_loader import DeviceBatchLoader
 from .distributed import DistContext, cleanup_distributed, setup_distributed
+from .evaluate import balanced_top1, evaluate_final
 from .loop import (
     ExpertsForward, ExpertsObjective, Precision, RouterForward, RouterObjective, StopFlag,
     train_one_epoch,
@@ -118,8 +130,6 @@ def _model_name(args: argparse.Namespace, found: Checkpoints) -> str:
 
 
 def _build_data(args: argparse.Namespace, spec: MethodSpec) -> Data:
-    from ..data import MultiViewTransform, build_dataset, canonical_dataset_name, create_train_transform
-
     name = canonical_dataset_name(args.dataset)
     recipe = args.train_transform or default_train_recipe(spec, name)
     if args.longtail_seed != 0 and name not in _SEEDED_LONGTAIL:
@@ -253,8 +263,6 @@ def _build_teacher(found: Checkpoints, num_classes: int, device: torch.device) -
 
 
 def _build_loss(args: argparse.Namespace, model: nn.Module, counts: list[int]) -> nn.Module:
-    from .. import losses
-
     if args.stage == "router":
         return losses.RouterLoss(pos_weight=args.router_pos_weight)
     options = dict(args.loss_kwargs or {})
@@ -266,8 +274,6 @@ def _build_loss(args: argparse.Namespace, model: nn.Module, counts: list[int]) -
 
 
 def _precision(args: argparse.Namespace, device: torch.device) -> Precision:
-    from timm.utils import NativeScaler
-
     if not args.amp:
         return Precision(device.type)
     dtype = getattr(torch, args.amp_dtype) if args.amp_dtype else default_amp_dtype(device)
@@ -276,10 +282,6 @@ def _precision(args: argparse.Namespace, device: torch.device) -> Precision:
 
 
 def _train_loader(args: argparse.Namespace, data: Data, ctx: DistContext):
-    from torch.utils.data import DistributedSampler
-
-    from ..data import ClassBalancedSampler, create_loader
-
     if args.stage == "router":  # RIDE stage 2 draws every class equally often
         base = ClassBalancedSampler(dataset_targets(data.train), seed=args.seed,
                                     num_replicas=ctx.world_size, rank=ctx.rank)
@@ -328,8 +330,6 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 
 def _eval_loader(args: argparse.Namespace, dataset: Any, ctx: DistContext):
-    from ..data import create_loader
-
     loader = create_loader(dataset, batch_size=args.eval_batch_size, shuffle=False, num_workers=args.workers,
                            pin_memory=args.pin_mem and ctx.device.type == "cuda", persistent_workers=False)
     loader.worker_init_fn = ignore_stop_signals
@@ -367,8 +367,6 @@ class _Run:
     def _keep_command_history(self) -> None:
         """``command`` is what reproduces the run: this process's command without ``--resume`` (a resume
         may extend ``--epochs``); ``command_history`` keeps every command that trained it, oldest first."""
-        from ..checkpoint import start_command
-
         resume = self.found.resume
         earlier: list[str] = []
         if resume is not None:
@@ -379,10 +377,6 @@ class _Run:
     # ---- set-up: everything that can reject the input --------------------------------------
     def setup(self) -> None:
         args, ctx = self.args, self.ctx
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
-        from timm.utils import random_seed
-
         random_seed(args.seed, 0)  # same initial weights on every rank (DDP also broadcasts them)
         self.found = _read_checkpoints(args)
         self._keep_command_history()
@@ -405,8 +399,6 @@ class _Run:
 
             self.distillation = DistillationLoss(temperature=args.distill_temperature, factor=args.distill_factor,
                                                  on=args.distill_on).to(ctx.device)
-        from ..data import create_eval_transform
-
         eval_tf = create_eval_transform(model, img_size=self.data.img_size)
         for dataset in (self.data.test, self.data.val):
             if dataset is not None:
@@ -481,8 +473,6 @@ class _Run:
         return recipe
 
     def _save(self, path: Path, epoch: int) -> None:
-        from ..checkpoint import unwrap_model
-
         extra: dict[str, Any] = dict(
             epoch=epoch, num_updates=self.num_updates, recipe=self._recipe(), dataset=self.data.info,
             lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
@@ -511,13 +501,18 @@ class _Run:
     # ---- the epochs -------------------------------------------------------------------------
     def execute(self) -> int:
         self.setup()
-        args, ctx = self.args, self.ctx
-        from timm.utils import random_seed
-        from timm.utils.summary import trim_summary, update_summary
+        if not self.ctx.is_primary:
+            return self._train()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        busy = (f"{self.output_dir} is in use by another training run: wait for it to finish, or pass another "
+                f"--experiment/--output")
+        with exclusive_lock(self.output_dir, busy):  # two runs would interleave their checkpoints and logs
+            return self._train()
 
+    def _train(self) -> int:
+        args, ctx = self.args, self.ctx
         summary_path = self.output_dir / "summary.csv"
         if ctx.is_primary:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
             self.log_handler = _add_file_log(self.output_dir / "log.txt")
             (self.output_dir / "args.yaml").write_text(_yaml_dump(vars(args)))
             trim_summary(str(summary_path), self.start_epoch)
@@ -550,14 +545,14 @@ class _Run:
                     self.scheduler.step(epoch + 1)
                 if args.stage == "router":
                     self.model.mark_router_trained()
-                self._end_epoch(epoch, result.metrics, summary_path, update_summary)
+                self._end_epoch(epoch, result.metrics, summary_path)
                 if stop.agreed(ctx):
                     return self._interrupted(stop, epoch + 1)
         finally:
             stop.restore()
         return self._finish()
 
-    def _end_epoch(self, epoch: int, metrics: dict[str, float], summary_path: Path, update_summary) -> None:
+    def _end_epoch(self, epoch: int, metrics: dict[str, float], summary_path: Path) -> None:
         args, ctx = self.args, self.ctx
         self.history.epoch_times.append(metrics["epoch_time_s"])
         self.history.images_per_sec.append(metrics["images_per_sec"])
@@ -581,8 +576,6 @@ class _Run:
         ctx.barrier()
 
     def _validate(self) -> dict[str, float]:
-        from .evaluate import balanced_top1
-
         model = self.model
         mode = "routed" if self.args.stage == "router" else "ensemble"
         loader = _eval_loader(self.args, self.data.val, self.ctx)
@@ -603,8 +596,6 @@ class _Run:
         if not ctx.is_primary:
             ctx.barrier()
             return 0
-        from .evaluate import evaluate_final
-
         selected = "last"
         path = self.output_dir / "last.pth"
         if args.select_by == "val" and (self.output_dir / "best.pth").is_file():
@@ -667,8 +658,6 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
-    from ..checkpoint import atomic_write
-
     text = json.dumps(json_safe(payload), indent=2, allow_nan=False)
 
     def write(tmp: str) -> None:

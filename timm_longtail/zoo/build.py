@@ -17,8 +17,6 @@ publishing the entry removes it from the checkout.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -31,10 +29,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .._paths import portable_paths
-from ..checkpoint import atomic_write, start_command
+from ..checkpoint import atomic_write, exclusive_lock, start_command
 from ..errors import UserInputError
 from ..models.weights import WEIGHTS_FILENAME, record_published, sha256_of_file
 from .manifest import REPO_ROOT, Entry, Manifest, Stage
@@ -653,19 +651,11 @@ def build(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
     return outcomes
 
 
-@contextlib.contextmanager
-def _exclusive(runs_dir: Path, name: str = ".zoo.lock", wait: bool = False) -> Iterator[None]:
+def _exclusive(runs_dir: Path, name: str = ".zoo.lock", wait: bool = False):
     """One build per runs folder (two would train the same stage into the same files); with ``wait``,
     a short critical section (publishing) that waits for the other holder."""
-    with open(runs_dir / name, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except OSError:
-            raise UserInputError(f"another zoo build is using {runs_dir}: wait for it, or stop it") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    busy = f"another zoo build is using {runs_dir}: wait for it, or stop it"
+    return exclusive_lock(runs_dir / name, busy, wait=wait)
 
 
 def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forwarder: _Forwarder,
