@@ -188,6 +188,33 @@ def test_push_then_pretrained_loads_identical_model(ride, hub, tmp_path):
     assert ("GET", f"/{exported.repo_id}/resolve/main/model.safetensors") in hub.requests
 
 
+def test_two_processes_filling_an_empty_cache_at_once_both_load(ride, hub, tmp_path):
+    exported = ride["export"]
+    if exported.repo_id not in hub.repos:  # test (a) pushed it when it ran first
+        pushed = _run(["-m", "timm_longtail.hub", "push", str(exported.folder), "--repo-id", exported.repo_id],
+                      HF_ENDPOINT=hub.url, HF_TOKEN=hub.token, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+                      HF_HOME=str(tmp_path / "hf_home"))
+        assert pushed.returncode == 0, pushed.stderr
+    save_file({"x": ride["x"]}, str(tmp_path / "x.safetensors"))
+    env = _python_env(HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1",
+                      HF_HUB_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf_home"),
+                      **_publish(tmp_path, exported))
+    loaders = [subprocess.Popen([sys.executable, "-c", LOADER, exported.repo_name, str(tmp_path / "x.safetensors"),
+                                 str(tmp_path / f"out{i}.safetensors")], cwd=REPO_ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for loader in loaders:  # started together: both download into the one empty cache
+        _, err = loader.communicate(timeout=300)
+        assert loader.returncode == 0, err
+    for i in range(2):
+        outputs = load_file(str(tmp_path / f"out{i}.safetensors"))
+        _assert_same_outputs(outputs, "name", ride["expected"])
+        _assert_same_outputs(outputs, "hf_hub", ride["expected"])
+    blobs = list((tmp_path / "cache").glob("models--*/blobs/*"))
+    assert not [b for b in blobs if b.name.endswith(".incomplete")]  # no half download left behind
+    weights = (exported.folder / "model.safetensors").read_bytes()
+    assert [b.read_bytes() for b in blobs if b.stat().st_size == len(weights)] == [weights]  # one copy, whole
+
+
 # ---- (b) offline, from a pre-filled Hub cache ------------------------------------------------
 def test_offline_pretrained_from_prefilled_cache(ride, tmp_path):
     exported = ride["export"]
