@@ -1,0 +1,105 @@
+"""Golden training numerics: every method and stage, a few demo steps with a fixed seed, pinned.
+
+A refactor of the training side must leave these unchanged. Each case trains through ``train.main``
+(2 steps of batch 8) and is reduced to what the steps did: the change of every parameter and
+BatchNorm statistic from the run's own initial state (``_Run.setup``, as the run builds it),
+projected on fixed random directions, its norm, and the logged epoch losses. If a change of the
+numerics is intended, the failure message prints the new row for ``GOLDEN``.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import load_script
+from timm_longtail.checkpoint import load_checkpoint
+from timm_longtail.training import parse_args
+from timm_longtail.training.distributed import DistContext
+from timm_longtail.training.recipe import check_args
+from timm_longtail.training.runner import _Run
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-size", "8", "--max-steps-per-epoch", "2",
+         "--log-interval", "1", "--seed", "1", "--warmup-epochs", "0", "--no-final-eval"]
+STAGE1 = ["--model", "ride_resnet32_3e", "--method", "ride", "--epochs", "2", "--max-steps-per-epoch", "1",
+          "--drw-epoch", "1"]  # one step before DRW, one with it
+CASES = {
+    "ce": ["--model", "nclpp_resnet32", "--num-experts", "1", "--method", "ce", "--epochs", "1"],
+    "bsce": ["--model", "nclpp_resnet32", "--num-experts", "1", "--method", "bsce", "--epochs", "1"],
+    "ldam_drw": ["--model", "ride_resnet32_2e", "--num-experts", "1", "--model-kwargs", "{reduce_dimension: false}",
+                 "--method", "ldam_drw", "--drw-epoch", "0", "--epochs", "1"],
+    "ride": STAGE1,
+    "router": ["--method", "ride", "--stage", "router", "--initial-checkpoint", "{ride}", "--epochs", "1",
+               "--lr", "0.01"],
+    "distillation": ["--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "1", "--teacher", "{ride}",
+                     "--distill-on", "experts"],
+    "nclpp": ["--model", "nclpp_resnet32", "--method", "nclpp", "--num-experts", "2", "--num-copies", "2",
+              "--epochs", "1"],
+}
+# case: (projection of the change on fixed random directions, its L2 norm, logged loss of each epoch)
+GOLDEN = {  # measured at a95cea0 on the 2-core CPU
+    "ce": (-3.2029135136496505, 18.702996613971827, [3.051449775695801]),
+    "bsce": (-2.30209188590627, 18.661416788460194, [6.361936092376709]),
+    "ldam_drw": (40.62112779191945, 24.996442530576715, [21.44142723083496]),
+    "ride": (-0.4277328397486695, 47.4517243907814, [34.387081146240234, 92.27342224121094]),
+    "router": (0.00010751343498327287, 0.00019051172248044887, [2.4378299713134766e-05]),
+    "distillation": (-39.40435054333841, 109.96438787502618, [45.36615753173828]),
+    "nclpp": (-14.933991894418046, 35.15653998864564, [76.36354064941406]),
+}
+
+
+@pytest.fixture(scope="module")
+def train_module():
+    return load_script(REPO / "train.py", "train_script_golden")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("golden")
+
+
+def initial_state(argv: list[str]) -> dict[str, torch.Tensor]:
+    args = parse_args(argv)
+    job = _Run(args, check_args(args), DistContext(torch.device("cpu")), "train.py")
+    job.setup()
+    return {k: v.detach().clone() for k, v in job.model.state_dict().items()}
+
+
+def fingerprint(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> tuple[float, float]:
+    generator = torch.Generator().manual_seed(0)
+    projection = squares = 0.0
+    for name in sorted(after):
+        if not after[name].is_floating_point():
+            continue
+        change = after[name].double() - before[name].double()
+        projection += float((change * torch.randn(change.shape, generator=generator, dtype=torch.float64)).sum())
+        squares += float((change * change).sum())
+    return projection, math.sqrt(squares)
+
+
+def run_case(train_module, runs: Path, case: str) -> tuple[float, float, list[float]]:
+    ride = runs / "ride" / "last.pth"
+    if case in ("router", "distillation") and not ride.is_file():
+        run_case(train_module, runs, "ride")
+    argv = [*QUICK, *(a.replace("{ride}", str(ride)) for a in CASES[case])]
+    before = initial_state(argv)
+    assert train_module.main([*argv, "--output", str(runs), "--experiment", case]) == 0
+    after = load_checkpoint(runs / case / "last.pth")["state_dict"]
+    with open(runs / case / "summary.csv", newline="") as handle:
+        losses = [float(row["train_loss"]) for row in csv.DictReader(handle)]
+    return (*fingerprint(before, after), losses)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_training_numerics_are_unchanged(train_module, runs, case):
+    projection, norm, losses = run_case(train_module, runs, case)
+    measured = f'"{case}": ({projection!r}, {norm!r}, {losses!r}),'
+    assert case in GOLDEN, f"no golden row; measured: {measured}"
+    expected_projection, expected_norm, expected_losses = GOLDEN[case]
+    assert norm > 0, case  # the steps changed something
+    assert (projection, norm) == pytest.approx((expected_projection, expected_norm), rel=1e-4), measured
+    assert losses == pytest.approx(expected_losses, rel=1e-5), measured
