@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import torch
-
 import timm_longtail  # noqa: F401  (registers the models)
 import timm
 from timm_longtail.models import measure_compute

@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import nn
 
+from .._format import percent
 from ..data import ShotSplit
 from ..evaluation import atomic_write_bytes
 from . import plots
@@ -50,7 +51,7 @@ def write_card_figures(model: nn.Module, loader: Any, class_counts: Sequence[int
 
 
 def _pct(value: Optional[float]) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
+    return percent(value, missing="—", fraction=True, digits=1)
 
 
 def _num(value: Optional[float]) -> str:

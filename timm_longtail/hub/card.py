@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from .._paths import portable_paths
+from .._format import percent
 from ..checkpoint import start_command
 from ..errors import UserInputError
 from ..models import dataset_tag
@@ -82,7 +83,7 @@ def read_front_matter(text: str) -> Dict[str, Any]:
 
 # ---- formatting ------------------------------------------------------------------------------
 def _pct(value: Optional[float]) -> str:
-    return "—" if value is None else f"{value:.2f}"
+    return percent(value, missing="—")
 
 
 def _macs(value: Optional[float]) -> str:

@@ -9,15 +9,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from ..errors import UserInputError
 
-__all__ = [
-    "MethodSpec", "METHODS", "check_args", "check_model", "resolve_drw_epoch",
-    "freeze_for_stage", "trainable_parameters",
-]
+__all__ = ["MethodSpec", "METHODS", "check_args", "check_model", "resolve_drw_epoch", "freeze_for_stage"]
 
 
 @dataclass(frozen=True)
@@ -129,7 +125,3 @@ def freeze_for_stage(model: nn.Module, stage: str) -> None:
     if router is not None:
         for param in router.parameters():
             param.requires_grad_(train_router)
-
-
-def trainable_parameters(model: nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]

@@ -10,7 +10,6 @@ import argparse
 import copy
 import json
 import logging
-import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from .. import losses
+from .._format import percent
 from ..checkpoint import (atomic_write, build_model_from_checkpoint, exclusive_lock, json_safe, load_checkpoint,
                           run_lineage, save_checkpoint, start_command, unwrap_model)
 from ..data import (
@@ -642,15 +642,11 @@ def _headline(result: dict[str, Any]) -> str:
     modes = result.get("modes") or {}
     parts = []
     for mode, metrics in modes.items():
-        shown = {key: _pct(metrics.get(key)) for key in ("top1", "top1_many", "top1_medium", "top1_few")}
+        shown = {key: percent(metrics.get(key)) for key in ("top1", "top1_many", "top1_medium", "top1_few")}
         hist = metrics.get("experts_used_hist")
         parts.append(f"{mode} top1 {shown['top1']} (many {shown['top1_many']} / medium {shown['top1_medium']} / "
                      f"few {shown['top1_few']})" + (f" experts used {hist}" if hist else ""))
     return "; ".join(parts) or "no evaluation"
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
 
 
 def _mean(values: list[float]) -> float | None:

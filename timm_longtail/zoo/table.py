@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+from .._format import percent
 from .manifest import Entry, Manifest
 
 __all__ = ["BEGIN", "END", "render_tables", "replace_tables"]
@@ -16,12 +17,8 @@ __all__ = ["BEGIN", "END", "render_tables", "replace_tables"]
 BEGIN, END = "<!-- zoo-table:begin -->", "<!-- zoo-table:end -->"
 
 
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.2f}"
-
-
 def _splits(row: Mapping[str, Any]) -> str:
-    return " / ".join(_pct(row.get(k)) for k in ("top1_many", "top1_medium", "top1_few"))
+    return " / ".join(percent(row.get(k)) for k in ("top1_many", "top1_medium", "top1_few"))
 
 
 def _recipe(results: Mapping[str, Any]) -> str:
@@ -48,9 +45,9 @@ def _weights_row(entry: Entry, results: Optional[Mapping[str, Any]]) -> str:
     best = max(experts.items(), key=lambda item: item[1].get("top1") or 0.0) if experts else None
     routed = modes.get("routed")
     macs = (routed or ensemble).get("macs_per_image")
-    return (f"| {model} | {tag} | {_recipe(results)} | {_pct(ensemble.get('top1'))} | "
-            + (f"{_pct(best[1].get('top1'))} ({best[0]})" if best else "-") + " | "
-            + (_pct(routed.get("top1")) if routed else "-") + f" | {_splits(ensemble)} | "
+    return (f"| {model} | {tag} | {_recipe(results)} | {percent(ensemble.get('top1'))} | "
+            + (f"{percent(best[1].get('top1'))} ({best[0]})" if best else "-") + " | "
+            + (percent(routed.get("top1")) if routed else "-") + f" | {_splits(ensemble)} | "
             + ("-" if macs is None else f"{macs / 1e9:.4f}") + " | "
             + (_experts_used(routed) if routed else "-") + f" | {paper} |")
 
@@ -60,7 +57,7 @@ def _baseline_row(entry: Entry, results: Optional[Mapping[str, Any]]) -> str:
     if results is None:
         return f"| `{entry.name}` | not trained yet | - | - | {paper} |"
     row = (results.get("modes") or {}).get("ensemble") or {}
-    return f"| `{entry.name}` | {_recipe(results)} | {_pct(row.get('top1'))} | {_splits(row)} | {paper} |"
+    return f"| `{entry.name}` | {_recipe(results)} | {percent(row.get('top1'))} | {_splits(row)} | {paper} |"
 
 
 def _read(path: Path) -> Optional[Dict[str, Any]]:
