@@ -195,7 +195,10 @@ def evaluate_mode(
             _synchronize(device)
             tic = time.perf_counter()
             with autocast_for(device, amp, amp_dtype):
-                logits = model(images, mode=mode) if multi_expert else model(images)
+                if mode == "routed":  # the one mode whose cost varies: it also says how many experts each sample used
+                    logits, used = model.forward_routed(images)
+                else:
+                    logits = model(images, mode=mode) if multi_expert else model(images)
             _synchronize(device)
             forward_seconds += time.perf_counter() - tic
             if logits.shape[-1] != len(class_counts):
@@ -203,8 +206,8 @@ def evaluate_mode(
                     f"the model predicts {logits.shape[-1]} classes but the dataset has {len(class_counts)}")
             top_k = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices.cpu()
             metric.add_batch(predictions=top_k.tolist(), references=targets.tolist())
-            if mode == "routed" and getattr(model, "last_experts_used", None) is not None:
-                experts_used += torch.bincount(model.last_experts_used.cpu() - 1, minlength=num_experts)
+            if mode == "routed":
+                experts_used += torch.bincount(used.cpu() - 1, minlength=num_experts)
             seen += int(targets.shape[0])
     finally:
         model.train(was_training)

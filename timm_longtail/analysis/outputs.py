@@ -64,13 +64,16 @@ def collect_outputs(model: nn.Module, loader: Iterable, modes: Sequence[str] | s
                 images = images.contiguous(memory_format=torch.channels_last)
             for mode in modes:
                 with autocast_for(device, amp):
-                    logits = model(images, mode=mode) if multi_expert else model(images)
+                    if mode == "routed":
+                        logits, experts_used = model.forward_routed(images)
+                    else:
+                        logits = model(images, mode=mode) if multi_expert else model(images)
                 if num_classes is not None and logits.shape[-1] != num_classes:
                     raise UserInputError(
                         f"the model predicts {logits.shape[-1]} classes but the dataset has {num_classes}")
                 chunks[mode].append(logits.float().cpu())
                 if mode == "routed":
-                    used.append(model.last_experts_used.cpu().long())
+                    used.append(experts_used.cpu().long())
             targets.append(torch.as_tensor(target).long().cpu())
     finally:
         model.train(was_training)

@@ -11,7 +11,7 @@ and n full networks. Both are served by the same forward modes:
 ``"routed"``
     RIDE's dynamic expert assignment: experts are called in order and, after expert ``k``, a small
     learned router decides per sample whether expert ``k + 1`` is needed. The output is the mean of
-    the experts used; ``model.last_experts_used`` holds how many each sample used.
+    the experts used; :meth:`MultiExpertNet.forward_routed` also returns how many each sample used.
 
 Select a mode once with ``model.set_forward_mode(mode)`` or per call with ``model(x, mode=...)``.
 Training uses :meth:`MultiExpertNet.forward_train`, which runs every expert once and returns their
@@ -217,7 +217,6 @@ class MultiExpertNet(nn.Module):
         self._trunk_taps = [i["module"].split(".", 1)[1] for i in feature_info if i["module"].startswith("trunk.")]
         self._expert_taps = [i["module"].split(".", 2)[2] for i in feature_info if i["module"].startswith("experts.")]
         self._mode: ForwardMode = ("ensemble", None)  # the one record of the mode; forward_mode names it
-        self.last_experts_used: Optional[torch.Tensor] = None
         self.grad_checkpointing = False
 
     def _make_router(self, num_classes: int) -> Optional[ExpertRouter]:
@@ -330,17 +329,13 @@ class MultiExpertNet(nn.Module):
             return torch.cat(pooled, dim=1)
         logits = torch.stack([self.heads[i].classify(p) for i, p in zip(indices, pooled)])
         if kind == "routed":
-            out, used = self.route_from_outputs(torch.stack(pooled), logits)
-            self.last_experts_used = used
-            return out
+            return self.route_from_outputs(torch.stack(pooled), logits)[0]
         return logits.mean(0)
 
     def forward(self, x: torch.Tensor, mode: Optional[Union[str, int]] = None) -> torch.Tensor:
         kind, index = self._resolve(mode)
         if kind == "routed":
-            out, self.last_experts_used = self.forward_routed(x)
-            return out
-        self.last_experts_used = None
+            return self.forward_routed(x)[0]
         if self.num_classes <= 0:  # classifier removed: pooled features, concatenated (timm's convention)
             return self.forward_head(self.forward_features(x, mode), pre_logits=True, mode=mode)
         trunk_out = self._stages(self.trunk, x)
