@@ -19,9 +19,8 @@ from typing import Optional, Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
 from timm_longtail.analysis.commands import ANALYSES, add_analysis_args, run_analysis
-from timm_longtail.errors import OutputWriteError, UserInputError
-from timm_longtail.evaluation import user_error_message
-from timm_longtail.evaluation_setup import add_model_data_args
+from timm_longtail.errors import OutputWriteError, UserInputError, user_error_message
+from timm_longtail.evaluation.setup import add_model_data_args
 
 
 def build_parser() -> argparse.ArgumentParser:

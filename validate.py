@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
-from timm_longtail.errors import OutputWriteError, UserInputError
-from timm_longtail.evaluation_setup import add_model_data_args, prepare_evaluation
+from timm_longtail.errors import OutputWriteError, UserInputError, user_error_message
+from timm_longtail.evaluation.setup import add_model_data_args, prepare_evaluation
 
 _logger = logging.getLogger("validate")
 
@@ -64,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from timm_longtail.evaluation import user_error_message
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

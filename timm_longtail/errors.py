@@ -16,3 +16,17 @@ class OutputWriteError(OSError):
     unchanged and no partial file is left; the message says so. The scripts print it as one line
     and exit 1.
     """
+
+
+def user_error_message(error: BaseException) -> str:
+    """The one-line message of a UserInputError, also when a DataLoader worker re-raised it.
+
+    A worker's exception reaches the main process as ``"Caught X in DataLoader worker ...
+    Original Traceback ... X: <message>"``; users need only the last part.
+    """
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        marker = "UserInputError: "
+        text = last.split(marker, 1)[1] if marker in last else last
+    return " ".join(text.split())

@@ -16,7 +16,7 @@ from .._paths import portable_paths
 from ..data import classes_by_count
 from ..errors import UserInputError
 from ..evaluation import atomic_write_bytes, resolve_forward_modes
-from ..evaluation_setup import EvalSetup, prepare_evaluation
+from ..evaluation.setup import EvalSetup, prepare_evaluation
 from . import plots
 from .agnostic import agnostic_accuracy
 from .bias_variance import bias_variance

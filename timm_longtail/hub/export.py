@@ -380,7 +380,7 @@ def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, 
     """
     from ..checkpoint import load_weights_file
     from ..data import ShotSplit, build_dataset, create_eval_transform, create_loader
-    from ..evaluation_setup import dataset_from_record
+    from ..evaluation.setup import dataset_from_record
 
     folder = Path(folder)
     config_path, weights = folder / "config.json", folder / WEIGHTS_FILENAME

@@ -38,7 +38,7 @@ from ..errors import OutputWriteError, UserInputError
 from ..evaluation import default_amp_dtype
 from .device_loader import DeviceBatchLoader
 from .distributed import DistContext, cleanup_distributed, setup_distributed
-from .evaluate import balanced_top1, evaluate_final
+from .validation import balanced_top1, evaluate_final
 from .loop import (
     ExpertsForward, ExpertsObjective, Precision, RouterForward, RouterObjective, StopFlag,
     train_one_epoch,

@@ -1,4 +1,4 @@
-"""Evaluate a model on a long-tailed test set in one or more forward modes; write results safely.
+"""The evaluation pass: a model on a long-tailed test set, in one or more forward modes.
 
 Shared by ``validate.py`` and ``train.py``'s final evaluation, so both report the same keys:
 
@@ -14,61 +14,22 @@ routed mode's cost follows the measured histogram of experts used.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
-import os
 import time
 from contextlib import nullcontext
-from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from ._paths import portable_paths
-from .data.longtail import ShotSplit, classes_by_count
-from .errors import UserInputError
+from .._paths import portable_paths
+from ..data.longtail import ShotSplit
+from ..errors import UserInputError
+from ..metrics import load_lt_accuracy
+from ..models import count_macs, measure_compute, parse_forward_mode
 
 __all__ = [
-    "CSV_COLUMNS",
-    "ComputeCounter",
-    "atomic_write_bytes",
-    "autocast_for",
-    "default_amp_dtype",
-    "evaluate_model",
-    "evaluate_mode",
-    "format_table",
-    "plot_per_class_accuracy",
-    "resolve_forward_modes",
-    "user_error_message",
-    "write_results",
+    "ComputeCounter", "autocast_for", "default_amp_dtype", "evaluate_model", "evaluate_mode", "resolve_forward_modes",
 ]
-
-PathLike = Union[str, os.PathLike]
-
-CSV_COLUMNS = (
-    "model", "checkpoint", "dataset", "split", "forward_mode", "top1", "top5", "top1_many", "top1_medium",
-    "top1_few", "macs_per_image", "flops_per_image", "images_per_sec", "experts_used_hist", "experts_used_mean",
-    "num_samples", "num_classes", "class_counts_source", "shot_split", "input_size", "device", "amp",
-    "eval_seconds",
-)
-
-
-def user_error_message(error: BaseException) -> str:
-    """The one-line message of a UserInputError, also when a DataLoader worker re-raised it.
-
-    A worker's exception reaches the main process as ``"Caught X in DataLoader worker ...
-    Original Traceback ... X: <message>"``; users need only the last part.
-    """
-    text = str(error).strip()
-    if "Original Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        marker = "UserInputError: "
-        text = last.split(marker, 1)[1] if marker in last else last
-    return " ".join(text.split())
-
 
 def _is_multi_expert(model: nn.Module) -> bool:
     return callable(getattr(model, "forward_modes", None))
@@ -92,8 +53,6 @@ def resolve_forward_modes(model: nn.Module, requested: Union[str, Sequence[str]]
             modes.extend(m for m in valid if m not in modes)
             continue
         if _is_multi_expert(model):
-            from .models import parse_forward_mode
-
             kind, index = parse_forward_mode(key, model.num_experts, model.has_router)
             key = f"expert:{index}" if kind == "expert" else kind
         if key not in valid:
@@ -115,12 +74,8 @@ class ComputeCounter:
         self.profile = None
         self._plain_macs: Optional[float] = None
         if _is_multi_expert(model):
-            from .models import measure_compute
-
             self.profile = measure_compute(model, input_size=self.input_size)
         else:
-            from .models import count_macs
-
             param = next(model.parameters())
             x = torch.zeros((1,) + self.input_size, device=param.device, dtype=param.dtype)
             was_training = model.training
@@ -169,8 +124,6 @@ def evaluate_mode(
         description: str = "",
 ) -> Dict[str, Any]:
     """One pass over ``loader`` in one forward mode: accuracy figures, throughput, experts used."""
-    from .metrics import load_lt_accuracy
-
     device = torch.device(device)
     shot_split = shot_split or ShotSplit()
     metric = metric if metric is not None else load_lt_accuracy(keep_in_memory=True)
@@ -251,8 +204,6 @@ def evaluate_model(
     ``context`` adds identifying keys to every row (model, checkpoint, dataset, split, ...); absolute
     paths in it are written relative to the checkout or as a bare name (:func:`portable_paths`).
     """
-    from .metrics import load_lt_accuracy
-
     modes = resolve_forward_modes(model, modes)
     device = torch.device(device)
     counter = ComputeCounter(model, input_size)
@@ -273,141 +224,3 @@ def evaluate_model(
 
 # --------------------------------------------------------------------------------------------
 # Reporting
-# --------------------------------------------------------------------------------------------
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table of the headline figures, one line per forward mode."""
-    header = ("forward_mode", "top1", "top5", "many", "medium", "few", "GMACs/img", "img/s", "experts used")
-    lines = [header]
-    for row in rows:
-        hist = row.get("experts_used_hist")
-        lines.append((
-            str(row["forward_mode"]), _fmt(row["top1"]), _fmt(row["top5"]), _fmt(row["top1_many"]),
-            _fmt(row["top1_medium"]), _fmt(row["top1_few"]), _fmt(row["macs_per_image"] / 1e9, 4),
-            _fmt(row["images_per_sec"], 1), "/".join(map(str, hist)) if hist else "-",
-        ))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths)))
-            for line in lines]
-    text.insert(1, "-" * len(text[0]))
-    return "\n".join(text)
-
-
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return value.get("description", json.dumps(value))
-    if isinstance(value, (list, tuple)):
-        return ";".join(str(v) for v in value)
-    return "" if value is None else value
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` by rename (no partial file), with ordinary shareable permissions."""
-    from .checkpoint import atomic_write
-
-    umask = os.umask(0)
-    os.umask(umask)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~umask)  # results are for sharing: ordinary permissions, not mkstemp's 0600
-
-    atomic_write(path, write)
-
-
-def plot_per_class_accuracy(rows: Sequence[Mapping[str, Any]], class_counts: Sequence[int],
-                            shot_split: Optional[ShotSplit] = None, title: str = "",
-                            class_names: Optional[Sequence[str]] = None) -> bytes:
-    """PNG bytes: per-class top-1 against classes sorted by training count (head left, tail right).
-
-    One line per row (forward mode); grey steps show the training counts (log scale, right axis);
-    dashed lines separate the many/medium/few groups.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.transforms import blended_transform_factory
-
-    order = classes_by_count(class_counts)
-    positions = list(range(len(order)))
-    figure, accuracy_axis = plt.subplots(figsize=(10, 5), dpi=110)
-    count_axis = accuracy_axis.twinx()
-    count_axis.fill_between(positions, [max(int(class_counts[c]), 1) for c in order], step="mid", color="0.88",
-                            zorder=0)
-    count_axis.set_yscale("log")
-    count_axis.set_ylim(bottom=max(min(int(c) for c in class_counts), 1) / 2)  # keep the tail's bar visible
-    count_axis.set_ylabel("training images per class (log)")
-    accuracy_axis.set_zorder(count_axis.get_zorder() + 1)
-    accuracy_axis.patch.set_visible(False)
-    style = "o-" if len(order) <= 100 else "-"
-    for row in rows:
-        accuracy = row["per_class_accuracy"]
-        values = [accuracy[c] if accuracy[c] is not None else float("nan") for c in order]
-        accuracy_axis.plot(positions, values, style, markersize=3, linewidth=1.2,
-                           label=f"{row['forward_mode']} (top-1 {row['top1']:.1f})")
-    xlabel = "classes sorted by training images (many-shot left, few-shot right)"
-    if shot_split is not None:
-        splits = shot_split.class_splits([class_counts[c] for c in order])
-        starts = [0] + [i for i in range(1, len(splits)) if splits[i] != splits[i - 1]]
-        label_transform = blended_transform_factory(accuracy_axis.transData, accuracy_axis.transAxes)
-        for start, end in zip(starts, starts[1:] + [len(splits)]):
-            if start:
-                accuracy_axis.axvline(start - 0.5, color="0.4", linestyle="--", linewidth=0.8)
-            accuracy_axis.text((start + end - 1) / 2, 0.97, splits[start], transform=label_transform,
-                               ha="center", va="top", fontsize=9, color="0.25")
-        xlabel += f"\nshot groups: {shot_split.describe()}"
-    if class_names is not None and len(order) <= 30:
-        accuracy_axis.set_xticks(positions)
-        accuracy_axis.set_xticklabels([class_names[c] for c in order], rotation=30, ha="right", fontsize=8)
-    accuracy_axis.set_xlabel(xlabel, fontsize=9)
-    accuracy_axis.set_ylabel("top-1 accuracy (%)")
-    accuracy_axis.set_ylim(-2, 110)
-    accuracy_axis.set_xlim(-0.5, len(order) - 0.5)
-    accuracy_axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3 if class_names is not None and len(order) <= 30
-                                                              else -0.18),
-                         ncol=min(len(rows), 4), fontsize=8, frameon=False)
-    if title:
-        accuracy_axis.set_title(title, fontsize=10)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def write_results(rows: Sequence[Mapping[str, Any]], results_file: Optional[PathLike] = None,
-                  plot_file: Optional[PathLike] = None, shot_split: Optional[ShotSplit] = None,
-                  title: str = "", class_names: Optional[Sequence[str]] = None) -> List[Path]:
-    """Write JSON (a dict for one row, a list for several), a CSV beside it for several rows, and the plot.
-
-    Everything is rendered in memory first and each file lands by an atomic rename, so a failure
-    leaves no partial file. Returns the paths written.
-    """
-    outputs: List[Tuple[Path, bytes]] = []
-    if results_file is not None:
-        results_path = Path(results_file)
-        payload = rows[0] if len(rows) == 1 else list(rows)
-        outputs.append((results_path, (json.dumps(payload, indent=2) + "\n").encode("utf-8")))
-        if len(rows) > 1:
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({key: _csv_value(row.get(key)) for key in CSV_COLUMNS})
-            outputs.append((results_path.with_suffix(".csv"), text.getvalue().encode("utf-8")))
-    if plot_file is not None and rows:
-        outputs.append((Path(plot_file), plot_per_class_accuracy(rows, rows[0]["class_counts"], shot_split, title,
-                                                                 class_names)))
-    for path, data in outputs:
-        atomic_write_bytes(path, data)
-    return [path for path, _ in outputs]

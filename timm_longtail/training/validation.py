@@ -1,4 +1,5 @@
-"""Evaluation during and after training, through ``timm_longtail.evaluation`` (as validate.py).
+"""train.py's own evaluations: the per-epoch held-out score and the final test evaluation, through
+``timm_longtail.evaluation`` (as validate.py).
 
 Going through the same functions as ``validate.py`` keeps the keys of ``final.json`` and of a
 later ``validate.py`` run identical, and the accuracies computed by the same ``lt_accuracy`` metric.
@@ -11,6 +12,8 @@ import torch
 from torch import nn
 
 from ..data.longtail import ShotSplit
+from ..data.transforms import eval_input_size
+from ..evaluation import evaluate_mode, evaluate_model
 from .loop import Precision
 
 __all__ = ["balanced_top1", "evaluate_final"]
@@ -23,8 +26,6 @@ def balanced_top1(model: nn.Module, loader: Iterable, mode: str, class_counts: S
     This is the model-selection score: on a balanced test set it is the plain top-1, so a
     checkpoint chosen by it is chosen for the figure that gets reported.
     """
-    from ..evaluation import evaluate_mode
-
     row = evaluate_mode(model, loader, mode, class_counts=class_counts, device=device,
                         amp=precision.dtype is not None, amp_dtype=precision.dtype, channels_last=channels_last)
     present = [acc for acc in row["per_class_accuracy"] if acc is not None]
@@ -39,9 +40,6 @@ def evaluate_final(model: nn.Module, loader: Iterable, class_counts: Sequence[in
     Returns ``{"modes": {mode: row}, "shot_split": ...}`` with validate.py's row keys (top1, top5,
     top1_many/medium/few, macs_per_image, flops_per_image, images_per_sec, experts_used_hist...).
     """
-    from ..data.transforms import eval_input_size
-    from ..evaluation import evaluate_model
-
     shot_split = ShotSplit()
     rows = evaluate_model(
         model, loader, list(modes) if modes else "all", class_counts=class_counts,

@@ -13,12 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+import timm
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
-from .errors import UserInputError
-from .training.distributed import resolve_device
-from .training.splits import dataset_targets, eval_cap
+from ..checkpoint import build_model_from_checkpoint, load_weights_file
+from ..data import ShotSplit, build_dataset, canonical_dataset_name, create_eval_transform, create_loader
+from ..data.transforms import eval_input_size
+from ..errors import UserInputError
+from ..training.distributed import resolve_device
+from ..training.splits import dataset_targets, eval_cap
 
 __all__ = ["EvalSetup", "add_model_data_args", "dataset_from_record", "prepare_evaluation"]
 
@@ -83,10 +88,6 @@ class EvalSetup:
 
 def _create_model(args: argparse.Namespace, num_classes: Optional[int]):
     """Model and the checkpoint dict it came from (empty when built by name)."""
-    import timm
-
-    from .checkpoint import build_model_from_checkpoint, load_weights_file
-
     checkpoint_path = Path(args.checkpoint) if args.checkpoint else None
     if checkpoint_path is not None and checkpoint_path.suffix != ".safetensors":
         return build_model_from_checkpoint(checkpoint_path, model_name=args.model)
@@ -135,15 +136,11 @@ def _limit(dataset, num_samples: Optional[int]):
         return dataset
     if num_samples < 1:
         raise UserInputError(f"--num-samples must be >= 1, got {num_samples}")
-    from torch.utils.data import Subset
-
     return Subset(dataset, eval_cap(dataset_targets(dataset), num_samples).tolist())
 
 
 def prepare_evaluation(args: argparse.Namespace) -> EvalSetup:
     """Model, dataset, loader, class counts and shot split from :func:`add_model_data_args`' flags."""
-    from .data import ShotSplit, build_dataset, canonical_dataset_name, create_eval_transform, create_loader
-    from .data.transforms import eval_input_size
 
     if args.batch_size < 1 or args.workers < 0:
         raise UserInputError("--batch-size must be >= 1 and --workers >= 0")
