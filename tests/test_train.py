@@ -259,6 +259,8 @@ def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_pa
         ([*ride, "--dataset", "cifar10_lt", "--data-dir", str(tmp_path / "nowhere")], ""),
         ([*ride, "--loss-kwargs", "{diversity: 1}"], "does not take option"),
         ([*ride, "--opt", "nosuchopt"], "--opt"),
+        ([*ride, "--opt-fused", "--opt-foreach", "true"], "cannot be `True` together"),
+        ([*ride, "--torchcompile", "nosuchbackend"], "--torchcompile nosuchbackend: Invalid backend"),
         ([*ride, "--device-augment", "--train-transform", "nclpp_cifar"], "no batched form of the 'nclpp_cifar'"),
         (["--method", "nclpp", "--model", "nclpp_resnet32", "--num-copies", "2", "--device-augment"],
          "one view per image"),

@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Unio
 
 import torch
 import torch.nn as nn
+from timm.utils import unwrap_model  # the bare model inside DDP / torch.compile wrappers
 
 try:
     import fcntl
@@ -50,17 +51,6 @@ def code_version() -> str:
         return f"{__version__}+g{sha}" if sha else __version__
     except (OSError, subprocess.SubprocessError):
         return __version__
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare model inside DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def atomic_write(path: PathLike, write_fn) -> Path:

@@ -103,3 +103,25 @@ def test_training_numerics_are_unchanged(train_module, runs, case):
     assert norm > 0, case  # the steps changed something
     assert (projection, norm) == pytest.approx((expected_projection, expected_norm), rel=1e-4), measured
     assert losses == pytest.approx(expected_losses, rel=1e-5), measured
+
+
+@pytest.mark.parametrize("flags", [["--opt-foreach", "true"], ["--opt-fused"], ["--torchcompile", "eager"]],
+                         ids=["foreach", "fused", "torchcompile"])
+def test_speed_flags_keep_the_numerics(train_module, runs, flags):
+    """The optimizer kernels and torch.compile (dynamo with the eager backend here: inductor compiles for
+    minutes on this CPU) change how the step runs, not what it computes."""
+    from torch._dynamo.utils import counters
+
+    argv = [*QUICK, *CASES["ce"], *flags]
+    before = initial_state(argv)
+    name = "ce-" + flags[0].strip("-")
+    graphs = counters["stats"]["unique_graphs"]
+    assert train_module.main([*argv, "--output", str(runs), "--experiment", name]) == 0
+    checkpoint = load_checkpoint(runs / name / "last.pth")
+    projection, norm = fingerprint(before, checkpoint["state_dict"])
+    assert (projection, norm) == pytest.approx(GOLDEN["ce"][:2], rel=1e-4)
+    group = checkpoint["optimizer"]["param_groups"][0]  # the flag took effect
+    if flags[0] == "--torchcompile":
+        assert counters["stats"]["unique_graphs"] > graphs
+    else:
+        assert group["foreach" if flags[0] == "--opt-foreach" else "fused"] is True

@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--teacher", default=None,
                        help="RIDE distillation: checkpoint of the teacher (e.g. a 6-expert model)")
     group.add_argument("--channels-last", action="store_true", default=False)
+    group.add_argument("--torchcompile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                       help="torch.compile the training forward (default backend: inductor); the last, smaller "
+                            "batch of an epoch compiles once more, after that both shapes are cached")
+    group.add_argument("--torchcompile-mode", default=None,
+                       help="torch.compile mode (default, reduce-overhead, max-autotune)")
     group.add_argument("--grad-checkpointing", action="store_true", default=False,
                        help="recompute the residual stages in the backward pass (less memory, more compute; "
                             "BatchNorm statistics see each batch twice)")
@@ -132,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exempt biases and norm weights from weight decay (timm's default); "
                             "the reference recipes decay every parameter")
     group.add_argument("--clip-grad", type=float, default=None)
+    group.add_argument("--opt-foreach", type=_str2bool, default=None, metavar="BOOL",
+                       help="multi-tensor optimizer step (default: torch's choice, on for CUDA tensors)")
+    group.add_argument("--opt-fused", action="store_true", default=False,
+                       help="torch's fused optimizer kernel (SGD: CUDA and CPU); not with --opt-foreach true")
 
     group = parser.add_argument_group("Schedule")
     group.add_argument("--sched", default="multistep", help="timm scheduler name")

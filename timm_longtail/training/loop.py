@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 import torch.distributed as dist
+from timm.utils import unwrap_model
 from torch import nn
 
 from ..errors import UserInputError
@@ -252,7 +253,7 @@ def train_one_epoch(
             optimizer.step()
         result.num_updates += 1
         if model_ema is not None:
-            model_ema.update(_unwrap(forward).model, step=result.num_updates)
+            model_ema.update(unwrap_model(forward).model, step=result.num_updates)
         if scheduler is not None and sched_on_updates:
             scheduler.step_update(num_updates=result.num_updates)
 
@@ -297,8 +298,3 @@ def _checked_sums(running: torch.Tensor | None, names: list[str], epoch: int, st
     if not math.isfinite(sums.get("loss", 0.0)):
         raise FloatingPointError(f"loss is {sums['loss']} by epoch {epoch} step {step}; lower --lr or check the data")
     return sums
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    return module.module if hasattr(module, "module") and isinstance(
-        module, nn.parallel.DistributedDataParallel) else module

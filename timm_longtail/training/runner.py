@@ -417,9 +417,11 @@ class _Run:
         if args.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, args.max_steps_per_epoch)
         try:
+            fused = {"fused": True} if args.opt_fused else {}  # absent unless asked: not every optimizer takes it
             self.optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
-                                                 momentum=args.momentum, filter_bias_and_bn=args.wd_skip_bias_bn)
-        except (ValueError, AssertionError) as error:
+                                                 momentum=args.momentum, filter_bias_and_bn=args.wd_skip_bias_bn,
+                                                 foreach=args.opt_foreach, **fused)
+        except (ValueError, AssertionError, TypeError, RuntimeError) as error:
             raise UserInputError(f"--opt {args.opt}: {error}") from None
         try:
             self.scheduler, _ = create_scheduler_v2(
@@ -442,6 +444,11 @@ class _Run:
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             forward = nn.parallel.DistributedDataParallel(forward, device_ids=device_ids)
+        if args.torchcompile:  # after the DDP wrapper, as torch recommends
+            try:
+                forward = torch.compile(forward, backend=args.torchcompile, mode=args.torchcompile_mode)
+            except RuntimeError as error:  # an unknown backend or mode
+                raise UserInputError(f"--torchcompile {args.torchcompile}: {error}") from None
         self.forward = forward
         self.objective = (RouterObjective(self.criterion) if args.stage == "router"
                           else ExpertsObjective(self.criterion, self.teacher, self.distillation))
