@@ -24,9 +24,9 @@ from timm.utils import setup_default_logging
 from timm_longtail.checkpoint import unwrap_model
 from timm_longtail.training import parse_args
 from timm_longtail.training.distributed import cleanup_distributed, setup_distributed
-from timm_longtail.training.loop import ExpertsForward
 from timm_longtail.training.recipe import check_args
 from timm_longtail.training.runner import _Run
+from timm_longtail.training.tasks import ExpertsForward
 
 
 def main(out: Path, argv: list[str]) -> int:

@@ -86,14 +86,14 @@ def replay_single_process(argv: list[str], ranks: list[dict]) -> tuple[dict, lis
     epoch_losses = []
     for epoch in range(EPOCHS):
         job.criterion.set_reweighting(job._reweighting(epoch))
-        job.forward.train()
+        job.task.train()
         total = 0.0
         for step in range(STEPS):
             job.optimizer.zero_grad(set_to_none=True)
             for rank, seen in enumerate(ranks):
                 images, target = seen["images"][epoch * STEPS + step], seen["targets"][epoch * STEPS + step]
                 buffers = {k: v.clone() for k, v in model.named_buffers()} if rank else None
-                loss, _ = job.objective(job.forward(images), images, target)
+                loss = job.task(images, target)["loss"]
                 (loss / WORLD).backward()
                 total += float(loss.detach()) / WORLD
                 if buffers is not None:

@@ -9,7 +9,8 @@ from torch import nn
 
 from timm_longtail.losses import DistillationLoss, RIDELoss
 from timm_longtail.training.distributed import DistContext
-from timm_longtail.training.loop import ExpertsObjective, Precision, StopFlag, copy_major, train_one_epoch
+from timm_longtail.training.loop import Precision, StopFlag, copy_major, train_one_epoch
+from timm_longtail.training.tasks import ExpertsObjective, StageTask
 
 
 def test_copy_major_rows_are_copy_then_image():
@@ -126,7 +127,7 @@ def _epoch(criterion, loader, log_interval=100, lr=0.1):
     torch.manual_seed(0)
     model = _ExpertsNet()
     return train_one_epoch(
-        epoch=3, forward=model, objective=ExpertsObjective(criterion), loader=loader,
+        epoch=3, task=StageTask(model, ExpertsObjective(criterion), Precision("cpu")), loader=loader,
         optimizer=torch.optim.SGD(model.parameters(), lr=lr), precision=Precision("cpu"),
         ctx=DistContext(device=torch.device("cpu")), stop=StopFlag(), log_interval=log_interval)
 

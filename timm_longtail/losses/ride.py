@@ -202,7 +202,7 @@ class DistillationLoss(LossModule):
 
     ``forward`` returns the distillation term of one repetition; :meth:`repeats` says how many
     times the objective ``(method loss + distillation)`` is added (E for ``"reference"``, else 1);
-    the training loop (``ExpertsObjective``) applies it.
+    the training task (``training.tasks.ExpertsObjective``) applies it.
     """
 
     def __init__(self, temperature: float = 1.5, factor: float = 1.0, on: str = "experts") -> None:

@@ -1,9 +1,8 @@
 """The training loop: one epoch of steps, method-agnostic.
 
-A stage is a *forward module* (what the network computes for a batch) and an *objective* (the
-loss on that output). The forward module is an ``nn.Module`` whose ``forward`` calls the model's
-``forward_train`` so DistributedDataParallel can wrap it; calling ``model.forward_train`` past a
-DDP wrapper would skip its gradient synchronisation set-up.
+A stage is a timm task (``training.tasks``): ``task(images, target)`` returns the loss and its
+logged terms. The loop owns what every stage shares: the optimizer step, gradient scaling and
+clipping, EMA, the scheduler per update, device-side sums of the terms, stop signals.
 """
 from __future__ import annotations
 
@@ -13,108 +12,18 @@ import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
-from timm.utils import unwrap_model
 from torch import nn
 
 from ..errors import UserInputError
 from .distributed import DistContext, mean_over_ranks
 
-__all__ = [
-    "ExpertsForward", "RouterForward", "ExpertsObjective", "RouterObjective", "StopFlag",
-    "Precision", "copy_major", "train_one_epoch", "EpochResult",
-]
+__all__ = ["StopFlag", "Precision", "copy_major", "train_one_epoch", "EpochResult"]
 
 _logger = logging.getLogger("train")
-
-
-class ExpertsForward(nn.Module):
-    """Stage 1: every expert's logits in one pass (``forward_train``)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.model.forward_train(images)
-
-    def train(self, mode: bool = True) -> "ExpertsForward":
-        self.model.train(mode)
-        self.training = mode
-        return self
-
-
-class RouterForward(nn.Module):
-    """RIDE stage 2: frozen experts (BN in eval, no graph), trainable router on their outputs."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            outputs = self.model.forward_train(images)
-        router_logits = self.model.forward_router(outputs["features"], outputs["logits"])
-        return {"router_logits": router_logits, "logits": outputs["logits"]}
-
-    def train(self, mode: bool = True) -> "RouterForward":
-        """Only the router follows ``mode``: the experts' BatchNorm statistics stay frozen."""
-        self.model.eval()
-        self.model.router.train(mode)
-        self.training = mode
-        return self
-
-
-def loss_terms(loss: nn.Module) -> dict[str, torch.Tensor]:
-    """The loss's last terms as 0-d device tensors (none for a loss that records no terms)."""
-    component_tensors = getattr(loss, "component_tensors", None)
-    return component_tensors() if component_tensors is not None else {}
-
-
-class ExpertsObjective:
-    """Method loss on all experts' logits, plus RIDE distillation from a teacher when given.
-
-    With a teacher the objective is ``r · (method loss + distillation)``, ``r =
-    distillation.repeats(E)``: 1, or E for ``on="reference"`` (the RIDE code adds both once per
-    student expert). The logged components are scaled by ``r`` too, so they add up to the loss.
-    """
-
-    def __init__(self, criterion: nn.Module, teacher: nn.Module | None = None,
-                 distillation: nn.Module | None = None):
-        self.criterion = criterion
-        self.teacher = teacher
-        self.distillation = distillation
-
-    def __call__(self, outputs: dict[str, torch.Tensor], images: torch.Tensor,
-                 target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        expert_logits = outputs["logits"].float()
-        loss = self.criterion(expert_logits, target)
-        components = loss_terms(self.criterion)
-        if self.teacher is not None and self.distillation is not None:
-            with torch.no_grad():
-                teacher_logits = self.teacher(images, mode="ensemble").float()
-            distill = self.distillation(expert_logits, teacher_logits)
-            repeats = self.distillation.repeats(expert_logits.shape[0])
-            components = {key: repeats * value for key, value in components.items()}
-            components["distill"] = repeats * distill.detach()
-            loss = repeats * (loss + distill)
-        return loss, components
-
-
-class RouterObjective:
-    """RIDE router loss (weighted BCE towards 'the next expert would fix the ensemble')."""
-
-    def __init__(self, router_loss: nn.Module):
-        self.router_loss = router_loss
-
-    def __call__(self, outputs: dict[str, torch.Tensor], images: torch.Tensor,
-                 target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss = self.router_loss(outputs["router_logits"].float(), outputs["logits"].float(), target)
-        components = loss_terms(self.router_loss)
-        return loss, components
 
 
 class StopFlag:
@@ -200,8 +109,7 @@ class EpochResult:
 def train_one_epoch(
     *,
     epoch: int,
-    forward: nn.Module,
-    objective: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    task: nn.Module,
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
     precision: Precision,
@@ -222,8 +130,8 @@ def train_one_epoch(
     The step never waits for the device: the loss and its terms are summed on the device and read
     (and checked for NaN/inf) at log intervals and at the end of the epoch.
     """
-    forward.train()
-    params = [p for p in forward.parameters() if p.requires_grad]
+    task.train()
+    params = [p for p in task.parameters() if p.requires_grad]
     names: list[str] = []
     running: torch.Tensor | None = None  # device sums of [loss, *terms] over the epoch's steps
     images_seen = views_seen = 0
@@ -240,9 +148,8 @@ def train_one_epoch(
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
 
-        with precision.autocast():
-            outputs = forward(images)
-        loss, components = objective(outputs, images, target)
+        components = task(images, target)
+        loss = components.pop("loss")
         optimizer.zero_grad(set_to_none=True)
         if precision.scaler is not None:
             precision.scaler(loss, optimizer, clip_grad=clip_grad, parameters=params)
@@ -253,7 +160,7 @@ def train_one_epoch(
             optimizer.step()
         result.num_updates += 1
         if model_ema is not None:
-            model_ema.update(unwrap_model(forward).model, step=result.num_updates)
+            model_ema.update(task.get_trainable_module(), step=result.num_updates)
         if scheduler is not None and sched_on_updates:
             scheduler.step_update(num_updates=result.num_updates)
 

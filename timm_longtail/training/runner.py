@@ -39,12 +39,10 @@ from ..evaluation import default_amp_dtype
 from .device_loader import DeviceBatchLoader
 from .distributed import DistContext, cleanup_distributed, setup_distributed
 from .validation import balanced_top1, evaluate_final
-from .loop import (
-    ExpertsForward, ExpertsObjective, Precision, RouterForward, RouterObjective, StopFlag,
-    train_one_epoch,
-)
+from .loop import Precision, StopFlag, train_one_epoch
 from .recipe import MethodSpec, check_args, check_model, freeze_for_stage, resolve_drw_epoch
 from .seeding import EpochSeededSampler, SeededDataset, ShuffleSampler
+from .tasks import DistillationTask, ExpertsTask, RouterTask, StageTask
 from .splits import LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout
 
 __all__ = ["run", "SMALL_IMAGE_DATASETS"]
@@ -440,19 +438,26 @@ class _Run:
         self.start_epoch, self.num_updates, self.history = 0, 0, History()
         if self.found.resume is not None:
             self._restore(self.found.resume)
-        forward: nn.Module = RouterForward(model) if args.stage == "router" else ExpertsForward(model)
-        if ctx.distributed:
-            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            forward = nn.parallel.DistributedDataParallel(forward, device_ids=device_ids)
-        if args.torchcompile:  # after the DDP wrapper, as torch recommends
+        self.task = self._task(model)
+        self.output_dir = _output_dir(args, self.model_name)
+
+    def _task(self, model: nn.Module) -> StageTask:
+        """The stage's timm task, compiled (``--torchcompile``) and then wrapped for DDP, in timm's order."""
+        args, ctx = self.args, self.ctx
+        if args.stage == "router":
+            task: StageTask = RouterTask(model, self.criterion, self.precision, ctx.device)
+        elif self.teacher is not None:
+            task = DistillationTask(model, self.criterion, self.teacher, self.distillation, self.precision, ctx.device)
+        else:
+            task = ExpertsTask(model, self.criterion, self.precision, ctx.device)
+        if args.torchcompile:
             try:
-                forward = torch.compile(forward, backend=args.torchcompile, mode=args.torchcompile_mode)
+                task.compile(backend=args.torchcompile, mode=args.torchcompile_mode)
             except RuntimeError as error:  # an unknown backend or mode
                 raise UserInputError(f"--torchcompile {args.torchcompile}: {error}") from None
-        self.forward = forward
-        self.objective = (RouterObjective(self.criterion) if args.stage == "router"
-                          else ExpertsObjective(self.criterion, self.teacher, self.distillation))
-        self.output_dir = _output_dir(args, self.model_name)
+        if ctx.distributed:
+            task.prepare_distributed(device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        return task
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         try:
@@ -539,7 +544,7 @@ class _Run:
                 self.train_loader.sampler.set_epoch(epoch)
                 self.criterion.set_reweighting(self._reweighting(epoch))
                 result = train_one_epoch(
-                    epoch=epoch, forward=self.forward, objective=self.objective, loader=self.train_loader,
+                    epoch=epoch, task=self.task, loader=self.train_loader,
                     optimizer=self.optimizer, precision=self.precision, ctx=ctx, stop=stop,
                     scheduler=self.scheduler, sched_on_updates=args.sched_on_updates,
                     num_updates=self.num_updates, clip_grad=args.clip_grad, channels_last=args.channels_last,
