@@ -84,15 +84,15 @@ HEAD_SCALE_CONFIGS = [p for p in CONFIGS if re.search(r"cosine head scale \d+", 
 
 @pytest.mark.parametrize("path", HEAD_SCALE_CONFIGS, ids=[p.stem for p in HEAD_SCALE_CONFIGS])
 def test_config_builds_the_head_scale_its_header_states(path):
-    """Built as train.py builds it (``_create_model`` with the recipe's model_kwargs)."""
+    """Built as train.py builds it (``assembly.create_model`` with the recipe's model_kwargs)."""
     from timm_longtail.models._experts import CosineLinear
-    from timm_longtail.training.runner import Checkpoints, _create_model, _model_name
+    from timm_longtail.training.assembly import Checkpoints, create_model, resolve_model_name
 
     stated = float(re.search(r"cosine head scale (\d+)", _header(path)).group(1))
     args = parse_args(["--config", str(path)])
     check_args(args)
     found = Checkpoints()
-    model, kwargs = _create_model(args, _model_name(args, found), found, num_classes=10)
+    model, kwargs = create_model(args, resolve_model_name(args, found), found, num_classes=10)
     scales = {m.scale for m in model.modules() if isinstance(m, CosineLinear)}
     assert scales == {stated}, f"{path.name}: header says {stated}, built {scales}"
     assert kwargs.get("head_scale", stated) == stated  # recorded in the checkpoint's model_kwargs

@@ -18,7 +18,8 @@ from timm_longtail.errors import UserInputError
 from timm_longtail.training import parse_args
 from timm_longtail.training.distributed import DistContext, resolve_device
 from timm_longtail.training.recipe import check_args
-from timm_longtail.training.runner import _build_data, _Run
+from timm_longtail.training.assembly import build_data
+from timm_longtail.training.runner import _Run
 from timm_longtail.training.splits import dataset_targets
 
 
@@ -138,7 +139,7 @@ def test_ddp_each_rank_trains_on_its_own_shard(ddp_run):
     out, _ = ddp_run
     ranks = rank_results(out)
     args = parse_args(DDP_ARGS)
-    data = _build_data(args, check_args(args))
+    data = build_data(args, check_args(args))
     labels = torch.as_tensor(dataset_targets(data.train))
     for epoch in range(EPOCHS):
         sampler = DistributedSampler(data.train, num_replicas=WORLD, rank=0, shuffle=True, seed=args.seed)

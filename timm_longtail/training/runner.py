@@ -1,4 +1,4 @@
-"""``train.py``'s body: build everything from the arguments, check it, then run the epochs.
+"""``train.py``'s body: build the run's pieces (``assembly``), check them, then run the epochs.
 
 Order matters for users: every check that can fail on bad input (method, model, checkpoints,
 class counts, teacher) runs before the output folder is created and before the first step, so a
@@ -7,81 +7,40 @@ wrong command costs seconds and leaves nothing behind.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import NativeScaler, random_seed
+from timm.utils import random_seed
 from timm.utils.summary import trim_summary, update_summary
 from torch import nn
-from torch.utils.data import DistributedSampler
 
-from .. import losses
 from .._format import percent
-from ..checkpoint import (atomic_write, build_model_from_checkpoint, exclusive_lock, json_safe, load_checkpoint,
-                          run_lineage, save_checkpoint, start_command, unwrap_model)
-from ..data import (
-    ClassBalancedSampler, MultiViewTransform, build_dataset, canonical_dataset_name, create_eval_transform,
-    create_loader, create_train_transform,
+from ..checkpoint import (
+    atomic_write, build_model_from_checkpoint, exclusive_lock, json_safe, run_lineage, save_checkpoint, start_command,
+    unwrap_model,
 )
-from ..data.batch_augment import BatchAugment
+from ..data import create_eval_transform
 from ..errors import OutputWriteError, UserInputError
-from ..evaluation import default_amp_dtype
-from .device_loader import DeviceBatchLoader
+from .assembly import (
+    build_data, build_loss, build_teacher, common_steps, create_model, eval_loader, output_dir_for, read_checkpoints,
+    resolve_model_name, resolve_precision, set_transform, train_loader,
+)
 from .distributed import DistContext, cleanup_distributed, setup_distributed
-from .validation import balanced_top1, evaluate_final
-from .loop import Precision, StopFlag, train_one_epoch
+from .loop import StopFlag, train_one_epoch
 from .recipe import MethodSpec, check_args, check_model, freeze_for_stage, resolve_drw_epoch
-from .seeding import EpochSeededSampler, SeededDataset, ShuffleSampler
 from .tasks import DistillationTask, ExpertsTask, RouterTask, StageTask
-from .splits import LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout
+from .validation import balanced_top1, evaluate_final
 
-__all__ = ["run", "SMALL_IMAGE_DATASETS"]
+__all__ = ["run"]
 
 _logger = logging.getLogger("train")
-
-SMALL_IMAGE_DATASETS = ("cifar10_lt", "cifar100_lt", "tiny_imagenet_lt", "demo")
-_SEEDED_LONGTAIL = ("cifar10_lt", "cifar100_lt", "folder")  # datasets whose long-tailed subset is a seeded draw
-
-
-def default_train_recipe(spec: MethodSpec, dataset: str) -> str:
-    """Augmentation recipe of the reference implementations for this method and dataset."""
-    if dataset in SMALL_IMAGE_DATASETS:
-        return f"{spec.transform_family}_cifar"
-    if spec.transform_family == "nclpp":
-        return "nclpp_imagenet"
-    return "inat" if dataset == "inat2018" else "imagenet"
-
-
-@dataclass
-class Checkpoints:
-    """Checkpoint dicts read at start-up (each loaded once, with weights_only=True)."""
-
-    resume: dict[str, Any] | None = None
-    initial: dict[str, Any] | None = None
-    teacher: dict[str, Any] | None = None
-
-
-@dataclass
-class Data:
-    train: Any  # dataset trained on (possibly a LabelledSubset)
-    test: Any
-    val: Any | None
-    full_class_counts: list[int]  # the long-tailed training set's counts: shot splits
-    train_class_counts: list[int]  # counts of the images trained on: loss priors
-    class_names: list[str]
-    info: dict[str, Any]
-    img_size: int | None
-
 
 @dataclass
 class History:
@@ -91,267 +50,6 @@ class History:
     best_epoch: int | None = None
     epoch_times: list[float] = field(default_factory=list)
     images_per_sec: list[float] = field(default_factory=list)
-
-
-def _read_checkpoints(args: argparse.Namespace) -> Checkpoints:
-    found = Checkpoints(
-        resume=load_checkpoint(args.resume) if args.resume else None,
-        initial=load_checkpoint(args.initial_checkpoint) if args.initial_checkpoint else None,
-        teacher=load_checkpoint(args.teacher) if args.teacher else None,
-    )
-    if found.resume is not None:
-        recipe = found.resume.get("recipe") or {}
-        name = found.resume.get("model_name")
-        if args.model and name != args.model:
-            raise UserInputError(f"--resume {args.resume} is a checkpoint of '{name}', not of --model {args.model}")
-        for key in ("method", "stage"):
-            if recipe.get(key) != getattr(args, key):
-                raise UserInputError(
-                    f"--resume {args.resume} was trained with --{key} {recipe.get(key)}, not {getattr(args, key)}")
-        if "optimizer" not in found.resume:
-            raise UserInputError(f"--resume {args.resume} holds no training state (optimizer, epoch): "
-                                 f"use --initial-checkpoint to start from its weights")
-        experts = (found.resume.get("model_kwargs") or {}).get("num_experts")
-        if args.num_experts is not None and experts != args.num_experts:
-            raise UserInputError(f"--resume {args.resume} has {experts} experts, not --num-experts {args.num_experts}")
-    if found.initial is not None and args.model and found.initial.get("model_name") != args.model:
-        raise UserInputError(f"--initial-checkpoint {args.initial_checkpoint} is a checkpoint of "
-                             f"'{found.initial.get('model_name')}', not of --model {args.model}")
-    return found
-
-
-def _model_name(args: argparse.Namespace, found: Checkpoints) -> str:
-    for ckpt in (found.resume, found.initial):
-        if ckpt is not None:
-            return str(ckpt.get("model_name"))
-    return str(args.model)
-
-
-def _build_data(args: argparse.Namespace, spec: MethodSpec) -> Data:
-    name = canonical_dataset_name(args.dataset)
-    recipe = args.train_transform or default_train_recipe(spec, name)
-    if args.longtail_seed != 0 and name not in _SEEDED_LONGTAIL:
-        raise UserInputError(f"--longtail-seed resamples the long-tailed draw of {', '.join(_SEEDED_LONGTAIL)}; "
-                             f"{name}'s training set is fixed")
-    full = build_dataset(name, args.data_dir, args.train_split, imbalance_factor=args.imbalance_factor,
-                         seed=args.longtail_seed)
-    test = build_dataset(name, args.data_dir, args.test_split, imbalance_factor=args.imbalance_factor,
-                         seed=args.longtail_seed)
-    full_counts = class_count_list(full.class_counts)
-    if test.num_classes != full.num_classes:
-        raise UserInputError(f"--test-split {args.test_split} has {test.num_classes} classes, the training "
-                             f"split {full.num_classes}")
-    img_size = args.img_size
-    if img_size is None and getattr(full, "images", None) is not None and recipe.endswith("_cifar"):
-        img_size = int(full.images.shape[1])  # small-image recipes train at the images' own size
-    train_tf = create_train_transform(recipe, img_size=img_size)
-    if args.num_copies > 1:
-        train_tf = MultiViewTransform(train_tf, args.num_copies)
-
-    targets = dataset_targets(full)
-    train_idx, val_idx = np.arange(len(full)), None
-    if args.val_split_fraction > 0:
-        train_idx, val_idx = stratified_holdout(targets, args.val_split_fraction, seed=args.seed)
-        if len(val_idx) == 0:
-            raise UserInputError(f"--val-split-fraction {args.val_split_fraction} holds out no image; raise it")
-    if args.max_train_samples is not None:
-        train_idx = stratified_cap(targets, train_idx, args.max_train_samples, seed=args.seed)
-    val = None
-    if val_idx is not None:
-        val = LabelledSubset(copy.copy(full), val_idx)  # own transform, shared image array
-    train_view = copy.copy(full)
-    train_view.transform = train_tf
-    train = train_view if len(train_idx) == len(full) else LabelledSubset(train_view, train_idx)
-    train_counts = class_count_list(train.class_counts) if isinstance(train, LabelledSubset) else full_counts
-    empty = [i for i, n in enumerate(train_counts) if n == 0]
-    if empty:
-        raise UserInputError(f"classes {empty[:10]} have no training image left after the held-out split / "
-                             f"--max-train-samples; lower them")
-    if args.max_eval_samples is not None and args.max_eval_samples < len(test):
-        test_targets = dataset_targets(test)
-        test = LabelledSubset(test, eval_cap(test_targets, args.max_eval_samples))
-    info = dict(getattr(full, "info", {}) or {})
-    info.update(name=name, train_transform=recipe, num_copies=args.num_copies, train_images=len(train),
-                val_images=0 if val is None else len(val), val_split_fraction=args.val_split_fraction)
-    return Data(train=train, test=test, val=val, full_class_counts=full_counts, train_class_counts=train_counts,
-                class_names=list(full.class_names), info=info, img_size=img_size)
-
-
-def _set_transform(dataset: Any, transform: Any) -> None:
-    target = dataset.dataset if isinstance(dataset, LabelledSubset) else dataset
-    target.transform = transform
-
-
-def _create_model(args: argparse.Namespace, name: str, found: Checkpoints,
-                  num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
-    """The model and the keyword arguments that re-create it (recorded in every checkpoint)."""
-    import timm
-
-    source = found.resume if found.resume is not None else found.initial
-    if source is not None:
-        model, _ = build_model_from_checkpoint(source)
-        kwargs = dict(source.get("model_kwargs") or {})
-        where = "--resume" if found.resume is not None else "--initial-checkpoint"
-    else:
-        kwargs = dict(args.model_kwargs or {})
-        kwargs["num_classes"] = num_classes
-        if args.num_experts is not None:
-            kwargs["num_experts"] = args.num_experts
-        try:
-            model = timm.create_model(name, pretrained=args.pretrained, **kwargs)
-        except RuntimeError as error:
-            raise UserInputError(f"cannot create --model {name}: {str(error).splitlines()[0]}") from None
-        except TypeError as error:
-            raise UserInputError(f"--model {name} does not take these options: {error}") from None
-        where = "--model"
-        if args.pretrained_backbone:
-            _load_backbone(model, args.pretrained_backbone)
-    if model.num_classes != num_classes:
-        raise UserInputError(f"{where}: the model has {model.num_classes} classes, the dataset {num_classes}")
-    return model, kwargs
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A bare state dict (torchvision/timm .pth or .safetensors) or one of our checkpoints."""
-    if path.suffix == ".safetensors":
-        return load_checkpoint(path)["state_dict"]
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a bad file
-        raise UserInputError(f"{path} is not a readable weights file: {str(error).splitlines()[0]}") from None
-    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
-        payload = payload["state_dict"]
-    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise UserInputError(f"{path} holds no state dict of tensors")
-    return payload
-
-
-def _load_backbone(model: nn.Module, source: str) -> None:
-    """ImageNet-pretrained ResNet weights into the trunk and every expert (e.g. NCL++ Places-LT)."""
-    import timm
-
-    path = Path(source)
-    if path.is_file():
-        state_dict = _read_state_dict(path)
-    else:
-        try:
-            state_dict = timm.create_model(source, pretrained=True).state_dict()
-        except Exception as error:  # unknown name, no network, missing weights: all the same to the user
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise UserInputError(f"--pretrained-backbone {source}: neither a file nor a timm model with "
-                                 f"weights ({reason})") from None
-    loaded = model.load_backbone_state_dict(state_dict)
-    if loaded == 0:
-        raise UserInputError(f"--pretrained-backbone {source}: no tensor matches this model's trunk or experts")
-    _logger.info("loaded %d backbone tensors from %s", loaded, source)
-
-
-def _build_teacher(found: Checkpoints, num_classes: int, device: torch.device) -> nn.Module | None:
-    if found.teacher is None:
-        return None
-    teacher, ckpt = build_model_from_checkpoint(found.teacher)
-    counts = ckpt.get("class_counts") or []
-    if teacher.num_classes != num_classes or (counts and len(counts) != num_classes):
-        raise UserInputError(f"--teacher has {teacher.num_classes} classes, the dataset {num_classes}")
-    teacher.set_forward_mode("ensemble")
-    teacher.eval()  # eval-mode BN (the reference leaves it in train mode; we do not)
-    for param in teacher.parameters():
-        param.requires_grad_(False)
-    return teacher.to(device)
-
-
-def _build_loss(args: argparse.Namespace, model: nn.Module, counts: list[int]) -> nn.Module:
-    if args.stage == "router":
-        return losses.RouterLoss(pos_weight=args.router_pos_weight)
-    options = dict(args.loss_kwargs or {})
-    try:
-        return losses.build_loss(args.method, counts, num_experts=model.num_experts,
-                                 num_copies=args.num_copies, **options)
-    except TypeError as error:
-        raise UserInputError(f"--loss-kwargs {options} do not fit --method {args.method}: {error}") from None
-
-
-def _precision(args: argparse.Namespace, device: torch.device) -> Precision:
-    if not args.amp:
-        return Precision(device.type)
-    dtype = getattr(torch, args.amp_dtype) if args.amp_dtype else default_amp_dtype(device)
-    scaler = NativeScaler(device=device.type) if dtype == torch.float16 and device.type == "cuda" else None
-    return Precision(device.type, dtype, scaler)
-
-
-def _train_loader(args: argparse.Namespace, data: Data, ctx: DistContext):
-    if args.stage == "router":  # RIDE stage 2 draws every class equally often
-        base = ClassBalancedSampler(dataset_targets(data.train), seed=args.seed,
-                                    num_replicas=ctx.world_size, rank=ctx.rank)
-    elif ctx.distributed:
-        base = DistributedSampler(data.train, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                  seed=args.seed)
-    else:
-        base = ShuffleSampler(len(data.train), seed=args.seed)
-    if args.device_augment:
-        return _device_loader(args, data, ctx, base)
-    sampler = EpochSeededSampler(base, seed=args.seed, rank=ctx.rank)
-    loader = create_loader(SeededDataset(data.train), batch_size=args.batch_size, sampler=sampler,
-                           num_workers=args.workers, pin_memory=args.pin_mem and ctx.device.type == "cuda",
-                           persistent_workers=args.workers > 0)
-    loader.worker_init_fn = ignore_stop_signals
-    return loader
-
-
-def _device_loader(args: argparse.Namespace, data: Data, ctx: DistContext, sampler: Any) -> DeviceBatchLoader:
-    """``--device-augment``: the training images on the device, augmented there in batches."""
-    recipe = data.info.get("train_transform")
-    if args.num_copies > 1:
-        raise UserInputError("--device-augment makes one view per image: leave it off with --num-copies > 1")
-    train = data.train
-    source, rows = (train.dataset, train.indices) if isinstance(train, LabelledSubset) else (train, None)
-    images = getattr(source, "images", None)
-    if images is None or data.img_size is None:
-        raise UserInputError(f"--device-augment needs a small-image set decoded in memory "
-                             f"({', '.join(SMALL_IMAGE_DATASETS)}); {data.info.get('name')} is read from files")
-    rows = np.arange(len(source)) if rows is None else rows
-    augment = BatchAugment(recipe, data.img_size)
-    return DeviceBatchLoader(images, dataset_targets(source), rows, sampler, args.batch_size, augment,
-                             ctx.device, seed=args.seed, rank=ctx.rank)
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    """Loader workers leave SIGINT/SIGTERM to the main process.
-
-    Ctrl-C (or a scheduler's SIGTERM to the process group) reaches the workers too; a worker that
-    dies of it makes the main process fail mid-step. Ignored here, the main process finishes the
-    step, keeps its checkpoint and shuts the workers down itself.
-    """
-    del worker_id
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _eval_loader(args: argparse.Namespace, dataset: Any, ctx: DistContext):
-    loader = create_loader(dataset, batch_size=args.eval_batch_size, shuffle=False, num_workers=args.workers,
-                           pin_memory=args.pin_mem and ctx.device.type == "cuda", persistent_workers=False)
-    loader.worker_init_fn = ignore_stop_signals
-    return loader
-
-
-def _common_steps(local_steps: int, ctx: DistContext) -> int:
-    """Steps every rank can take: samplers may give ranks one batch more or less (they would hang)."""
-    if not ctx.distributed:
-        return local_steps
-    import torch.distributed as dist
-
-    steps = torch.tensor([local_steps], device=ctx.device)
-    dist.all_reduce(steps, op=dist.ReduceOp.MIN)
-    return int(steps.item())
-
-
-def _output_dir(args: argparse.Namespace, name: str) -> Path:
-    if args.experiment:
-        return Path(args.output) / args.experiment
-    if args.resume:
-        return Path(args.resume).resolve().parent
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(args.output) / f"{stamp}-{args.method}-{args.stage}-{name}-{args.dataset}"
 
 
 class _Run:
@@ -376,12 +74,12 @@ class _Run:
     def setup(self) -> None:
         args, ctx = self.args, self.ctx
         random_seed(args.seed, 0)  # same initial weights on every rank (DDP also broadcasts them)
-        self.found = _read_checkpoints(args)
+        self.found = read_checkpoints(args)
         self._keep_command_history()
-        self.model_name = _model_name(args, self.found)
-        self.data = _build_data(args, self.spec)
+        self.model_name = resolve_model_name(args, self.found)
+        self.data = build_data(args, self.spec)
         num_classes = len(self.data.full_class_counts)
-        model, self.model_kwargs = _create_model(args, self.model_name, self.found, num_classes)
+        model, self.model_kwargs = create_model(args, self.model_name, self.found, num_classes)
         check_model(model, self.model_name, self.spec, args.stage)
         if args.stage == "router" and self.found.resume is None:
             stage1 = (self.found.initial.get("recipe") or {}).get("stage")
@@ -389,8 +87,8 @@ class _Run:
                 _logger.info("router stage starts from a '%s' checkpoint", stage1)
         freeze_for_stage(model, args.stage)
         model.set_forward_mode("ensemble")
-        self.teacher = _build_teacher(self.found, num_classes, ctx.device)
-        self.criterion = _build_loss(args, model, self.data.train_class_counts).to(ctx.device)
+        self.teacher = build_teacher(self.found, num_classes, ctx.device)
+        self.criterion = build_loss(args, model, self.data.train_class_counts).to(ctx.device)
         self.distillation = None
         if self.teacher is not None:
             from ..losses import DistillationLoss
@@ -400,7 +98,7 @@ class _Run:
         eval_tf = create_eval_transform(model, img_size=self.data.img_size)
         for dataset in (self.data.test, self.data.val):
             if dataset is not None:
-                _set_transform(dataset, eval_tf)
+                set_transform(dataset, eval_tf)
         model.to(ctx.device)
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -410,8 +108,8 @@ class _Run:
         self.model = model
         self.drw_epoch = resolve_drw_epoch(args, self.spec)
 
-        self.train_loader = _train_loader(args, self.data, ctx)
-        self.steps_per_epoch = _common_steps(len(self.train_loader), ctx)
+        self.train_loader = train_loader(args, self.data, ctx)
+        self.steps_per_epoch = common_steps(len(self.train_loader), ctx)
         if args.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, args.max_steps_per_epoch)
         try:
@@ -429,7 +127,7 @@ class _Run:
                 updates_per_epoch=self.steps_per_epoch)
         except (ValueError, AssertionError) as error:
             raise UserInputError(f"--sched {args.sched}: {error}") from None
-        self.precision = _precision(args, ctx.device)
+        self.precision = resolve_precision(args, ctx.device)
         self.model_ema = None
         if args.model_ema:
             from timm.utils import ModelEmaV3
@@ -439,7 +137,7 @@ class _Run:
         if self.found.resume is not None:
             self._restore(self.found.resume)
         self.task = self._task(model)
-        self.output_dir = _output_dir(args, self.model_name)
+        self.output_dir = output_dir_for(args, self.model_name)
 
     def _task(self, model: nn.Module) -> StageTask:
         """The stage's timm task, compiled (``--torchcompile``) and then wrapped for DDP, in timm's order."""
@@ -590,7 +288,7 @@ class _Run:
     def _validate(self) -> dict[str, float]:
         model = self.model
         mode = "routed" if self.args.stage == "router" else "ensemble"
-        loader = _eval_loader(self.args, self.data.val, self.ctx)
+        loader = eval_loader(self.args, self.data.val, self.ctx)
         return {"top1_balanced": balanced_top1(model, loader, mode, self.data.full_class_counts, self.ctx.device,
                                                self.args.channels_last, self.precision)}
 
@@ -633,7 +331,7 @@ class _Run:
             if selected == "best":
                 model, _ = build_model_from_checkpoint(path)
                 model.to(self.ctx.device)
-            loader = _eval_loader(args, self.data.test, ctx)
+            loader = eval_loader(args, self.data.test, ctx)
             context = dict(model=self.model_name, checkpoint=str(path), dataset=self.data.info["name"],
                            split=args.test_split, imbalance_factor=self.data.info.get("imbalance_factor"))
             result.update(evaluate_final(model, loader, self.data.full_class_counts, args.eval_modes,
