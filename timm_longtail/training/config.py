@@ -36,7 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-c", "--config", default="", metavar="YAML",
                         help="YAML recipe whose keys are the argument names below; flags override it")
+    _add_dataset_args(parser)
+    _add_model_args(parser)
+    _add_method_args(parser)
+    _add_optimizer_args(parser)
+    _add_schedule_args(parser)
+    _add_run_args(parser)
+    return parser
 
+
+def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Dataset")
     group.add_argument("--dataset", default="demo",
                        help="dataset name understood by timm_longtail.data.build_dataset")
@@ -75,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="evaluate on about this many test images, the same share of every class (smoke runs "
                             "only; validate.py --num-samples takes the same rows)")
 
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Model")
     group.add_argument("--model", default=None, help="timm model name, e.g. ride_resnet32_3e")
     group.add_argument("--num-experts", type=int, default=None,
@@ -108,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also keep an EMA of the weights (saved and evaluated beside the model)")
     group.add_argument("--model-ema-decay", type=float, default=0.9998)
 
+
+def _add_method_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Method")
     group.add_argument("--method", default="ride", help="ce, bsce, ldam_drw, ride or nclpp")
     group.add_argument("--stage", default="experts", choices=["experts", "router"],
@@ -128,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "RIDE loss + one KL on the experts' mean logits; 'reference': the RIDE "
                             "code's objective, E x (RIDE loss + KL on the mean logits)")
 
+
+def _add_optimizer_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Optimizer")
     group.add_argument("--opt", default="sgd", help="timm optimizer name ('sgd' is Nesterov)")
     group.add_argument("--lr", type=float, default=0.1)
@@ -142,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--opt-fused", action="store_true", default=False,
                        help="torch's fused optimizer kernel (SGD: CUDA and CPU); not with --opt-foreach true")
 
+
+def _add_schedule_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Schedule")
     group.add_argument("--sched", default="multistep", help="timm scheduler name")
     group.add_argument("--epochs", type=int, default=200)
@@ -155,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--sched-on-updates", action="store_true", default=False,
                        help="step the schedule every optimizer update instead of every epoch")
 
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Run")
     group.add_argument("--batch-size", type=int, default=128,
                        help="images per step and process (NCL++: before the T copies)")
@@ -178,7 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="forward modes reported at the end (default: all of the model's)")
     group.add_argument("--no-final-eval", action="store_true", default=False,
                        help="skip the test-set evaluation at the end")
-    return parser
 
 
 def known_keys(parser: argparse.ArgumentParser | None = None) -> set[str]:
