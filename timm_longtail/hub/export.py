@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -26,7 +26,7 @@ from ..errors import OutputWriteError, UserInputError
 from ..models import HF_ORG, hub_repo_id
 from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
 from .card import CARDS_DIR, build_card_context, load_reference, render_card
-from .results import load_results
+from .results import RunResults, load_results
 
 __all__ = ["ExportResult", "export_checkpoint", "record_card", "rewrite_card", "table_entry", "write_folder_figures"]
 
@@ -167,6 +167,44 @@ def _replace_folder(tmp: Path, out: Path, overwrite: bool) -> None:
         os.replace(tmp, out)
 
 
+def _export_target(checkpoint: PathLike, ckpt: Mapping[str, Any], run: RunResults, model_name: str,
+                   tag: Optional[str], repo_id: Optional[str]) -> Tuple[str, str]:
+    """The dataset tag and Hub repo of an export, checked (a demo-set run is refused for our org)."""
+    derived_tag = not tag
+    tag = tag or _tag_of(ckpt, run.info)
+    if not tag:
+        raise UserInputError("the checkpoint does not record its dataset tag: pass --tag (e.g. cifar100_lt_if100)")
+    if not _TAG_RE.match(tag):
+        raise UserInputError(f"tag {tag!r} must be letters, digits, '_' or '-' (it becomes part of the repo name)")
+    repo_id = repo_id or hub_repo_id(model_name, tag)
+    if not _REPO_RE.match(repo_id):
+        raise UserInputError(f"repo id {repo_id!r} must look like 'org/name'")
+    if derived_tag and _trained_on_demo(ckpt, run.info) and repo_id.split("/", 1)[0] == HF_ORG:
+        raise UserInputError(
+            f"{checkpoint} was trained on the embedded demo set (a small CIFAR-10-LT sample for smoke tests), "
+            f"not on a benchmark: it cannot be published as {repo_id}. Train on a benchmark (e.g. cifar10_lt), "
+            f"or export to a repo of your own with --repo-id <you>/<name>")
+    return tag, repo_id
+
+
+def _export_labels(ckpt: Mapping[str, Any], model: torch.nn.Module, run: RunResults,
+                   results: PathLike) -> Tuple[List[int], List[str]]:
+    """Training class counts and class names for the card and config, checked against the model and results."""
+    counts = ckpt.get("class_counts")
+    if not counts or len(counts) != model.num_classes:
+        raise UserInputError(f"the checkpoint's class_counts ({len(counts or [])}) do not match the model's "
+                             f"{model.num_classes} classes: the card and config need the training counts")
+    names = ckpt.get("class_names") or [str(i) for i in range(model.num_classes)]
+    if len(names) != model.num_classes:
+        raise UserInputError(
+            f"the checkpoint's class_names ({len(names)}) do not match the model's {model.num_classes} classes")
+    for row in run.modes:
+        if row.mode not in model.forward_modes():
+            raise UserInputError(
+                f"{results}: forward mode {row.mode!r} is not one of this model's modes {model.forward_modes()}")
+    return list(counts), list(names)
+
+
 def export_checkpoint(
         checkpoint: PathLike,
         results: PathLike,
@@ -202,32 +240,8 @@ def export_checkpoint(
     evaluated = str(run.info.get("model") or "")
     if evaluated and ":" not in evaluated and "/" not in evaluated and evaluated.split(".")[0] != model_name:
         raise UserInputError(f"{results} holds results of {evaluated!r}, but the checkpoint is a {model_name}")
-    derived_tag = not tag
-    tag = tag or _tag_of(ckpt, run.info)
-    if not tag:
-        raise UserInputError("the checkpoint does not record its dataset tag: pass --tag (e.g. cifar100_lt_if100)")
-    if not _TAG_RE.match(tag):
-        raise UserInputError(f"tag {tag!r} must be letters, digits, '_' or '-' (it becomes part of the repo name)")
-    repo_id = repo_id or hub_repo_id(model_name, tag)
-    if not _REPO_RE.match(repo_id):
-        raise UserInputError(f"repo id {repo_id!r} must look like 'org/name'")
-    if derived_tag and _trained_on_demo(ckpt, run.info) and repo_id.split("/", 1)[0] == HF_ORG:
-        raise UserInputError(
-            f"{checkpoint} was trained on the embedded demo set (a small CIFAR-10-LT sample for smoke tests), "
-            f"not on a benchmark: it cannot be published as {repo_id}. Train on a benchmark (e.g. cifar10_lt), "
-            f"or export to a repo of your own with --repo-id <you>/<name>")
-    counts = ckpt.get("class_counts")
-    if not counts or len(counts) != model.num_classes:
-        raise UserInputError(f"the checkpoint's class_counts ({len(counts or [])}) do not match the model's "
-                             f"{model.num_classes} classes: the card and config need the training counts")
-    names = ckpt.get("class_names") or [str(i) for i in range(model.num_classes)]
-    if len(names) != model.num_classes:
-        raise UserInputError(
-            f"the checkpoint's class_names ({len(names)}) do not match the model's {model.num_classes} classes")
-    for row in run.modes:
-        if row.mode not in model.forward_modes():
-            raise UserInputError(
-                f"{results}: forward mode {row.mode!r} is not one of this model's modes {model.forward_modes()}")
+    tag, repo_id = _export_target(checkpoint, ckpt, run, model_name, tag, repo_id)
+    counts, names = _export_labels(ckpt, model, run, results)
 
     registered_name = f"{model_name}.{tag}"
     try:  # timm raises for a tag the model does not register (e.g. a dataset without a pretrained cfg)
