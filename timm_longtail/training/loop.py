@@ -150,14 +150,7 @@ def train_one_epoch(
 
         components = task(images, target)
         loss = components.pop("loss")
-        optimizer.zero_grad(set_to_none=True)
-        if precision.scaler is not None:
-            precision.scaler(loss, optimizer, clip_grad=clip_grad, parameters=params)
-        else:
-            loss.backward()
-            if clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad)
-            optimizer.step()
+        _optimizer_step(loss, optimizer, precision, params, clip_grad)
         result.num_updates += 1
         if model_ema is not None:
             model_ema.update(task.get_trainable_module(), step=result.num_updates)
@@ -171,13 +164,11 @@ def train_one_epoch(
         views_seen += images.shape[0]
 
         if step % log_interval == 0 or step == total_steps:
-            mean_loss = _checked_sums(running, names, epoch, step)["loss"] / step
+            mean_loss = _checked_sums(running, names, epoch, step)["loss"] / step  # NaN stops every rank
             if ctx.is_primary:
-                now = time.perf_counter()
-                lr = optimizer.param_groups[0]["lr"]
-                of = f"/{total_steps}" if total_steps else ""
-                _logger.info("epoch %d step %d%s  loss %.4f  lr %.4g  %.1f img/s", epoch, step, of,
-                             mean_loss, lr, images_seen / max(now - start, 1e-9))
+                _logger.info("epoch %d step %d%s  loss %.4f  lr %.4g  %.1f img/s", epoch, step,
+                             f"/{total_steps}" if total_steps else "", mean_loss, optimizer.param_groups[0]["lr"],
+                             images_seen / max(time.perf_counter() - start, 1e-9))
         if stop.agreed(ctx):
             result.interrupted = True
             break
@@ -194,9 +185,21 @@ def train_one_epoch(
     if views_seen != images_seen:
         metrics["views_per_sec"] = views_seen * ctx.world_size / max(elapsed, 1e-9)
     metrics["lr"] = optimizer.param_groups[0]["lr"]
-    result.metrics = metrics
-    result.steps = step
+    result.metrics, result.steps = metrics, step
     return result
+
+
+def _optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, precision: Precision,
+                    params: list[torch.Tensor], clip_grad: float | None) -> None:
+    """Backward and step: through timm's NativeScaler when float16 needs one, else plainly (clipping included)."""
+    optimizer.zero_grad(set_to_none=True)
+    if precision.scaler is not None:
+        precision.scaler(loss, optimizer, clip_grad=clip_grad, parameters=params)
+        return
+    loss.backward()
+    if clip_grad is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    optimizer.step()
 
 
 def _checked_sums(running: torch.Tensor | None, names: list[str], epoch: int, step: int) -> dict[str, float]:
