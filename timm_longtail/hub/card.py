@@ -328,6 +328,26 @@ def _training_stages(lineage: Any, recipe: Mapping[str, Any], epoch: Any, comman
     return stages, None, ""
 
 
+def _run_facts(checkpoint: Mapping[str, Any], recipe: Mapping[str, Any], info: Mapping[str, Any]) -> List[str]:
+    """The card's one-line facts of the run: checkpoint epoch and selection, seed, training time, code."""
+    facts = []
+    if checkpoint.get("epoch") is not None:
+        facts.append(f"**Checkpoint:** epoch {checkpoint['epoch']}"
+                     + (f" of {recipe['epochs']}" if recipe.get("epochs") else "")
+                     + (f" of the {recipe['stage']} stage" if recipe.get("stage") not in (None, "experts") else "")
+                     + (f", selected by `{recipe['select_by']}`" if recipe.get("select_by") else "") + ".")
+    seed = info.get("seed", recipe.get("seed"))
+    if seed is not None:
+        facts.append(f"**Seed:** {seed}.")
+    wall = next((info[k] for k in _WALL_TIME_KEYS if info.get(k) is not None), None)
+    if wall is not None:
+        facts.append(f"**Training time (this stage):** {_duration(wall)}"
+                     + (f" on {info['device']}" if info.get("device") else "") + ".")
+    if checkpoint.get("version"):
+        facts.append(f"**Code:** timm-longtail {checkpoint['version']}.")
+    return facts
+
+
 def build_card_context(
         *,
         model: Any,
@@ -362,22 +382,7 @@ def build_card_context(
     eval_split = str(info.get("split") or info.get("eval_split") or recipe.get("test_split") or "test")
     license_id = str(cfg.get("license") or "apache-2.0")
 
-    run_facts = []
-    if checkpoint.get("epoch") is not None:
-        run_facts.append(f"**Checkpoint:** epoch {checkpoint['epoch']}"
-                         + (f" of {recipe['epochs']}" if recipe.get("epochs") else "")
-                         + (f" of the {recipe['stage']} stage" if recipe.get("stage") not in (None, "experts") else "")
-                         + (f", selected by `{recipe['select_by']}`" if recipe.get("select_by") else "") + ".")
-    seed = info.get("seed", recipe.get("seed"))
-    if seed is not None:
-        run_facts.append(f"**Seed:** {seed}.")
-    wall = next((info[k] for k in _WALL_TIME_KEYS if info.get(k) is not None), None)
-    if wall is not None:
-        run_facts.append(f"**Training time (this stage):** {_duration(wall)}"
-                         + (f" on {info['device']}" if info.get("device") else "") + ".")
-    if checkpoint.get("version"):
-        run_facts.append(f"**Code:** timm-longtail {checkpoint['version']}.")
-
+    run_facts = _run_facts(checkpoint, recipe, info)
     command = start_command(portable_paths(checkpoint.get("command")) or info.get("command") or recipe.get("command"))
     eval_command = info.get("command") if start_command(info.get("command")) != command else None
     stages, compared, compared_label = _training_stages(checkpoint.get("lineage"), recipe, checkpoint.get("epoch"),
