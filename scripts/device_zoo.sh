@@ -77,7 +77,7 @@ import timm_longtail  # noqa: F401
 from timm_longtail.data import canonical_dataset_name
 from timm_longtail.data.batch_augment import BATCH_RECIPES
 from timm_longtail.training.recipe import METHODS
-from timm_longtail.training.runner import default_train_recipe
+from timm_longtail.training.assembly import default_train_recipe
 from timm_longtail.zoo import load_manifest
 from timm_longtail.zoo.build import BuildSettings, is_published
 
