@@ -76,8 +76,8 @@ import yaml
 import timm_longtail  # noqa: F401
 from timm_longtail.data import canonical_dataset_name
 from timm_longtail.data.batch_augment import BATCH_RECIPES
-from timm_longtail.training.recipe import METHODS
-from timm_longtail.training.assembly import default_train_recipe
+from timm_longtail.training.methods import METHODS
+from timm_longtail.training.assembly import default_train_transform
 from timm_longtail.zoo import load_manifest
 from timm_longtail.zoo.build import BuildSettings, is_published
 
@@ -96,7 +96,7 @@ for entry in todo:
     for stage in entry.stages:
         config = yaml.safe_load((manifest.root / stage.config).read_text(encoding="utf-8")) or {}
         copies = int(flag(stage.args, "--num-copies", config.get("num_copies", 1)))
-        recipe = flag(stage.args, "--train-transform", config.get("train_transform")) or default_train_recipe(
+        recipe = flag(stage.args, "--train-transform", config.get("train_transform")) or default_train_transform(
             METHODS[config["method"]], canonical_dataset_name(config["dataset"]))
         batched &= recipe in BATCH_RECIPES and copies <= 1  # train.py --device-augment's reach
     plan.append((not batched, entry.device != "gpu", entry.name))

@@ -24,7 +24,7 @@ from timm.utils import setup_default_logging
 from timm_longtail.checkpoint import unwrap_model
 from timm_longtail.training import parse_args
 from timm_longtail.training.distributed import cleanup_distributed, setup_distributed
-from timm_longtail.training.recipe import check_args
+from timm_longtail.training.methods import check_args
 from timm_longtail.training.runner import _Run
 from timm_longtail.training.tasks import ExpertsForward
 

@@ -8,14 +8,14 @@ import timm
 import timm_longtail  # noqa: F401  (registers the models)
 from timm_longtail.errors import UserInputError
 from timm_longtail.losses import LOSS_OPTIONS
-from timm_longtail.training import METHODS, known_keys, load_recipe, parse_args
-from timm_longtail.training.recipe import check_args
+from timm_longtail.training import METHODS, known_keys, load_config, parse_args
+from timm_longtail.training.methods import check_args
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 def test_configs_exist_for_every_method():
-    methods = {load_recipe(path)["method"] for path in CONFIGS}
+    methods = {load_config(path)["method"] for path in CONFIGS}
     assert methods == set(METHODS)
     names = {path.stem for path in CONFIGS}
     for needed in ("ride_r32_3e_cifar100lt", "ride_r32_3e_cifar100lt_router", "ride_r32_6e_cifar100lt_teacher",
@@ -29,7 +29,7 @@ def test_configs_exist_for_every_method():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_parses_and_fits_its_method(path):
-    recipe = load_recipe(path)
+    recipe = load_config(path)
     assert set(recipe) <= known_keys()
     argv = ["--config", str(path)]
     if recipe.get("stage") == "router":
@@ -50,7 +50,7 @@ def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("model: ride_resnet32_3e\nbatch_sise: 64\n")
     with pytest.raises(UserInputError, match=r"unknown key 'batch_sise'.*batch_size"):
-        load_recipe(path)
+        load_config(path)
 
 
 def test_yaml_values_get_the_flag_types_and_flags_win(tmp_path):
@@ -71,7 +71,7 @@ def test_bad_yaml_values_are_user_errors(tmp_path, text, message):
     path = tmp_path / "r.yaml"
     path.write_text(text)
     with pytest.raises(UserInputError, match=message):
-        load_recipe(path)
+        load_config(path)
 
 
 def _header(path: Path) -> str:
@@ -139,7 +139,7 @@ def _set_up_run(name: str, *extra: str):
 def test_cifar_baselines_follow_the_ldam_drw_code(name):
     import torch
 
-    recipe = load_recipe(CONFIG_DIR / f"{name}.yaml")
+    recipe = load_config(CONFIG_DIR / f"{name}.yaml")
     assert recipe["train_transform"] == "ldam_cifar"  # crop + flip, no RandomRotation
     assert recipe["batch_size"] == 128 and recipe["epochs"] == 200 and not recipe.get("amp", False)
     assert recipe["channels_last"] is True and recipe["workers"] == 2
@@ -233,7 +233,7 @@ def test_cards_see_no_warm_up_difference_in_the_shipped_cifar_recipes(name):
     """hub_cards/reference.yaml's paper recipe agrees with the code's schedule checked above."""
     from timm_longtail.hub.card import _warmup_difference, load_reference
 
-    recipe = load_recipe(CONFIG_DIR / f"{name}.yaml")
+    recipe = load_config(CONFIG_DIR / f"{name}.yaml")
     method = recipe["method"]
     family = "cifar_distill" if "distill" in name else "cifar"
     paper = load_reference()["paper_recipes"][method][family]

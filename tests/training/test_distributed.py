@@ -17,7 +17,7 @@ from torch.utils.data import DistributedSampler
 from timm_longtail.errors import UserInputError
 from timm_longtail.training import parse_args
 from timm_longtail.training.distributed import DistContext, resolve_device
-from timm_longtail.training.recipe import check_args
+from timm_longtail.training.methods import check_args
 from timm_longtail.training.assembly import build_data
 from timm_longtail.training.runner import _Run
 from timm_longtail.training.splits import dataset_targets

@@ -19,7 +19,7 @@ from conftest import load_script
 from timm_longtail.checkpoint import load_checkpoint
 from timm_longtail.training import parse_args
 from timm_longtail.training.distributed import DistContext
-from timm_longtail.training.recipe import check_args
+from timm_longtail.training.methods import check_args
 from timm_longtail.training.runner import _Run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -32,13 +32,13 @@ from ..evaluation import default_amp_dtype
 from .device_loader import DeviceBatchLoader
 from .distributed import DistContext
 from .loop import Precision
-from .recipe import MethodSpec
+from .methods import MethodSpec
 from .seeding import EpochSeededSampler, SeededDataset, ShuffleSampler
 from .splits import LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout
 
 __all__ = [
     "SMALL_IMAGE_DATASETS", "Checkpoints", "Data", "build_data", "build_loss", "build_teacher", "common_steps",
-    "create_model", "default_train_recipe", "eval_loader", "ignore_stop_signals", "output_dir_for", "read_checkpoints",
+    "create_model", "default_train_transform", "eval_loader", "ignore_stop_signals", "output_dir_for", "read_checkpoints",
     "resolve_model_name", "resolve_precision", "set_transform", "train_loader",
 ]
 
@@ -48,7 +48,7 @@ SMALL_IMAGE_DATASETS = ("cifar10_lt", "cifar100_lt", "tiny_imagenet_lt", "demo")
 _SEEDED_LONGTAIL = ("cifar10_lt", "cifar100_lt", "folder")  # datasets whose long-tailed subset is a seeded draw
 
 
-def default_train_recipe(spec: MethodSpec, dataset: str) -> str:
+def default_train_transform(spec: MethodSpec, dataset: str) -> str:
     """Augmentation recipe of the reference implementations for this method and dataset."""
     if dataset in SMALL_IMAGE_DATASETS:
         return f"{spec.transform_family}_cifar"
@@ -114,7 +114,7 @@ def resolve_model_name(args: argparse.Namespace, found: Checkpoints) -> str:
 
 def build_data(args: argparse.Namespace, spec: MethodSpec) -> Data:
     name = canonical_dataset_name(args.dataset)
-    recipe = args.train_transform or default_train_recipe(spec, name)
+    recipe = args.train_transform or default_train_transform(spec, name)
     if args.longtail_seed != 0 and name not in _SEEDED_LONGTAIL:
         raise UserInputError(f"--longtail-seed resamples the long-tailed draw of {', '.join(_SEEDED_LONGTAIL)}; "
                              f"{name}'s training set is fixed")

@@ -16,7 +16,7 @@ import yaml
 
 from ..errors import UserInputError
 
-__all__ = ["build_parser", "parse_args", "load_recipe", "known_keys"]
+__all__ = ["build_parser", "parse_args", "load_config", "load_recipe", "known_keys"]
 
 
 def _str2bool(value: str) -> bool:
@@ -205,7 +205,7 @@ def known_keys(parser: argparse.ArgumentParser | None = None) -> set[str]:
     return {action.dest for action in parser._actions if action.dest not in {"help", "config"}}
 
 
-def load_recipe(path: str | Path, parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
+def load_config(path: str | Path, parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
     """Read a YAML recipe and check that every key is an argument of ``train.py``."""
     path = Path(path)
     if not path.is_file():
@@ -229,6 +229,9 @@ def load_recipe(path: str | Path, parser: argparse.ArgumentParser | None = None)
             raise UserInputError(f"config {path}: unknown key '{key}'{hint}")
         normalised[dest] = _coerce(actions[dest], value, f"config {path}: key '{key}'")
     return normalised
+
+
+load_recipe = load_config  # its earlier name (a YAML config was called a recipe), kept for callers
 
 
 def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
@@ -266,7 +269,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     config_parser.add_argument("-c", "--config", default="")
     known, remaining = config_parser.parse_known_args(argv)
     if known.config:
-        parser.set_defaults(**load_recipe(known.config, parser))
+        parser.set_defaults(**load_config(known.config, parser))
     args = parser.parse_args(remaining)
     args.config = known.config
     return args

@@ -34,7 +34,7 @@ from .assembly import (
 )
 from .distributed import DistContext, cleanup_distributed, setup_distributed
 from .loop import StopFlag, train_one_epoch
-from .recipe import MethodSpec, check_args, check_model, freeze_for_stage, resolve_drw_epoch
+from .methods import MethodSpec, check_args, check_model, freeze_for_stage, resolve_drw_epoch
 from .tasks import DistillationTask, ExpertsTask, RouterTask, StageTask
 from .validation import balanced_top1, evaluate_final
 

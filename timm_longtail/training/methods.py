@@ -1,7 +1,7 @@
 """What each method needs from the loop: allowed models, stage switches, loss, trainable part.
 
 A method here is a row of ``METHODS`` plus a loss from ``timm_longtail.losses``; the loop in
-``loop.py`` only sees a forward module and an objective. Every check of user input that does not
+``loop.py`` only sees the stage's task (``tasks.py``). Every check of user input that does not
 need data or weights runs in ``check_args`` so a bad command fails in well under a second.
 """
 from __future__ import annotations

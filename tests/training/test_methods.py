@@ -3,7 +3,7 @@ import pytest
 
 from timm_longtail.errors import UserInputError
 from timm_longtail.training import parse_args
-from timm_longtail.training.recipe import check_args, freeze_for_stage, resolve_drw_epoch
+from timm_longtail.training.methods import check_args, freeze_for_stage, resolve_drw_epoch
 
 
 @pytest.mark.parametrize("argv, message", [
