@@ -7,8 +7,8 @@
 Pipelines (``--pipelines``): whole train.py runs of each variant's zoo recipe, two epochs cut to
 ``--pipeline-steps`` steps, the second epoch's rate reported (the first pays for start-up):
 ``workers`` is the old input path (PIL transforms in loader worker processes), ``device`` the new one
-(``--device-augment``: the uint8 set on the training device, augmented there in batches; not for
-NCL++'s multi-copy recipe). Both run today's training step (no host read per step).
+(``--device-augment``: the uint8 set on the training device, augmented there in batches, NCL++'s
+copies included). Both run today's training step (no host read per step).
 
 One training step is what train.py does per batch, without the data pipeline: forward through all
 experts, the method's loss, backward, SGD (Nesterov) step. Synthetic inputs; the first steps warm up
@@ -141,8 +141,6 @@ def main(argv: List[str] | None = None) -> int:
         parser.error("--pipelines needs --data-dir (CIFAR-10) or --dataset demo")
     for variant in args.variants:
         for pipeline in args.pipelines:
-            if pipeline == "device" and VARIANTS[variant][4] > 1:
-                continue  # --device-augment makes one view per image
             try:
                 row = bench_pipeline(variant, pipeline, args.pipeline_steps, args.device, args.data_dir, args.dataset,
                                      args.workers)

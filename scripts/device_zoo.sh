@@ -3,8 +3,8 @@
 # the zoo manifest's entries that have no weights yet, each built by
 # `python -m timm_longtail.zoo build` with its manifest recipe (no recipe flag added: the weights are
 # the manifest's). Entries whose input runs on the device go first (device: gpu first among them),
-# then those that need loader workers (NCL++'s multi-copy recipes: input-bound, they would otherwise
-# spend the budget on a run that a time-out throws away). Every finished entry is handed back at once as OUT/<entry>.tgz (its hub_cards/
+# then those that need loader workers (recipes without a batched form, e.g. the ImageNet-style ones:
+# input-bound, they would otherwise spend the budget on a run that a time-out throws away). Every finished entry is handed back at once as OUT/<entry>.tgz (its hub_cards/
 # folder or results/zoo/ file, plus the published-weights table), so a time-out keeps what finished.
 #
 # Here, before the call (the device gets a copy of the tree without git and without ../shared):
@@ -19,7 +19,7 @@
 #      PUBLISH_TO (.), RUNS (a temporary folder), TRAIN_ARGS (more train.py flags, e.g. smoke limits),
 #      WORKERS (8: loader workers where the device-side augmentation does not apply), PYTHON (python3).
 # Speed path per entry: --device-augment where every stage's augmentation has a batched version on the
-# device (ride_cifar, ldam_cifar); NCL++'s multi-copy recipe keeps loader workers. Neither flag is part
+# device (ride_cifar, ldam_cifar, nclpp_cifar with its copies); loader workers for the rest. Neither flag is part
 # of a recipe (they change where augmentation runs, not its distribution).
 # At most 7 entries come back (the device tool returns 8 files: the 7 archives and device_zoo.json).
 set -uo pipefail
@@ -95,10 +95,9 @@ for entry in todo:
     batched = True
     for stage in entry.stages:
         config = yaml.safe_load((manifest.root / stage.config).read_text(encoding="utf-8")) or {}
-        copies = int(flag(stage.args, "--num-copies", config.get("num_copies", 1)))
         recipe = flag(stage.args, "--train-transform", config.get("train_transform")) or default_train_transform(
             METHODS[config["method"]], canonical_dataset_name(config["dataset"]))
-        batched &= recipe in BATCH_RECIPES and copies <= 1  # train.py --device-augment's reach
+        batched &= recipe in BATCH_RECIPES  # train.py --device-augment's reach
     plan.append((not batched, entry.device != "gpu", entry.name))
 for workers, _, name in sorted(plan, key=lambda p: p[:2]):  # stable: manifest order within each group
     print(name, "workers" if workers else "batched")

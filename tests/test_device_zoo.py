@@ -16,25 +16,27 @@ from timm_longtail.models.weights import sha256_of_file
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max-eval-samples", "100", "--eval-batch-size", "100", "--log-interval", "1"]
 WEIGHTS_ENTRY = "ride_resnet32_3e.cifar10_lt_if100"  # a registered tag (weights need one), trained on the demo set
-RESULTS_ENTRY = "nclpp_resnet32.demo_device"
-GPU_ENTRY = "ride_resnet32_2e.demo_gpu"
+RESULTS_ENTRY = "ride_resnet32_2e.demo_workers"
+GPU_ENTRY = "nclpp_resnet32.demo_gpu"
 STATED = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _manifest(tmp_path: Path) -> Path:
-    """An NCL++ two-copy entry with results only (loader workers), a RIDE entry with weights and a
-    device: gpu RIDE entry (both batched augmentation on the device): the order must be the GPU-only
-    batched entry, the other batched one, then the workers one."""
+    """A device: gpu RIDE entry with results only whose augmentation has no batched form (loader
+    workers), a RIDE entry with weights and a device: gpu NCL++ two-copy entry (both batched
+    augmentation on the device): the order must be the GPU-only batched entry, the other batched
+    one, then the workers one."""
     short = ["--epochs", "1", "--max-steps-per-epoch", "2", "--warmup-epochs", "0", *FAST]
     manifest = dict(data_dirs=dict(demo=None), entries=[
         dict(name=WEIGHTS_ENTRY, dataset="demo", stages=[
             dict(name="experts", config="configs/demo_ride.yaml", args=[*short, "--drw-epoch", "0"]),
             dict(name="router", config="configs/demo_ride_router.yaml", init_from="experts", args=short)]),
         dict(name=RESULTS_ENTRY, dataset="demo", publish="results", device="gpu", stages=[
-            dict(name="train", config="configs/demo_nclpp.yaml", args=short)]),
-        dict(name=GPU_ENTRY, dataset="demo", publish="results", device="gpu", stages=[
             dict(name="experts", config="configs/demo_ride.yaml",
-                 args=[*short, "--drw-epoch", "0", "--model", "ride_resnet32_2e"])]),
+                 args=[*short, "--drw-epoch", "0", "--model", "ride_resnet32_2e",
+                       "--train-transform", "inat", "--img-size", "32"])]),
+        dict(name=GPU_ENTRY, dataset="demo", publish="results", device="gpu", stages=[
+            dict(name="train", config="configs/demo_nclpp.yaml", args=short)]),
     ])
     path = tmp_path / "zoo.yaml"
     path.write_text(yaml.safe_dump(manifest), encoding="utf-8")
@@ -75,8 +77,12 @@ def test_builds_device_input_and_gpu_entries_first_and_hands_each_back_as_an_arc
     assert weights["commits"] == [STATED]
     results = json.loads((folder / "results.json").read_text())
     assert all("--device-augment" in stage["extra_args"] for stage in results["zoo"]["stages"])
-    nclpp = json.loads((checkout / "results" / "zoo" / f"{RESULTS_ENTRY}.json").read_text())
-    assert "--device-augment" not in nclpp["zoo"]["stages"][0]["extra_args"]
+    workers = json.loads((checkout / "results" / "zoo" / f"{RESULTS_ENTRY}.json").read_text())
+    assert "--device-augment" not in workers["zoo"]["stages"][0]["extra_args"]
+    with tarfile.open(out / f"{GPU_ENTRY}.tgz") as archive:  # NCL++'s multi-copy recipe: batched too
+        archive.extractall(checkout, filter="data")
+    nclpp = json.loads((checkout / "results" / "zoo" / f"{GPU_ENTRY}.json").read_text())
+    assert "--device-augment" in nclpp["zoo"]["stages"][0]["extra_args"]
 
 
 def test_an_exhausted_budget_starts_nothing_and_says_so(tmp_path):

@@ -196,20 +196,24 @@ def test_resume_continues_exactly(train_module, runs):
     assert [("--resume" in c) for c in b["command_history"]] == [False, True]
 
 
-def test_device_augment_trains_and_resumes_exactly(train_module, runs):
-    common = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--no-final-eval",
-              "--decay-milestones", "2", "--device-augment"]
-    straight = train(train_module, runs, "device_straight", *common, "--epochs", "2")
-    half = train(train_module, runs, "device_half", *common, "--epochs", "1")
+@pytest.mark.parametrize("method", [
+    ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1"],  # ride_cifar
+    ["--model", "nclpp_resnet32", "--method", "nclpp", "--num-copies", "2"],  # nclpp_cifar: AutoAugment, Cutout, copies
+], ids=["ride", "nclpp_two_copies"])
+def test_device_augment_trains_and_resumes_exactly(train_module, runs, method):
+    common = [*method, "--no-final-eval", "--decay-milestones", "2", "--device-augment"]
+    tag = method[3]
+    straight = train(train_module, runs, f"device_straight_{tag}", *common, "--epochs", "2")
+    half = train(train_module, runs, f"device_half_{tag}", *common, "--epochs", "1")
     assert train_module.main([*QUICK, *common, "--epochs", "2", "--resume", str(half / "last.pth")]) == 0
     a, b = load_checkpoint(straight / "last.pth"), load_checkpoint(half / "last.pth")
     assert a["recipe"]["device_augment"] is True and b["epoch"] == 2
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     # the flag is what changed the batches: the worker path gives other weights from the same seed
-    workers = train(train_module, runs, "worker_path", *common[:-1], "--epochs", "2")
-    assert not torch.equal(load_checkpoint(workers / "last.pth")["state_dict"]["trunk.conv1.weight"],
-                           a["state_dict"]["trunk.conv1.weight"])
+    workers = train(train_module, runs, f"worker_path_{tag}", *common[:-1], "--epochs", "2")
+    stem = next(key for key in a["state_dict"] if key.endswith("conv1.weight"))
+    assert not torch.equal(load_checkpoint(workers / "last.pth")["state_dict"][stem], a["state_dict"][stem])
 
 
 def test_longtail_seed_resamples_the_cifar_lt_draw(train_module, runs, shared_data):
@@ -261,9 +265,7 @@ def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_pa
         ([*ride, "--opt", "nosuchopt"], "--opt"),
         ([*ride, "--opt-fused", "--opt-foreach", "true"], "cannot be `True` together"),
         ([*ride, "--torchcompile", "nosuchbackend"], "--torchcompile nosuchbackend: Invalid backend"),
-        ([*ride, "--device-augment", "--train-transform", "nclpp_cifar"], "no batched form of the 'nclpp_cifar'"),
-        (["--method", "nclpp", "--model", "nclpp_resnet32", "--num-copies", "2", "--device-augment"],
-         "one view per image"),
+        ([*ride, "--device-augment", "--train-transform", "inat"], "no batched form of the 'inat'"),
         ([*ride, "--longtail-seed", "1"], "demo's training set is fixed"),
     ]
     for argv, message in cases:

@@ -14,11 +14,12 @@ def _labelled_images(n=30):
     return images, np.arange(n) % 5
 
 
-def _loader(rows=None, seed=0):
+def _loader(rows=None, seed=0, recipe="ride_cifar", num_copies=1):
     images, labels = _labelled_images()
     rows = np.arange(len(images)) if rows is None else np.asarray(rows)
     return DeviceBatchLoader(images, labels, rows, ShuffleSampler(len(rows), seed=seed), batch_size=8,
-                             augment=BatchAugment("ride_cifar", 32), device=torch.device("cpu"), seed=seed)
+                             augment=BatchAugment(recipe, 32), device=torch.device("cpu"), seed=seed,
+                             num_copies=num_copies)
 
 
 def _epoch(loader, epoch):
@@ -56,3 +57,23 @@ def test_every_row_once_per_epoch_with_its_own_label():
         assert target.tolist() == [i % 5 for i in ids]
         seen.extend(ids)
     assert sorted(seen) == rows
+
+
+def test_copies_of_an_image_are_its_own_draws_in_the_worker_paths_layout():
+    """NCL++: (B, T, 3, S, S) with row b holding T augmentations of image b (the DataLoader's
+    multi-view layout), each copy its own draw, the same for a fresh loader at the same epoch."""
+    batches = _epoch(_loader(num_copies=3), 1)  # ride_cifar keeps the fill value: ids readable
+    assert [tuple(x.shape) for x, _ in batches] == [(8, 3, 3, 32, 32)] * 3 + [(6, 3, 3, 32, 32)]
+    seen = []
+    for views, target in batches:
+        for copies, label in zip(views, target.tolist()):
+            ids = set(_image_ids(copies))
+            assert len(ids) == 1 and label == ids.pop() % 5
+            assert not torch.equal(copies[0], copies[1]) and not torch.equal(copies[1], copies[2])
+        seen.extend(target.tolist())
+    assert len(seen) == 30
+    nclpp = _epoch(_loader(recipe="nclpp_cifar", num_copies=3), 1)  # AutoAugment + Cutout per copy
+    assert [t.tolist() for _, t in nclpp] == [t.tolist() for _, t in batches]
+    assert all(not torch.equal(x[:, 0], x[:, 1]) for x, _ in nclpp)
+    for (xa, ya), (xb, yb) in zip(nclpp, _epoch(_loader(recipe="nclpp_cifar", num_copies=3), 1)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -26,7 +26,7 @@ from ..data import (
     ClassBalancedSampler, MultiViewTransform, build_dataset, canonical_dataset_name, create_loader,
     create_train_transform,
 )
-from ..data.batch_augment import BatchAugment
+from ..data.batch_augment import BatchAugment, check_batch_recipe
 from ..errors import UserInputError
 from ..evaluation import default_amp_dtype
 from .device_loader import DeviceBatchLoader
@@ -285,9 +285,7 @@ def train_loader(args: argparse.Namespace, data: Data, ctx: DistContext):
 
 def _device_loader(args: argparse.Namespace, data: Data, ctx: DistContext, sampler: Any) -> DeviceBatchLoader:
     """``--device-augment``: the training images on the device, augmented there in batches."""
-    recipe = data.info.get("train_transform")
-    if args.num_copies > 1:
-        raise UserInputError("--device-augment makes one view per image: leave it off with --num-copies > 1")
+    recipe = check_batch_recipe(data.info.get("train_transform"))
     train = data.train
     source, rows = (train.dataset, train.indices) if isinstance(train, LabelledSubset) else (train, None)
     images = getattr(source, "images", None)
@@ -297,7 +295,7 @@ def _device_loader(args: argparse.Namespace, data: Data, ctx: DistContext, sampl
     rows = np.arange(len(source)) if rows is None else rows
     augment = BatchAugment(recipe, data.img_size)
     return DeviceBatchLoader(images, dataset_targets(source), rows, sampler, args.batch_size, augment,
-                             ctx.device, seed=args.seed, rank=ctx.rank)
+                             ctx.device, seed=args.seed, rank=ctx.rank, num_copies=args.num_copies)
 
 
 def ignore_stop_signals(worker_id: int) -> None:

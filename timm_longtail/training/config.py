@@ -74,8 +74,8 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
                             "bias/variance study: analyze.py bias-variance)")
     group.add_argument("--device-augment", action="store_true", default=False,
                        help="small-image sets: hold the uint8 images on the training device and run the "
-                            "crop/flip(/rotation) recipe there as batched tensor ops, without loader "
-                            "workers (ldam_cifar, ride_cifar)")
+                            "augmentation there as batched tensor ops, without loader workers (ldam_cifar, "
+                            "ride_cifar, nclpp_cifar with AutoAugment, Cutout and --num-copies)")
     group.add_argument("--num-copies", type=int, default=1,
                        help="NCL++: augmented copies T of every image per step")
     group.add_argument("--max-train-samples", type=int, default=None,
