@@ -12,26 +12,13 @@ table and, with ``--results-file``, writes JSON, a CSV and a PNG beside it. Bad 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from typing import Optional, Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
-from timm_longtail.analysis.commands import ANALYSES, add_analysis_args, run_analysis
+from timm_longtail.analysis.commands import build_parser, run_analysis
 from timm_longtail.errors import OutputWriteError, UserInputError, user_error_message
-from timm_longtail.evaluation.setup import add_model_data_args
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Analyses of timm-longtail models (RIDE, NCL++, SADE figures)")
-    commands = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
-    for name, analysis in ANALYSES.items():
-        sub = commands.add_parser(name, help=analysis.help, description=analysis.help,
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        add_model_data_args(sub)
-        add_analysis_args(sub, name)
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

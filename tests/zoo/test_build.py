@@ -415,3 +415,36 @@ def test_data_dir_and_source_commit_refuse_bad_values_with_one_line(tmp_path):
         assert proc.returncode == 2, out + err
         assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     assert not (tmp_path / "pub").exists()
+
+
+def test_a_results_only_baseline_publishes_its_results_and_analyses(tmp_path):
+    """A baseline publishes no weights: its results file and, measured from its final checkpoint before
+    the runs are gone, the analyses a one-expert model has (hardest negatives, calibration, test-agnostic)."""
+    from timm_longtail.zoo.build import BASELINE_ANALYSES
+
+    name = "ce_resnet32.cifar10_lt_if100"
+    args = ["--num-experts", "1", "--method", "ce", "--num-copies", "1", "--train-transform", "ldam_cifar",
+            "--epochs", "1", "--warmup-epochs", "0", "--max-steps-per-epoch", "2", "--workers", "0"]
+    manifest = tmp_path / "zoo.yaml"
+    manifest.write_text(yaml.safe_dump(dict(data_dirs=dict(demo=None), entries=[dict(
+        name=name, dataset="demo", publish="results",
+        stages=[dict(name="train", config="configs/demo_nclpp.yaml", args=args)])])), encoding="utf-8")
+    proc = _build(manifest, tmp_path / "runs", tmp_path / "pub")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    results = json.loads((tmp_path / "pub" / "results" / "zoo" / f"{name}.json").read_text())
+    assert set(results["modes"]) == {"ensemble", "expert:0"}
+    assert not (tmp_path / "pub" / "hub_cards" / name).exists()
+    analysis_dir = tmp_path / "pub" / "results" / "analysis"
+    for analysis in BASELINE_ANALYSES:
+        stem = f"{name}.{analysis.replace('-', '_')}"
+        assert {p.name[len(stem):] for p in analysis_dir.glob(stem + ".*")} == {".json", ".csv", ".png"}
+        text = (analysis_dir / f"{stem}.json").read_text()
+        payload = json.loads(text)
+        assert payload["analysis"] == analysis and payload["forward_modes"] == ["ensemble"]
+        assert payload["num_samples"] == results["modes"]["ensemble"]["num_samples"]
+        assert str(tmp_path) not in text and not _ABSOLUTE.search(text)
+    # the measured calibration agrees with the evaluation of the same checkpoint
+    calibration = json.loads((analysis_dir / f"{name}.calibration.json").read_text())["result"]["ensemble"]
+    assert calibration["splits"]["all"]["accuracy"] * 100 == pytest.approx(results["modes"]["ensemble"]["top1"],
+                                                                           abs=0.01)

@@ -16,7 +16,7 @@ from .._paths import portable_paths
 from ..data import classes_by_count
 from ..errors import UserInputError
 from ..evaluation import atomic_write_bytes, resolve_forward_modes
-from ..evaluation.setup import EvalSetup, prepare_evaluation
+from ..evaluation.setup import EvalSetup, add_model_data_args, prepare_evaluation
 from . import plots
 from .agnostic import agnostic_accuracy
 from .bias_variance import bias_variance
@@ -27,7 +27,7 @@ from .groups import SPLITS
 from .hardest_negative import hardest_negative
 from .outputs import ModelOutputs, collect_outputs, expert_modes
 
-__all__ = ["ANALYSES", "Analysis", "add_analysis_args", "format_rows", "run_analysis"]
+__all__ = ["ANALYSES", "Analysis", "add_analysis_args", "build_parser", "format_rows", "run_analysis"]
 
 
 @dataclass(frozen=True)
@@ -249,3 +249,16 @@ def add_analysis_args(parser: argparse.ArgumentParser, name: str) -> None:
     group.add_argument("--results-file", default=None,
                        help="JSON results; a CSV and a PNG are written beside it (same name)")
     group.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``analyze.py``'s command line: one subcommand per analysis, each with ``validate.py``'s model
+    and data flags (here, not in the script, so that the zoo build runs the same commands)."""
+    parser = argparse.ArgumentParser(description="Analyses of timm-longtail models (RIDE, NCL++, SADE figures)")
+    commands = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    for name, analysis in ANALYSES.items():
+        sub = commands.add_parser(name, help=analysis.help, description=analysis.help,
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add_model_data_args(sub)
+        add_analysis_args(sub, name)
+    return parser

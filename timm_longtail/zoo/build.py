@@ -564,12 +564,13 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
     results = dict(_portable(final, manifest, settings), zoo=_portable(_provenance(manifest, settings, entry),
                                                                       manifest, settings))
     target = published_path(settings, entry)
-    if entry.publish == "results":
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(target, results)
-        _refresh_readme(manifest, settings)
-        return f"results in {target}" + _unpark(settings, entry)
     selected = "best.pth" if final.get("selected_checkpoint") == "best" else "last.pth"  # what final.json evaluated
+    if entry.publish == "results":
+        written = write_baseline_analyses(manifest, settings, entry, final_dir / selected)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(target, results)  # last: the results file is what marks the entry published
+        _refresh_readme(manifest, settings)
+        return f"results in {target}, analyses in {written[0].parent}" + _unpark(settings, entry)
     if not isinstance(results.get("recipe"), dict):  # train.py before final.json carried it: the checkpoint's
         from ..checkpoint import load_checkpoint
 
@@ -613,6 +614,36 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
     _refresh_readme(manifest, settings)
     return f"published {entry.name} (sha256 {exported.sha256[:12]}..., {size / 1e6:.1f} MB) in {folder}" + _unpark(
         settings, entry)
+
+
+# The analyses a one-expert model has (expert usage and disagreement need several experts).
+BASELINE_ANALYSES = ("hardest-negative", "calibration", "test-agnostic")
+
+
+def baseline_analysis_path(settings: BuildSettings, entry: Entry, analysis: str) -> Path:
+    return settings.publish_to / "results" / "analysis" / f"{entry.name}.{analysis.replace('-', '_')}.json"
+
+
+def write_baseline_analyses(manifest: Manifest, settings: BuildSettings, entry: Entry, checkpoint: Path) -> List[Path]:
+    """A results-only entry publishes no weights, so its analyses (what a card shows for a weights entry,
+    and SADE's test-agnostic top-1) are measured now, from the final checkpoint on the test split, with
+    ``analyze.py``'s own commands: ``results/analysis/<entry>.<analysis>.{json,csv,png}``."""
+    from ..analysis.commands import build_parser, run_analysis
+
+    data_dir = settings.data_dir(manifest, entry.dataset)
+    written = []
+    for name in BASELINE_ANALYSES:
+        path = baseline_analysis_path(settings, entry, name)
+        argv = [name, "--checkpoint", str(checkpoint), "--device", settings.device, "--workers", "0",
+                "--forward-mode", "ensemble", "--results-file", str(path)]
+        if data_dir is not None:
+            argv += ["--data-dir", str(data_dir)]
+        run_analysis(name, build_parser().parse_args(argv))
+        found = _ABSOLUTE.search(path.read_text(encoding="utf-8"))
+        if found:
+            raise UserInputError(f"{path.name} would publish the machine path {found.group(0)!r}: not published")
+        written.append(path)
+    return written
 
 
 def _refresh_readme(manifest: Manifest, settings: BuildSettings) -> None:
