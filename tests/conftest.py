@@ -6,6 +6,11 @@ from types import ModuleType
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a Hub cache miss otherwise hangs ~45 s on this network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The pinned float32 numerics (tests/training/test_golden.py) were measured with torch's AVX2 CPU kernels
+# on 2 threads; AVX-512 kernels (ATen's and oneDNN's) sum in another order and a few SGD steps drift
+# past the pins. Read at torch's first CPU op, so set before anything runs; subprocesses inherit it.
+os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 
 from timm_longtail._compat import ensure_torchvision_importable  # noqa: E402
 

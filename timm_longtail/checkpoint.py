@@ -33,7 +33,8 @@ from .errors import OutputWriteError, UserInputError
 
 __all__ = [
     "json_safe",
-    "atomic_write", "exclusive_lock", "build_model_from_checkpoint", "code_version", "lineage_entry", "load_checkpoint",
+    "apply_umask", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "current_umask",
+    "exclusive_lock", "build_model_from_checkpoint", "code_version", "lineage_entry", "load_checkpoint",
     "load_weights_file", "run_lineage", "save_checkpoint", "start_command", "unwrap_model",
 ]
 
@@ -75,6 +76,47 @@ def atomic_write(path: PathLike, write_fn) -> Path:
             raise OutputWriteError(f"could not write {path} ({error.strerror or error}): {kept}") from None
         raise
     return path
+
+
+def current_umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it
+    os.umask(umask)
+    return umask
+
+
+def apply_umask(path: PathLike) -> None:
+    """Ordinary permissions (``0666``/``0777`` less the umask) for a file or a folder and its files:
+    ``mkstemp``, ``mkdtemp`` and safetensors create owner-only ones, and results are for sharing."""
+    path = Path(path)
+    if path.is_dir():
+        path.chmod(0o777 & ~current_umask())
+        for child in path.iterdir():
+            if child.is_file():
+                child.chmod(0o666 & ~current_umask())
+    else:
+        path.chmod(0o666 & ~current_umask())
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` by rename (no partial file, synced first), with ordinary permissions."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        apply_umask(tmp)
+
+    return atomic_write(path, write)
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: PathLike, payload: Any) -> Path:
+    """``payload`` as indented JSON (NaN/inf as null, tensors and paths as plain values: :func:`json_safe`)."""
+    return atomic_write_text(path, json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
 
 
 @contextlib.contextmanager

@@ -79,7 +79,18 @@ def replay_single_process(argv: list[str], ranks: list[dict]) -> tuple[dict, lis
     """One process trains on the ranks' recorded batches as DistributedDataParallel defines it: each
     rank's loss on its own shard (BatchNorm statistics per shard), gradients averaged, one optimizer
     step; BatchNorm running statistics follow rank 0 (DDP broadcasts rank 0's buffers each forward).
-    Returns the final state and each epoch's loss averaged over steps and ranks."""
+    Returns the final state and each epoch's loss averaged over steps and ranks. One thread, as each
+    torchrun rank (OMP_NUM_THREADS=1): with more, CPU kernels (oneDNN on AVX-512) reduce in another
+    order and four steps drift apart by ~1e-5."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _replay(argv, ranks)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _replay(argv: list[str], ranks: list[dict]) -> tuple[dict, list[float]]:
     args = parse_args(argv)
     job = _Run(args, check_args(args), DistContext(torch.device("cpu")), "train.py")
     job.setup()

@@ -52,6 +52,16 @@ GOLDEN = {  # measured at a95cea0 on the 2-core CPU
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    """The pins' thread count (with the AVX2 kernels that tests/conftest.py selects): float32 sums split
+    over another number of threads round differently."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def train_module():
     return load_script(REPO / "train.py", "train_script_golden")

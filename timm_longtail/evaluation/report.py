@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..checkpoint import atomic_write
+from ..checkpoint import atomic_write_bytes  # re-exported: evaluation's writers are the package's
 from ..data.longtail import ShotSplit, classes_by_count
 
 __all__ = ["CSV_COLUMNS", "atomic_write_bytes", "format_table", "plot_per_class_accuracy", "write_results"]
@@ -60,19 +60,6 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return ";".join(str(v) for v in value)
     return "" if value is None else value
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` by rename (no partial file), with ordinary shareable permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~umask)  # results are for sharing: ordinary permissions, not mkstemp's 0600
-
-    atomic_write(path, write)
 
 
 def plot_per_class_accuracy(rows: Sequence[Mapping[str, Any]], class_counts: Sequence[int],

@@ -21,7 +21,7 @@ import torch
 
 from .._paths import portable_paths
 from ..analysis.card_figures import load_card_figures, write_card_figures
-from ..checkpoint import atomic_write, json_safe
+from ..checkpoint import apply_umask, atomic_write, json_safe
 from ..errors import OutputWriteError, UserInputError
 from ..models import HF_ORG, hub_repo_id
 from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
@@ -132,24 +132,6 @@ def _sorted_header(data: bytes) -> bytes:
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)  # the format pads the header with spaces to 8-byte alignment
     return len(text).to_bytes(8, "little") + text + data[8 + size:]
-
-
-def apply_umask(folder: Path) -> None:
-    """mkdtemp and safetensors create owner-only files: give the export the usual permissions."""
-    folder.chmod(0o777 & ~_umask())
-    for path in folder.iterdir():
-        apply_umask_file(path)
-
-
-def apply_umask_file(path: Path) -> None:
-    """One file from mkstemp (0600) with the usual permissions."""
-    path.chmod(0o666 & ~_umask())
-
-
-def _umask() -> int:
-    umask = os.umask(0)  # the only way to read it is to set it
-    os.umask(umask)
-    return umask
 
 
 def _replace_folder(tmp: Path, out: Path, overwrite: bool) -> None:
@@ -379,7 +361,7 @@ def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path
 
     def write(tmp: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
-        apply_umask_file(Path(tmp))
+        apply_umask(Path(tmp))
 
     return atomic_write(folder / "README.md", write)
 

@@ -33,10 +33,10 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+from ..checkpoint import atomic_write_text
 from ..errors import UserInputError
 from ._cfgs import HF_ORG, HUB_NAME_ALIASES, hub_name, hub_repo_id
 
@@ -121,21 +121,6 @@ PUBLISHED_WEIGHTS: Dict[str, Dict[str, Any]] = load_published_weights()
 read from :func:`published_weights_path` at import (the cfgs registered with timm follow it)."""
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def record_published(key: str, sha256: str, size: int, commit: str, *,
                      table: Optional[PathLike] = None) -> Dict[str, Any]:
     """Add or update the entry of ``<model>.<tag>`` in the published-weights table; returns the entry.
@@ -171,7 +156,7 @@ def record_published(key: str, sha256: str, size: int, commit: str, *,
     entries = load_published_weights(target) if target.is_file() else {}
     entries[key] = entry
     target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(target, json.dumps(dict(sorted(entries.items())), indent=2) + "\n")
+    atomic_write_text(target, json.dumps(dict(sorted(entries.items())), indent=2) + "\n")
     if target.resolve() == published_weights_path().resolve():
         PUBLISHED_WEIGHTS[key] = dict(entry)
     return entry

@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
+import torch.distributed as dist
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
 from timm.utils import NativeScaler
 from torch import nn
 from torch.utils.data import DistributedSampler
@@ -170,8 +174,6 @@ def set_transform(dataset: Any, transform: Any) -> None:
 def create_model(args: argparse.Namespace, name: str, found: Checkpoints,
                   num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
     """The model and the keyword arguments that re-create it (recorded in every checkpoint)."""
-    import timm
-
     source = found.resume if found.resume is not None else found.initial
     if source is not None:
         model, _ = build_model_from_checkpoint(source)
@@ -213,8 +215,6 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _load_backbone(model: nn.Module, source: str) -> None:
     """ImageNet-pretrained ResNet weights into the trunk and every expert (e.g. NCL++ Places-LT)."""
-    import timm
-
     path = Path(source)
     if path.is_file():
         state_dict = _read_state_dict(path)
@@ -254,6 +254,29 @@ def build_loss(args: argparse.Namespace, model: nn.Module, counts: list[int]) ->
                                  num_copies=args.num_copies, **options)
     except TypeError as error:
         raise UserInputError(f"--loss-kwargs {options} do not fit --method {args.method}: {error}") from None
+
+
+def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
+    """timm's optimizer factory; ``--opt-fused`` only when asked (not every optimizer takes ``fused``)."""
+    fused = {"fused": True} if args.opt_fused else {}
+    try:
+        return create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+                                   momentum=args.momentum, filter_bias_and_bn=args.wd_skip_bias_bn,
+                                   foreach=args.opt_foreach, **fused)
+    except (ValueError, AssertionError, TypeError, RuntimeError) as error:
+        raise UserInputError(f"--opt {args.opt}: {error}") from None
+
+
+def build_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+    """timm's scheduler factory (``None`` for ``--sched none``)."""
+    try:
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=args.sched, num_epochs=args.epochs, decay_milestones=args.decay_milestones,
+            decay_rate=args.decay_rate, warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
+            min_lr=args.min_lr, step_on_epochs=not args.sched_on_updates, updates_per_epoch=steps_per_epoch)
+    except (ValueError, AssertionError) as error:
+        raise UserInputError(f"--sched {args.sched}: {error}") from None
+    return scheduler
 
 
 def resolve_precision(args: argparse.Namespace, device: torch.device) -> Precision:
@@ -321,8 +344,6 @@ def common_steps(local_steps: int, ctx: DistContext) -> int:
     """Steps every rank can take: samplers may give ranks one batch more or less (they would hang)."""
     if not ctx.distributed:
         return local_steps
-    import torch.distributed as dist
-
     steps = torch.tensor([local_steps], device=ctx.device)
     dist.all_reduce(steps, op=dist.ReduceOp.MIN)
     return int(steps.item())

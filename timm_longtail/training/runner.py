@@ -7,7 +7,6 @@ wrong command costs seconds and leaves nothing behind.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,39 +14,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
-from timm.utils import random_seed
+import yaml
+from timm.utils import ModelEmaV3, random_seed
 from timm.utils.summary import trim_summary, update_summary
 from torch import nn
 
-from .._format import percent
-from ..checkpoint import (
-    atomic_write, build_model_from_checkpoint, exclusive_lock, json_safe, run_lineage, save_checkpoint, start_command,
-    unwrap_model,
-)
+from ..checkpoint import atomic_write_json, build_model_from_checkpoint, exclusive_lock, run_lineage, start_command
 from ..data import create_eval_transform
-from ..errors import OutputWriteError, UserInputError
+from ..errors import UserInputError
+from ..losses import DistillationLoss
 from .assembly import (
-    build_data, build_loss, build_teacher, common_steps, create_model, eval_loader, output_dir_for, read_checkpoints,
-    resolve_model_name, resolve_precision, set_transform, train_loader,
+    build_data, build_loss, build_optimizer, build_scheduler, build_teacher, common_steps, create_model, eval_loader,
+    output_dir_for, read_checkpoints, resolve_model_name, resolve_precision, set_transform, train_loader,
 )
 from .distributed import DistContext, cleanup_distributed, setup_distributed
 from .loop import StopFlag, train_one_epoch
+from .saver import LongTailCheckpointSaver
 from .methods import MethodSpec, check_args, check_model, freeze_for_stage, resolve_drw_epoch
-from .tasks import DistillationTask, ExpertsTask, RouterTask, StageTask
-from .validation import balanced_top1, evaluate_final
+from .tasks import build_task
+from .validation import balanced_top1, evaluate_final, headline
 
 __all__ = ["run"]
 
 _logger = logging.getLogger("train")
 
+
 @dataclass
 class History:
-    """What the loop remembers across epochs (saved in every checkpoint)."""
+    """Epoch times and speeds across the run's segments (saved in every checkpoint; the best held-out
+    score is the saver's)."""
 
-    best_metric: float | None = None
-    best_epoch: int | None = None
     epoch_times: list[float] = field(default_factory=list)
     images_per_sec: list[float] = field(default_factory=list)
 
@@ -89,12 +85,8 @@ class _Run:
         model.set_forward_mode("ensemble")
         self.teacher = build_teacher(self.found, num_classes, ctx.device)
         self.criterion = build_loss(args, model, self.data.train_class_counts).to(ctx.device)
-        self.distillation = None
-        if self.teacher is not None:
-            from ..losses import DistillationLoss
-
-            self.distillation = DistillationLoss(temperature=args.distill_temperature, factor=args.distill_factor,
-                                                 on=args.distill_on).to(ctx.device)
+        self.distillation = None if self.teacher is None else DistillationLoss(
+            temperature=args.distill_temperature, factor=args.distill_factor, on=args.distill_on).to(ctx.device)
         eval_tf = create_eval_transform(model, img_size=self.data.img_size)
         for dataset in (self.data.test, self.data.val):
             if dataset is not None:
@@ -112,50 +104,24 @@ class _Run:
         self.steps_per_epoch = common_steps(len(self.train_loader), ctx)
         if args.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, args.max_steps_per_epoch)
-        try:
-            fused = {"fused": True} if args.opt_fused else {}  # absent unless asked: not every optimizer takes it
-            self.optimizer = create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
-                                                 momentum=args.momentum, filter_bias_and_bn=args.wd_skip_bias_bn,
-                                                 foreach=args.opt_foreach, **fused)
-        except (ValueError, AssertionError, TypeError, RuntimeError) as error:
-            raise UserInputError(f"--opt {args.opt}: {error}") from None
-        try:
-            self.scheduler, _ = create_scheduler_v2(
-                self.optimizer, sched=args.sched, num_epochs=args.epochs, decay_milestones=args.decay_milestones,
-                decay_rate=args.decay_rate, warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
-                min_lr=args.min_lr, step_on_epochs=not args.sched_on_updates,
-                updates_per_epoch=self.steps_per_epoch)
-        except (ValueError, AssertionError) as error:
-            raise UserInputError(f"--sched {args.sched}: {error}") from None
+        self.optimizer = build_optimizer(args, model)
+        self.scheduler = build_scheduler(args, self.optimizer, self.steps_per_epoch)
         self.precision = resolve_precision(args, ctx.device)
-        self.model_ema = None
-        if args.model_ema:
-            from timm.utils import ModelEmaV3
-
-            self.model_ema = ModelEmaV3(model, decay=args.model_ema_decay)
+        self.model_ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
+        self.output_dir = output_dir_for(args, self.model_name)
+        self.saver = LongTailCheckpointSaver(
+            model, self.optimizer, self.output_dir, model_name=self.model_name,
+            class_counts=self.data.full_class_counts, class_names=self.data.class_names,
+            model_kwargs=self.model_kwargs, keep_best=args.select_by == "val")
         self.start_epoch, self.num_updates, self.history = 0, 0, History()
         if self.found.resume is not None:
             self._restore(self.found.resume)
-        self.task = self._task(model)
-        self.output_dir = output_dir_for(args, self.model_name)
-
-    def _task(self, model: nn.Module) -> StageTask:
-        """The stage's timm task, compiled (``--torchcompile``) and then wrapped for DDP, in timm's order."""
-        args, ctx = self.args, self.ctx
-        if args.stage == "router":
-            task: StageTask = RouterTask(model, self.criterion, self.precision, ctx.device)
-        elif self.teacher is not None:
-            task = DistillationTask(model, self.criterion, self.teacher, self.distillation, self.precision, ctx.device)
-        else:
-            task = ExpertsTask(model, self.criterion, self.precision, ctx.device)
-        if args.torchcompile:
-            try:
-                task.compile(backend=args.torchcompile, mode=args.torchcompile_mode)
-            except RuntimeError as error:  # an unknown backend or mode
-                raise UserInputError(f"--torchcompile {args.torchcompile}: {error}") from None
-        if ctx.distributed:
-            task.prepare_distributed(device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        return task
+        try:
+            self.task = build_task(args.stage, model, self.criterion, self.precision, ctx.device, teacher=self.teacher,
+                                   distillation=self.distillation, compile_backend=args.torchcompile,
+                                   compile_mode=args.torchcompile_mode, distributed=ctx.distributed)
+        except RuntimeError as error:  # torch.compile: an unknown backend or mode
+            raise UserInputError(f"--torchcompile {args.torchcompile}: {error}") from None
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         try:
@@ -172,9 +138,9 @@ class _Run:
         self.start_epoch = int(ckpt.get("epoch", 0))
         self.num_updates = int(ckpt.get("num_updates", 0))
         state = ckpt.get("history") or {}
-        self.history = History(best_metric=state.get("best_metric"), best_epoch=state.get("best_epoch"),
-                               epoch_times=list(state.get("epoch_times", [])),
+        self.history = History(epoch_times=list(state.get("epoch_times", [])),
                                images_per_sec=list(state.get("images_per_sec", [])))
+        self.saver.restore(ckpt)
 
     # ---- saving ---------------------------------------------------------------------------
     def _recipe(self) -> dict[str, Any]:
@@ -182,7 +148,9 @@ class _Run:
         recipe["drw_epoch_resolved"] = self.drw_epoch
         return recipe
 
-    def _save(self, path: Path, epoch: int) -> None:
+    def _training_state(self, epoch: int) -> dict[str, Any]:
+        """What each checkpoint holds besides the model (``epoch`` counts completed epochs)."""
+        best_epoch = None if self.saver.best_epoch is None else self.saver.best_epoch - 1
         extra: dict[str, Any] = dict(
             epoch=epoch, num_updates=self.num_updates, recipe=self._recipe(), dataset=self.data.info,
             lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
@@ -191,19 +159,12 @@ class _Run:
             scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
             scaler=None if self.precision.scaler is None else self.precision.scaler.state_dict(),
             reweighting=self._reweighting(epoch - 1),
-            history=dict(best_metric=self.history.best_metric, best_epoch=self.history.best_epoch,
+            history=dict(best_metric=self.saver.best_metric, best_epoch=best_epoch,  # 0-based, as before the saver
                          epoch_times=self.history.epoch_times, images_per_sec=self.history.images_per_sec),
         )
         if self.model_ema is not None:
             extra["state_dict_ema"] = {k: v.detach().cpu() for k, v in self.model_ema.module.state_dict().items()}
-        try:
-            save_checkpoint(path, unwrap_model(self.model), model_name=self.model_name,
-                            class_counts=self.data.full_class_counts, class_names=self.data.class_names,
-                            model_kwargs=self.model_kwargs, extra=extra)
-        except OutputWriteError as error:
-            last = self.output_dir / "last.pth"
-            resume = f"; free space, then resume with --resume {last}" if last.is_file() else ""
-            raise OutputWriteError(f"{error}{resume}") from None
+        return extra
 
     def _reweighting(self, epoch: int) -> bool:
         return self.drw_epoch is not None and epoch >= self.drw_epoch
@@ -224,7 +185,7 @@ class _Run:
         summary_path = self.output_dir / "summary.csv"
         if ctx.is_primary:
             self.log_handler = _add_file_log(self.output_dir / "log.txt")
-            (self.output_dir / "args.yaml").write_text(_yaml_dump(vars(args)))
+            (self.output_dir / "args.yaml").write_text(yaml.safe_dump(vars(args), sort_keys=False))
             trim_summary(str(summary_path), self.start_epoch)
             _logger.info("output: %s", self.output_dir)
             _logger.info("model %s (%d experts), method %s, stage %s, %d training images, %d steps/epoch",
@@ -267,16 +228,11 @@ class _Run:
         self.history.epoch_times.append(metrics["epoch_time_s"])
         self.history.images_per_sec.append(metrics["images_per_sec"])
         val_metrics: dict[str, float] = {}
-        improved = False
-        if ctx.is_primary and self.data.val is not None:
-            val_metrics = self._validate()
-            score = val_metrics["top1_balanced"]
-            if self.history.best_metric is None or score > self.history.best_metric:
-                self.history.best_metric, self.history.best_epoch, improved = score, epoch, True
         if ctx.is_primary:
-            self._save(self.output_dir / "last.pth", epoch + 1)
-            if improved and args.select_by == "val":
-                self._save(self.output_dir / "best.pth", epoch + 1)
+            if self.data.val is not None:
+                val_metrics = self._validate()
+            self.saver.save_checkpoint(epoch + 1, val_metrics.get("top1_balanced"),
+                                       state=self._training_state(epoch + 1))
             row = dict(metrics)
             row["reweighting"] = int(self._reweighting(epoch))
             update_summary(epoch, row, val_metrics, str(summary_path), lr=None)
@@ -306,15 +262,14 @@ class _Run:
         if not ctx.is_primary:
             ctx.barrier()
             return 0
-        selected = "last"
-        path = self.output_dir / "last.pth"
-        if args.select_by == "val" and (self.output_dir / "best.pth").is_file():
-            selected, path = "best", self.output_dir / "best.pth"
+        selected, path = "last", self.saver.last_path
+        if args.select_by == "val" and self.saver.best_path.is_file():
+            selected, path = "best", self.saver.best_path
         result: dict[str, Any] = dict(
             command=self.command, command_history=self.command_history, seed=args.seed, model=self.model_name,
             method=args.method, stage=args.stage,
             dataset=self.data.info, selected_checkpoint=selected, checkpoint=str(path),
-            selected_epoch=(self.history.best_epoch if selected == "best" else len(self.history.epoch_times) - 1),
+            selected_epoch=(self.saver.best_epoch - 1 if selected == "best" else len(self.history.epoch_times) - 1),
             selection_rule=("best held-out validation balanced top-1 (split from the training set)"
                             if selected == "best" else "last epoch"),
             epochs=args.epochs, drw_epoch=self.drw_epoch,
@@ -324,8 +279,8 @@ class _Run:
             lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
             recipe=self._recipe(),  # with it, the card can be rendered again from the results alone
         )
-        if self.history.best_metric is not None:
-            result["val_top1_balanced_best"] = self.history.best_metric
+        if self.saver.best_metric is not None:
+            result["val_top1_balanced_best"] = self.saver.best_metric
         if not args.no_final_eval:
             model = self.model
             if selected == "best":
@@ -342,41 +297,14 @@ class _Run:
                                                args.eval_modes, self.ctx.device, self.data.img_size,
                                                args.channels_last, self.precision, dict(context, ema=True))
         result["wall_time_s"] = time.time() - self.started
-        _atomic_json(self.output_dir / "final.json", result)
-        _logger.info("final: %s", _headline(result))
+        atomic_write_json(self.output_dir / "final.json", result)
+        _logger.info("final: %s", headline(result))
         ctx.barrier()
         return 0
 
 
-def _headline(result: dict[str, Any]) -> str:
-    modes = result.get("modes") or {}
-    parts = []
-    for mode, metrics in modes.items():
-        shown = {key: percent(metrics.get(key)) for key in ("top1", "top1_many", "top1_medium", "top1_few")}
-        hist = metrics.get("experts_used_hist")
-        parts.append(f"{mode} top1 {shown['top1']} (many {shown['top1_many']} / medium {shown['top1_medium']} / "
-                     f"few {shown['top1_few']})" + (f" experts used {hist}" if hist else ""))
-    return "; ".join(parts) or "no evaluation"
-
-
 def _mean(values: list[float]) -> float | None:
     return float(sum(values) / len(values)) if values else None
-
-
-def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
-    text = json.dumps(json_safe(payload), indent=2, allow_nan=False)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as handle:
-            handle.write(text + "\n")
-
-    atomic_write(path, write)
-
-
-def _yaml_dump(values: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump({k: v for k, v in values.items()}, sort_keys=False)
 
 
 def _add_file_log(path: Path) -> logging.Handler:

@@ -25,7 +25,7 @@ from .loop import Precision
 
 __all__ = [
     "DistillationTask", "ExpertsForward", "ExpertsObjective", "ExpertsTask", "RouterForward", "RouterObjective",
-    "RouterTask", "StageTask", "loss_terms",
+    "RouterTask", "StageTask", "build_task", "loss_terms",
 ]
 
 
@@ -169,3 +169,21 @@ class RouterTask(StageTask):
     def __init__(self, model: nn.Module, router_loss: nn.Module, precision: Precision,
                  device: torch.device | None = None):
         super().__init__(RouterForward(model), RouterObjective(router_loss), precision, device)
+
+
+def build_task(stage: str, model: nn.Module, criterion: nn.Module, precision: Precision, device: torch.device, *,
+               teacher: nn.Module | None = None, distillation: nn.Module | None = None,
+               compile_backend: str | None = None, compile_mode: str | None = None,
+               distributed: bool = False) -> StageTask:
+    """The stage's task, compiled (``compile_backend``) and then wrapped for DDP, in timm's order."""
+    if stage == "router":
+        task: StageTask = RouterTask(model, criterion, precision, device)
+    elif teacher is not None:
+        task = DistillationTask(model, criterion, teacher, distillation, precision, device)
+    else:
+        task = ExpertsTask(model, criterion, precision, device)
+    if compile_backend:
+        task.compile(backend=compile_backend, mode=compile_mode)
+    if distributed:
+        task.prepare_distributed(device_ids=[device.index] if device.type == "cuda" else None)
+    return task

@@ -11,12 +11,13 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from .._format import percent
 from ..data.longtail import ShotSplit
 from ..data.transforms import eval_input_size
 from ..evaluation import evaluate_mode, evaluate_model
 from .loop import Precision
 
-__all__ = ["balanced_top1", "evaluate_final"]
+__all__ = ["balanced_top1", "evaluate_final", "headline"]
 
 
 def balanced_top1(model: nn.Module, loader: Iterable, mode: str, class_counts: Sequence[int],
@@ -47,3 +48,15 @@ def evaluate_final(model: nn.Module, loader: Iterable, class_counts: Sequence[in
         device=device, amp=precision.dtype is not None, amp_dtype=precision.dtype, channels_last=channels_last,
         context=context)
     return {"modes": {row["forward_mode"]: row for row in rows}, "shot_split": shot_split.to_dict()}
+
+
+def headline(result: dict[str, Any]) -> str:
+    """One log line of the final evaluation: top-1 and its splits per forward mode."""
+    modes = result.get("modes") or {}
+    parts = []
+    for mode, metrics in modes.items():
+        shown = {key: percent(metrics.get(key)) for key in ("top1", "top1_many", "top1_medium", "top1_few")}
+        hist = metrics.get("experts_used_hist")
+        parts.append(f"{mode} top1 {shown['top1']} (many {shown['top1_many']} / medium {shown['top1_medium']} / "
+                     f"few {shown['top1_few']})" + (f" experts used {hist}" if hist else ""))
+    return "; ".join(parts) or "no evaluation"

@@ -32,10 +32,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .._paths import portable_paths
-from ..checkpoint import atomic_write, exclusive_lock, start_command
+from ..analysis.commands import build_parser as build_analysis_parser, run_analysis
+from ..checkpoint import apply_umask, atomic_write, atomic_write_json, exclusive_lock, load_checkpoint, start_command
 from ..errors import UserInputError
+from ..hub.export import export_checkpoint, rewrite_card, write_folder_figures
 from ..models.weights import WEIGHTS_FILENAME, record_published, sha256_of_file
+from ..training import parse_args
 from .manifest import REPO_ROOT, Entry, Manifest, Stage
+from .table import BEGIN, render_tables, replace_tables
 
 __all__ = ["BuildSettings", "EntryOutcome", "build", "entry_state", "park", "publish", "stage_status",
            "default_runs_dir"]
@@ -211,11 +215,6 @@ def _read_json(path: Path) -> Dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    text = json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _train_command(manifest: Manifest, settings: BuildSettings, entry: Entry, stage: Stage, status: str) -> List[str]:
     folder = stage_dir(settings.runs_dir, entry, stage)
     data_dir = settings.data_dir(manifest, entry.dataset)
@@ -267,7 +266,7 @@ def _run_stage(manifest: Manifest, settings: BuildSettings, entry: Entry, stage:
                    command=_shown_command(command, manifest, settings),
                    extra_args=_relative(list(settings.extra_args), manifest, settings) or None)
     record["segments"].append(segment)
-    _write_json(record_path, record)
+    atomic_write_json(record_path, record)
     if forwarder.signum is not None:  # a signal while preparing: start nothing
         return 128 + forwarder.signum
     say(f"{entry.name} / {stage.name}: {'resuming' if status == 'partial' else 'starting'} "
@@ -290,7 +289,7 @@ def _run_stage(manifest: Manifest, settings: BuildSettings, entry: Entry, stage:
             forwarder.child = None
     segment.update(ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=round(time.time() - started, 1),
                    returncode=returncode)
-    _write_json(record_path, record)
+    atomic_write_json(record_path, record)
     return returncode
 
 
@@ -315,8 +314,6 @@ _RECIPE_KEYS = ("model", "method", "stage", "dataset", "imbalance_factor", "long
 
 def _recipe_differences(checkpoint: Path, command: Sequence[str]) -> List[str]:
     """How the recipe recorded in ``checkpoint`` differs from the one ``command`` (train.py argv) asks for."""
-    from ..checkpoint import load_checkpoint
-    from ..training import parse_args
 
     recorded = load_checkpoint(checkpoint).get("recipe") or {}
     wanted = vars(parse_args(list(command[2:])))
@@ -365,7 +362,6 @@ def _set_aside_later_stages(settings: BuildSettings, entry: Entry, stage: Stage)
 
 def _adopted_segment(manifest: Manifest, checkpoint: Path) -> Dict[str, Any]:
     """A stage begun by plain train.py before the build adopted it: its commit from the checkpoint."""
-    from ..checkpoint import load_checkpoint
 
     version = str(load_checkpoint(checkpoint).get("version") or "")
     commit = version.rpartition("+g")[2] if "+g" in version else ""
@@ -419,8 +415,6 @@ def park(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
     when done, ``final.json``, with ``parked.json`` holding the checkpoint's SHA-256), so that a later
     build without this runs folder resumes instead of starting over. Trains nothing; a stage trained
     with another recipe than the manifest's (``--train-arg``) is refused."""
-    from ..checkpoint import load_checkpoint
-    from ..hub.export import apply_umask
 
     parked = []
     for entry in entries:
@@ -439,7 +433,7 @@ def park(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
             target = parked_stage_dir(settings, entry, stage)
 
             def record(tmp: Path) -> None:  # of the copy: a running build may replace last.pth meanwhile
-                _write_json(tmp / "parked.json", dict(
+                atomic_write_json(tmp / "parked.json", dict(
                     entry=entry.name, stage=stage.name, status=status,
                     epoch=load_checkpoint(tmp / "last.pth").get("epoch"),
                     sha256=sha256_of_file(tmp / "last.pth"), parked=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
@@ -557,7 +551,6 @@ def _publish(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
 
 
 def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
-    from ..hub.export import export_checkpoint, rewrite_card, write_folder_figures
 
     final_dir = stage_dir(settings.runs_dir, entry, entry.final_stage)
     final = _read_json(final_dir / "final.json")
@@ -568,12 +561,11 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
     if entry.publish == "results":
         written = write_baseline_analyses(manifest, settings, entry, final_dir / selected)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(target, results)  # last: the results file is what marks the entry published
+        atomic_write_json(target, results)  # last: the results file is what marks the entry published
         _refresh_readme(manifest, settings)
         return f"results in {target}, analyses in {written[0].parent}" + _unpark(settings, entry)
     if not isinstance(results.get("recipe"), dict):  # train.py before final.json carried it: the checkpoint's
-        from ..checkpoint import load_checkpoint
-
+    
         results["recipe"] = _portable(load_checkpoint(final_dir / selected).get("recipe") or {}, manifest, settings)
     export_dir = settings.runs_dir / entry.name / "export"
     exported = export_checkpoint(final_dir / selected, final_dir / "final.json", export_dir, tag=entry.tag,
@@ -591,11 +583,11 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         shutil.copyfile(export_dir / "config.json", tmp / "config.json")
         if size <= MAX_COMMITTED_WEIGHTS:
             shutil.copyfile(weights, tmp / WEIGHTS_FILENAME)
-        _write_json(tmp / "weights.json", dict(
+        atomic_write_json(tmp / "weights.json", dict(
             repo_id=exported.repo_id, file=WEIGHTS_FILENAME, sha256=exported.sha256, size=size,
             committed=size <= MAX_COMMITTED_WEIGHTS, commits=list(dict.fromkeys(commits)) or [commit],
             from_dirty_tree=any(stage["from_dirty_tree"] for stage in results["zoo"]["stages"])))
-        _write_json(tmp / "results.json", results)
+        atomic_write_json(tmp / "results.json", results)
         # the card from the published folder itself, as `publish` renders it again once the runs are gone;
         # with the weights at hand, first the card's analyses (hardest negatives, calibration) on the test split
         if size <= MAX_COMMITTED_WEIGHTS:
@@ -628,8 +620,6 @@ def write_baseline_analyses(manifest: Manifest, settings: BuildSettings, entry: 
     """A results-only entry publishes no weights, so its analyses (what a card shows for a weights entry,
     and SADE's test-agnostic top-1) are measured now, from the final checkpoint on the test split, with
     ``analyze.py``'s own commands: ``results/analysis/<entry>.<analysis>.{json,csv,png}``."""
-    from ..analysis.commands import build_parser, run_analysis
-
     data_dir = settings.data_dir(manifest, entry.dataset)
     written = []
     for name in BASELINE_ANALYSES:
@@ -638,7 +628,7 @@ def write_baseline_analyses(manifest: Manifest, settings: BuildSettings, entry: 
                 "--forward-mode", "ensemble", "--results-file", str(path)]
         if data_dir is not None:
             argv += ["--data-dir", str(data_dir)]
-        run_analysis(name, build_parser().parse_args(argv))
+        run_analysis(name, build_analysis_parser().parse_args(argv))
         found = _ABSOLUTE.search(path.read_text(encoding="utf-8"))
         if found:
             raise UserInputError(f"{path.name} would publish the machine path {found.group(0)!r}: not published")
@@ -648,8 +638,6 @@ def write_baseline_analyses(manifest: Manifest, settings: BuildSettings, entry: 
 
 def _refresh_readme(manifest: Manifest, settings: BuildSettings) -> None:
     """Rewrite the zoo tables of ``<publish_to>/README.md`` when it has them (a checkout's README)."""
-    from .table import BEGIN, render_tables, replace_tables
-
     readme = settings.publish_to / "README.md"
     if readme.is_file() and BEGIN in readme.read_text(encoding="utf-8"):
         text = replace_tables(readme.read_text(encoding="utf-8"), render_tables(manifest, settings.publish_to))
@@ -740,8 +728,6 @@ def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forw
 
 
 def _rewrite_card(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
-    from ..hub.export import rewrite_card
-
     with _exclusive(settings.runs_dir, ".zoo-publish.lock", wait=True):
         card = rewrite_card(published_path(settings, entry).parent, cards_dir=REPO_ROOT / "hub_cards")
         _refresh_readme(manifest, settings)
@@ -776,6 +762,6 @@ def publish(manifest: Manifest, entries: Sequence[Entry], settings: BuildSetting
 
 
 def _write_summary(settings: BuildSettings, outcomes: Sequence[EntryOutcome]) -> None:
-    _write_json(settings.runs_dir / "zoo_build.json", dict(
+    atomic_write_json(settings.runs_dir / "zoo_build.json", dict(
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         entries=[dict(name=o.name, status=o.status, stages=o.stages, detail=o.detail) for o in outcomes]))
