@@ -20,8 +20,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
+import timm
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
 from timm.utils import unwrap_model  # the bare model inside DDP / torch.compile wrappers
 
 try:
@@ -29,6 +32,7 @@ try:
 except ImportError:  # Windows: no flock; exclusive_lock does not lock there
     fcntl = None
 
+from ._paths import portable_paths
 from .errors import OutputWriteError, UserInputError
 
 __all__ = [
@@ -171,8 +175,6 @@ def save_checkpoint(
 
 
 def _load_safetensors(path: Path) -> Dict[str, Any]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
 
     try:
         state_dict = load_file(str(path))
@@ -202,7 +204,6 @@ def lineage_entry(checkpoint: Mapping[str, Any], role: str) -> Dict[str, Any]:
     """What a run records about a checkpoint it started from (``role``: ``"initial_checkpoint"``) or
     distilled from (``"teacher"``): its model, stage, epoch, code version and full recipe, paths made
     portable. A teacher's own lineage is kept inside its entry, under ``"lineage"``."""
-    from ._paths import portable_paths
 
     recipe = dict(checkpoint.get("recipe") or {})
     dataset = checkpoint.get("dataset") if isinstance(checkpoint.get("dataset"), Mapping) else {}
@@ -257,8 +258,6 @@ def build_model_from_checkpoint(
         source: Union[PathLike, Mapping[str, Any]], model_name: Optional[str] = None, **overrides: Any,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Re-create the model a checkpoint was trained as, with its weights. Returns (model, checkpoint)."""
-    import timm
-
     checkpoint = dict(source) if isinstance(source, Mapping) else load_checkpoint(source)
     name = model_name or checkpoint.get("model_name")
     if not name:

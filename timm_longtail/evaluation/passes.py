@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .._paths import portable_paths
 from ..data.longtail import ShotSplit
@@ -137,8 +138,6 @@ def evaluate_mode(
     started = time.perf_counter()
     batches = loader
     if progress:
-        from tqdm import tqdm
-
         batches = tqdm(loader, desc=description or mode, unit="batch", leave=False, disable=None)  # off when not a TTY
     try:
         for images, targets in batches:

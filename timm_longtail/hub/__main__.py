@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import OutputWriteError, UserInputError
+from .export import export_checkpoint, record_card, rewrite_card, table_entry, write_folder_figures
+from .push import push_folder
 
 EPILOG = """examples:
   python -m timm_longtail.hub export --checkpoint runs/ride-c100/best.pth --results runs/ride-c100/results.json \\
@@ -67,8 +69,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "export":
-            from .export import export_checkpoint, record_card, table_entry
-
             result = export_checkpoint(args.checkpoint, args.results, args.out, tag=args.tag, repo_id=args.repo_id,
                                        overwrite=args.overwrite, cards_dir=args.cards_dir)
             print(f"exported {result.repo_id} to {result.folder}")
@@ -79,19 +79,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("once pushed (or committed under hub_cards/), publish it in timm_longtail/models/published_weights.json:")
             print(f"    from timm_longtail.models.weights import record_published; {table_entry(result)}")
         elif args.command == "card":
-            from .export import rewrite_card
-
             for folder in args.folders:
                 print(f"wrote {rewrite_card(folder, args.cards_dir)}")
         elif args.command == "figures":
-            from .export import write_folder_figures
-
             card = write_folder_figures(args.folder, args.data_dir, device=args.device, batch_size=args.batch_size,
                                         workers=args.workers, cards_dir=args.cards_dir)
             print(f"wrote {Path(args.folder) / 'analysis'} and {card}")
         else:
-            from .push import push_folder
-
             url = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private,
                               commit_message=args.commit_message)
             print(f"pushed {args.folder} to {args.repo_id}: {url}")

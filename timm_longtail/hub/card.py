@@ -22,6 +22,7 @@ import yaml
 from .._paths import portable_paths
 from .._format import percent
 from ..checkpoint import start_command
+from ..data.longtail import SHOT_RULES, ShotSplit
 from ..errors import UserInputError
 from ..models import dataset_tag
 from .results import ModeResult, RunResults
@@ -203,7 +204,6 @@ def _warmup_difference(recipe: Mapping[str, Any], paper_epochs: int, paper_lr: f
 def _shot_split(info: Mapping[str, Any], class_counts: Sequence[int]) -> Tuple[str, Dict[str, int]]:
     """The shot rule the results were computed with (``shot_split`` from the lt_accuracy metric, or a
     named ``shot_rule``; the standard rule when neither is given) and the class count per split."""
-    from ..data.longtail import SHOT_RULES, ShotSplit
 
     recorded = info.get("shot_split")
     if isinstance(recorded, Mapping) and "many_threshold" in recorded and "few_threshold" in recorded:

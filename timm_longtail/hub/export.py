@@ -17,11 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+import timm
 import torch
+from safetensors.torch import save
+from timm.models import get_pretrained_cfg
+from timm.models._hub import save_config_for_hf
 
 from .._paths import portable_paths
 from ..analysis.card_figures import load_card_figures, write_card_figures
-from ..checkpoint import apply_umask, atomic_write, json_safe
+from ..checkpoint import apply_umask, atomic_write, build_model_from_checkpoint, json_safe, load_weights_file
+from ..data import ShotSplit, build_dataset, create_eval_transform, create_loader
+from ..evaluation.setup import dataset_from_record
 from ..errors import OutputWriteError, UserInputError
 from ..models import HF_ORG, hub_repo_id
 from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
@@ -117,7 +123,6 @@ def _data_config(checkpoint: Mapping[str, Any], registered: Optional[Mapping[str
 
 
 def _write_weights(model: torch.nn.Module, path: Path, metadata: Mapping[str, Any]) -> None:
-    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     encoded = {k: json.dumps(json_safe(v)) for k, v in metadata.items()}  # checkpoint.load_checkpoint decodes them
@@ -208,11 +213,6 @@ def export_checkpoint(
     A checkpoint trained on the demo set has no tag of its own: without ``tag`` it is refused for
     ``timm-longtail/`` (one :class:`UserInputError`, nothing written).
     """
-    from timm.models import get_pretrained_cfg
-    from timm.models._hub import save_config_for_hf
-
-    from ..checkpoint import build_model_from_checkpoint
-
     run = load_results(results)  # cheap checks first: a bad results file should not cost a model build
     cards_dir = Path(cards_dir) if cards_dir else CARDS_DIR
     reference = load_reference(cards_dir) if card else None
@@ -226,11 +226,7 @@ def export_checkpoint(
     counts, names = _export_labels(ckpt, model, run, results)
 
     registered_name = f"{model_name}.{tag}"
-    try:  # timm raises for a tag the model does not register (e.g. a dataset without a pretrained cfg)
-        registered = get_pretrained_cfg(registered_name)
-    except RuntimeError:
-        registered = None
-    registered = registered.to_dict() if registered is not None and hub_repo_id(model_name, tag) == repo_id else None
+    registered = _registered_cfg(model_name, tag, repo_id)
     data_cfg = _data_config(ckpt, registered)
     model_kwargs = json_safe(dict(ckpt.get("model_kwargs") or {}))
 
@@ -251,15 +247,9 @@ def export_checkpoint(
             shot_split=run.info.get("shot_split") or run.info.get("shot_rule", "standard"),
             **{CONFIG_SHA256_KEY: sha},
         )
-        try:
-            save_config_for_hf(
-                model, str(tmp / "config.json"), model_args=model_kwargs,
-                model_config=dict(label_names=list(names), class_counts=[int(c) for c in counts],
-                                  timm_longtail=json_safe(section),
-                                  pretrained_cfg=dict(tag=tag, **data_cfg)),
-            )
-        except (ValueError, TypeError) as error:
-            raise UserInputError(f"cannot write config.json for {model_name}: {error}") from None
+        _write_config(tmp / "config.json", model, model_name, model_kwargs,
+                      dict(label_names=list(names), class_counts=[int(c) for c in counts],
+                           timm_longtail=json_safe(section), pretrained_cfg=dict(tag=tag, **data_cfg)))
         if card:
             context = build_card_context(
                 model=model, checkpoint=ckpt, results=run, tag=tag, repo_id=repo_id, weights_sha256=sha,
@@ -275,6 +265,24 @@ def export_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(folder=out, repo_id=repo_id, model_name=model_name, tag=tag, sha256=sha,
                         size=(out / WEIGHTS_FILENAME).stat().st_size, commit=_commit_of(ckpt.get("version")))
+
+
+def _registered_cfg(model_name: str, tag: str, repo_id: str) -> Optional[Dict[str, Any]]:
+    """The pretrained cfg timm registers for ``<model>.<tag>`` when the export goes to that cfg's repo."""
+    try:  # timm raises for a tag the model does not register (e.g. a dataset without a pretrained cfg)
+        registered = get_pretrained_cfg(f"{model_name}.{tag}")
+    except RuntimeError:
+        return None
+    return registered.to_dict() if registered is not None and hub_repo_id(model_name, tag) == repo_id else None
+
+
+def _write_config(path: Path, model: torch.nn.Module, model_name: str, model_kwargs: Mapping[str, Any],
+                  model_config: Mapping[str, Any]) -> None:
+    """timm's ``config.json`` writer, with our section and the class counts and names in ``model_config``."""
+    try:
+        save_config_for_hf(model, str(path), model_args=dict(model_kwargs), model_config=dict(model_config))
+    except (ValueError, TypeError) as error:
+        raise UserInputError(f"cannot write config.json for {model_name}: {error}") from None
 
 
 def record_card(result: ExportResult, cards_dir: Optional[PathLike] = None, *, weights: bool = True) -> Path:
@@ -301,8 +309,6 @@ def record_card(result: ExportResult, cards_dir: Optional[PathLike] = None, *, w
 def _folder_model(folder: Path, config: Mapping[str, Any]) -> torch.nn.Module:
     """The model an exported folder's ``config.json`` describes, router marked trained as recorded;
     the folder's weights, when present, must match the SHA-256 the config records (not loaded here)."""
-    import timm
-
     config_path, weights = folder / "config.json", folder / WEIGHTS_FILENAME
     section = config.get("timm_longtail") or {}
     if weights.is_file() and sha256_of_file(weights) != section.get(CONFIG_SHA256_KEY):
@@ -323,8 +329,6 @@ def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path
     the final stage's recipe, lineage and command) and the weights when present (SHA-256 checked
     against ``config.json``). For a card template or reference change after the training runs are
     gone; the weights and results are untouched."""
-    import timm
-
     folder = Path(folder)
     config_path, results_path = folder / "config.json", folder / "results.json"
     for path in (config_path, results_path):
@@ -374,9 +378,6 @@ def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, 
     The model comes from the folder (``config.json`` + ``model.safetensors``, SHA-256 checked);
     the dataset from ``config.json``'s record, its images from ``data_dir`` (none for the demo set).
     """
-    from ..checkpoint import load_weights_file
-    from ..data import ShotSplit, build_dataset, create_eval_transform, create_loader
-    from ..evaluation.setup import dataset_from_record
 
     folder = Path(folder)
     config_path, weights = folder / "config.json", folder / WEIGHTS_FILENAME

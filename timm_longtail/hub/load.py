@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
+import timm
 import torch.nn as nn
 
 from ..errors import UserInputError
@@ -20,8 +21,6 @@ def load_local_folder(path: Union[str, os.PathLike], **kwargs: Any) -> nn.Module
     Equivalent to ``timm.create_model("local-dir:<path>", pretrained=True, **kwargs)`` with the
     folder checked first, so a missing, truncated or altered file gets one clear error.
     """
-    import timm
-
     folder = Path(path)
     if not folder.is_dir():
         raise UserInputError(f"model folder not found: {folder}")

@@ -36,6 +36,9 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+from safetensors import SafetensorError, safe_open
+from timm.models import get_pretrained_cfg
+
 from ..checkpoint import atomic_write_text
 from ..errors import UserInputError
 from ._cfgs import HF_ORG, HUB_NAME_ALIASES, hub_name, hub_repo_id
@@ -133,7 +136,6 @@ def record_published(key: str, sha256: str, size: int, commit: str, *,
     partial table. The in-memory :data:`PUBLISHED_WEIGHTS` follows when it is the table in use;
     the cfgs registered with timm (``list_pretrained``, default tags) follow at the next import.
     """
-    from timm.models import get_pretrained_cfg
 
     match = _KEY_RE.match(key) if isinstance(key, str) else None
     if not match:
@@ -226,7 +228,6 @@ def verify_sha256(path: PathLike, expected: str, what: Optional[str] = None) -> 
 
 def check_safetensors_readable(path: PathLike) -> None:
     """Raise :class:`UserInputError` unless ``path`` is a complete, readable safetensors file."""
-    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
