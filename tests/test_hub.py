@@ -188,6 +188,24 @@ def test_push_then_pretrained_loads_identical_model(ride, hub, tmp_path):
     assert ("GET", f"/{exported.repo_id}/resolve/main/model.safetensors") in hub.requests
 
 
+def test_push_takes_the_cards_figures_along(ride, hub, tmp_path):
+    """``analysis/`` holds the plots the card shows: they go up in the same commit; hidden files do not."""
+    folder = tmp_path / "export"
+    shutil.copytree(ride["export"].folder, folder)
+    (folder / "analysis").mkdir()
+    (folder / "analysis" / "calibration.png").write_bytes(b"\x89PNG figure")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "note").write_text("local only")
+    pushed = _run(["-m", "timm_longtail.hub", "push", str(folder), "--repo-id", "someone/with-figures"],
+                  HF_ENDPOINT=hub.url, HF_TOKEN=hub.token, HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+                  HF_HOME=str(tmp_path / "hf_home"))
+    assert pushed.returncode == 0, pushed.stderr
+    files = hub.files("someone/with-figures")
+    assert set(files) == {".gitattributes", "model.safetensors", "config.json", "README.md", "analysis/calibration.png"}
+    assert files["analysis/calibration.png"].data == b"\x89PNG figure"
+    assert len(hub.commit_summaries("someone/with-figures")) == 1
+
+
 def test_two_processes_filling_an_empty_cache_at_once_both_load(ride, hub, tmp_path):
     exported = ride["export"]
     if exported.repo_id not in hub.repos:  # test (a) pushed it when it ran first

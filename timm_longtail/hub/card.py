@@ -69,17 +69,19 @@ def load_reference(cards_dir: Optional[Path] = None) -> Dict[str, Any]:
 
 
 def read_front_matter(text: str) -> Dict[str, Any]:
-    """The YAML metadata block at the top of a model card, as a dict."""
-    match = re.match(r"^---\n(.*?)\n---\n", text, re.DOTALL)
-    if not match:
+    """The YAML metadata block at the top of a model card, as a dict, read by ``huggingface_hub``'s
+    ``RepoCard`` (the Hub's own reader); a card without one, or with invalid YAML, is one clear error."""
+    from huggingface_hub import RepoCard
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+    if not REGEX_YAML_BLOCK.search(text):  # RepoCard accepts a card without metadata (empty)
         raise UserInputError("the model card has no YAML front matter (a block between '---' lines at the top)")
     try:
-        metadata = yaml.safe_load(match.group(1))
+        return RepoCard(text).data.to_dict()
     except yaml.YAMLError as error:
         raise UserInputError(f"the model card's front matter is not valid YAML: {error}") from None
-    if not isinstance(metadata, dict):
-        raise UserInputError("the model card's front matter must be a YAML mapping")
-    return metadata
+    except ValueError:  # RepoCard: "repo card metadata block should be a dict"
+        raise UserInputError("the model card's front matter must be a YAML mapping") from None
 
 
 # ---- formatting ------------------------------------------------------------------------------
@@ -438,7 +440,11 @@ def _fmt1(value: Optional[float]) -> str:
 
 
 def render_card(context: Mapping[str, Any], cards_dir: Optional[Path] = None) -> str:
-    """Fill ``hub_cards/templates/model_card.md.j2``; fails loudly on any name the context lacks."""
+    """Fill ``hub_cards/templates/model_card.md.j2``; fails loudly on any name the context lacks.
+
+    Not ``huggingface_hub.ModelCard.from_template``: it renders with jinja2's defaults (a missing name
+    renders empty, no ``trim_blocks``), where this template needs ``StrictUndefined`` and whitespace control.
+    """
     import jinja2
 
     templates = Path(cards_dir or CARDS_DIR) / "templates"

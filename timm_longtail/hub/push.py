@@ -23,7 +23,8 @@ REQUIRED_FILES = (WEIGHTS_FILENAME, "config.json", "README.md")
 
 
 def check_export_folder(folder: Union[str, os.PathLike]) -> List[Path]:
-    """Validate an export folder; returns the files to upload (every visible regular file, sorted)."""
+    """Validate an export folder; returns the files to upload (every visible regular file, subfolders such as
+    ``analysis/`` included, sorted)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserInputError(f"export folder not found: {folder}")
@@ -37,7 +38,8 @@ def check_export_folder(folder: Union[str, os.PathLike]) -> List[Path]:
         raise UserInputError(f"{folder / 'config.json'} records no weights SHA-256: re-export the folder")
     verify_sha256(folder / WEIGHTS_FILENAME, expected, what="SHA-256 recorded in config.json at export")
     read_front_matter((folder / "README.md").read_text(encoding="utf-8"))
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in folder.rglob("*") if p.is_file()  # analysis/: the figures the card shows
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def push_folder(
@@ -48,8 +50,9 @@ def push_folder(
         private: Optional[bool] = None,
         commit_message: Optional[str] = None,
 ) -> str:
-    """Create ``repo_id`` if needed and upload the folder in ONE commit; returns the commit URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    """Create ``repo_id`` if needed and upload the checked files in ONE commit (``HfApi.upload_folder``);
+    returns the commit URL."""
+    from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
     from .. import __version__
@@ -66,10 +69,9 @@ def push_folder(
     message = commit_message or f"Upload {exported_name or Path(folder).name} (timm-longtail {__version__})"
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        info = api.create_commit(
-            repo_id, repo_type="model", revision=revision, commit_message=message,
-            operations=[CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files],
-        )
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", revision=revision,
+                                 commit_message=message,
+                                 allow_patterns=[path.relative_to(folder).as_posix() for path in files])
     except HfHubHTTPError as error:
         raise UserInputError(f"push to {repo_id} failed: {str(error).splitlines()[0]}") from None
     return info.commit_url

@@ -116,7 +116,9 @@ def freeze_for_stage(model: nn.Module, stage: str) -> None:
     """Stage 'experts' trains all but the router; stage 'router' trains the router only.
 
     The router is frozen in stage 1 because it takes no part in ``forward_train``: leaving it
-    trainable would give DDP parameters without gradients.
+    trainable would give DDP parameters without gradients. Not ``timm.utils.freeze``: it swaps
+    BatchNorm for ``FrozenBatchNorm2d`` (no ``num_batches_tracked``), so the checkpoint's state dict would
+    change; the router stage keeps the experts' BatchNorm statistics with eval mode instead.
     """
     router = getattr(model, "router", None)
     train_router = stage == "router"
