@@ -18,7 +18,7 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -36,7 +36,7 @@ from ._paths import portable_paths
 from .errors import OutputWriteError, UserInputError
 
 __all__ = [
-    "json_safe",
+    "json_safe", "command_history",
     "apply_umask", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "current_umask",
     "exclusive_lock", "build_model_from_checkpoint", "code_version", "lineage_entry", "load_checkpoint",
     "load_weights_file", "run_lineage", "save_checkpoint", "start_command", "unwrap_model",
@@ -198,6 +198,15 @@ def start_command(command: Any) -> Any:
     """A train.py command as the recipe that reproduces its run: ``--resume <checkpoint>`` removed (a
     resumed run ends as a straight run of the same arguments would)."""
     return _RESUME_FLAG.sub("", command) if isinstance(command, str) else command
+
+
+def command_history(resume: Optional[Mapping[str, Any]], command: str) -> Tuple[str, List[str]]:
+    """(the command that reproduces the run, every command that trained it, oldest first): this process's
+    command without ``--resume`` (a resume may extend ``--epochs``), after the resumed checkpoint's history."""
+    earlier: List[str] = []
+    if resume is not None:
+        earlier = list(resume.get("command_history") or ([resume["command"]] if resume.get("command") else []))
+    return start_command(command), [*earlier, command]
 
 
 def lineage_entry(checkpoint: Mapping[str, Any], role: str) -> Dict[str, Any]:

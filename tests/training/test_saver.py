@@ -1,11 +1,13 @@
 """The run's checkpoints through timm's CheckpointSaver: our format, last/best files, resumable bookkeeping."""
 from __future__ import annotations
 
+import pytest
 import torch
-from timm.utils import CheckpointSaver
+from timm.utils import CheckpointSaver, ModelEmaV3
 from torch import nn
 
 from timm_longtail.checkpoint import load_checkpoint
+from timm_longtail.errors import UserInputError
 from timm_longtail.training.saver import LongTailCheckpointSaver
 
 
@@ -69,8 +71,28 @@ def test_resume_keeps_the_best_so_far(tmp_path):
 def test_resume_from_a_checkpoint_written_before_the_saver(tmp_path):
     """Such checkpoints kept the best score in ``history`` with its 0-based epoch."""
     resumed = _saver(tmp_path, _Tiny())
-    resumed.restore(dict(epoch=5, history=dict(best_metric=61.5, best_epoch=3, epoch_times=[1.0] * 5)))
+    optimizer = resumed.optimizer.state_dict()
+    resumed.restore(dict(epoch=5, optimizer=optimizer, history=dict(best_metric=61.5, best_epoch=3)))
     assert (resumed.best_metric, resumed.best_epoch) == (61.5, 4)
     fresh = _saver(tmp_path, _Tiny())
-    fresh.restore(dict(epoch=5, history=dict(best_metric=None, best_epoch=None)))
+    fresh.restore(dict(epoch=5, optimizer=optimizer, history=dict(best_metric=None, best_epoch=None)))
     assert fresh.best_metric is None
+
+
+def test_resume_restores_the_training_state_or_says_it_does_not_fit(tmp_path):
+    model = _Tiny()
+    saver = _saver(tmp_path, model)
+    saver.model_ema = ModelEmaV3(model, decay=0.5)
+    model.fc.weight.sum().backward()
+    saver.optimizer.param_groups[0]["lr"] = 0.05
+    saver.optimizer.step()
+    _save(saver, 1)
+    checkpoint = load_checkpoint(tmp_path / "last.pth")
+    assert set(checkpoint) >= {"optimizer", "scheduler", "scaler", "state_dict_ema", "saver"}
+    resumed = _saver(tmp_path, _Tiny())
+    resumed.restore(checkpoint)
+    assert resumed.optimizer.param_groups[0]["lr"] == 0.05
+    other = LongTailCheckpointSaver(_Tiny(), torch.optim.Adam(_Tiny().parameters()), tmp_path / "o", model_name="tiny",
+                                    class_counts=[5, 3, 1], class_names=None, model_kwargs={})
+    with pytest.raises(UserInputError, match=r"^--resume x.pth: training state does not fit this run"):
+        other.restore(dict(checkpoint, optimizer={"state": {}, "param_groups": []}), source="--resume x.pth")

@@ -19,7 +19,7 @@ from timm.utils import ModelEmaV3, random_seed
 from timm.utils.summary import trim_summary, update_summary
 from torch import nn
 
-from ..checkpoint import atomic_write_json, build_model_from_checkpoint, exclusive_lock, run_lineage, start_command
+from ..checkpoint import atomic_write_json, build_model_from_checkpoint, command_history, exclusive_lock, run_lineage
 from ..data import create_eval_transform
 from ..errors import UserInputError
 from ..losses import DistillationLoss
@@ -47,6 +47,14 @@ class History:
     epoch_times: list[float] = field(default_factory=list)
     images_per_sec: list[float] = field(default_factory=list)
 
+    def summary(self) -> dict[str, float | None]:
+        """Mean epoch time and speed, and the summed training time, over every epoch of every segment."""
+        def mean(values: list[float]) -> float | None:
+            return float(sum(values) / len(values)) if values else None
+
+        return dict(epoch_time_s=mean(self.epoch_times), train_images_per_sec=mean(self.images_per_sec),
+                    train_time_s=float(sum(self.epoch_times)))
+
 
 class _Run:
     """One training run; ``execute`` returns the process exit code."""
@@ -56,22 +64,12 @@ class _Run:
         self.started = time.time()
         self.log_handler: logging.Handler | None = None
 
-    def _keep_command_history(self) -> None:
-        """``command`` is what reproduces the run: this process's command without ``--resume`` (a resume
-        may extend ``--epochs``); ``command_history`` keeps every command that trained it, oldest first."""
-        resume = self.found.resume
-        earlier: list[str] = []
-        if resume is not None:
-            earlier = list(resume.get("command_history") or ([resume["command"]] if resume.get("command") else []))
-        self.command_history = [*earlier, self.command]
-        self.command = start_command(self.command)
-
     # ---- set-up: everything that can reject the input --------------------------------------
     def setup(self) -> None:
         args, ctx = self.args, self.ctx
         random_seed(args.seed, 0)  # same initial weights on every rank (DDP also broadcasts them)
         self.found = read_checkpoints(args)
-        self._keep_command_history()
+        self.command, self.command_history = command_history(self.found.resume, self.command)
         self.model_name = resolve_model_name(args, self.found)
         self.data = build_data(args, self.spec)
         num_classes = len(self.data.full_class_counts)
@@ -112,7 +110,8 @@ class _Run:
         self.saver = LongTailCheckpointSaver(
             model, self.optimizer, self.output_dir, model_name=self.model_name,
             class_counts=self.data.full_class_counts, class_names=self.data.class_names,
-            model_kwargs=self.model_kwargs, keep_best=args.select_by == "val")
+            model_kwargs=self.model_kwargs, scheduler=self.scheduler, amp_scaler=self.precision.scaler,
+            model_ema=self.model_ema, keep_best=args.select_by == "val")
         self.start_epoch, self.num_updates, self.history = 0, 0, History()
         if self.found.resume is not None:
             self._restore(self.found.resume)
@@ -124,23 +123,12 @@ class _Run:
             raise UserInputError(f"--torchcompile {args.torchcompile}: {error}") from None
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.scheduler is not None and ckpt.get("scheduler") is not None:
-                self.scheduler.load_state_dict(ckpt["scheduler"])
-            if self.precision.scaler is not None and ckpt.get("scaler") is not None:
-                self.precision.scaler.load_state_dict(ckpt["scaler"])
-            if self.model_ema is not None and ckpt.get("state_dict_ema") is not None:
-                self.model_ema.module.load_state_dict(ckpt["state_dict_ema"])
-        except (ValueError, KeyError, RuntimeError) as error:
-            raise UserInputError(f"--resume {self.args.resume}: training state does not fit this run "
-                                 f"({str(error).splitlines()[0]})") from None
+        self.saver.restore(ckpt, source=f"--resume {self.args.resume}")
         self.start_epoch = int(ckpt.get("epoch", 0))
         self.num_updates = int(ckpt.get("num_updates", 0))
         state = ckpt.get("history") or {}
         self.history = History(epoch_times=list(state.get("epoch_times", [])),
                                images_per_sec=list(state.get("images_per_sec", [])))
-        self.saver.restore(ckpt)
 
     # ---- saving ---------------------------------------------------------------------------
     def _recipe(self) -> dict[str, Any]:
@@ -151,20 +139,14 @@ class _Run:
     def _training_state(self, epoch: int) -> dict[str, Any]:
         """What each checkpoint holds besides the model (``epoch`` counts completed epochs)."""
         best_epoch = None if self.saver.best_epoch is None else self.saver.best_epoch - 1
-        extra: dict[str, Any] = dict(
+        return dict(
             epoch=epoch, num_updates=self.num_updates, recipe=self._recipe(), dataset=self.data.info,
             lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
             train_class_counts=self.data.train_class_counts, command=self.command,
-            command_history=self.command_history, seed=self.args.seed, optimizer=self.optimizer.state_dict(),
-            scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
-            scaler=None if self.precision.scaler is None else self.precision.scaler.state_dict(),
-            reweighting=self._reweighting(epoch - 1),
+            command_history=self.command_history, seed=self.args.seed, reweighting=self._reweighting(epoch - 1),
             history=dict(best_metric=self.saver.best_metric, best_epoch=best_epoch,  # 0-based, as before the saver
                          epoch_times=self.history.epoch_times, images_per_sec=self.history.images_per_sec),
         )
-        if self.model_ema is not None:
-            extra["state_dict_ema"] = {k: v.detach().cpu() for k, v in self.model_ema.module.state_dict().items()}
-        return extra
 
     def _reweighting(self, epoch: int) -> bool:
         return self.drw_epoch is not None and epoch >= self.drw_epoch
@@ -272,10 +254,7 @@ class _Run:
             selected_epoch=(self.saver.best_epoch - 1 if selected == "best" else len(self.history.epoch_times) - 1),
             selection_rule=("best held-out validation balanced top-1 (split from the training set)"
                             if selected == "best" else "last epoch"),
-            epochs=args.epochs, drw_epoch=self.drw_epoch,
-            epoch_time_s=_mean(self.history.epoch_times),
-            train_images_per_sec=_mean(self.history.images_per_sec),
-            train_time_s=float(sum(self.history.epoch_times)),
+            epochs=args.epochs, drw_epoch=self.drw_epoch, **self.history.summary(),
             lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
             recipe=self._recipe(),  # with it, the card can be rendered again from the results alone
         )
@@ -301,10 +280,6 @@ class _Run:
         _logger.info("final: %s", headline(result))
         ctx.barrier()
         return 0
-
-
-def _mean(values: list[float]) -> float | None:
-    return float(sum(values) / len(values)) if values else None
 
 
 def _add_file_log(path: Path) -> logging.Handler:

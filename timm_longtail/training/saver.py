@@ -17,7 +17,7 @@ from timm.utils import CheckpointSaver
 from torch import nn
 
 from ..checkpoint import save_checkpoint
-from ..errors import OutputWriteError
+from ..errors import OutputWriteError, UserInputError
 
 __all__ = ["LongTailCheckpointSaver"]
 
@@ -26,16 +26,19 @@ class LongTailCheckpointSaver(CheckpointSaver):
     """``save_checkpoint(completed_epochs, metric)`` writes ``last.pth``; with ``keep_best`` it also links
     ``best.pth`` to it whenever ``metric`` (held-out validation, higher is better) improves.
 
-    ``state`` is what the run adds to the checkpoint (epoch, optimizer, scheduler, recipe, lineage...);
-    the saver adds the model's weights and metadata and its own state. It is passed per call, not as a
+    The saver writes the model's weights and metadata, the training state it was given (optimizer,
+    scheduler, AMP scaler, EMA weights) and its own bookkeeping; ``state`` is what the run adds (epoch,
+    recipe, lineage...). It is passed per call, not as a
     callback into the run: the saver keeps no reference back to the run (a cycle would keep the loader's
     worker processes alive until interpreter exit, which then waits on them).
     """
 
     def __init__(self, model: nn.Module, optimizer: Any, output_dir: Path, *, model_name: str,
                  class_counts: Sequence[int], class_names: Optional[Sequence[str]], model_kwargs: Mapping[str, Any],
-                 keep_best: bool = False) -> None:
-        super().__init__(model, optimizer, checkpoint_dir=str(output_dir), decreasing=False, max_history=1)
+                 scheduler: Any = None, amp_scaler: Any = None, model_ema: Any = None, keep_best: bool = False) -> None:
+        super().__init__(model, optimizer, model_ema=model_ema, amp_scaler=amp_scaler, checkpoint_dir=str(output_dir),
+                         decreasing=False, max_history=1)
+        self.scheduler = scheduler
         self.extension = ".pth"
         self.model_name, self.class_counts, self.class_names = model_name, class_counts, class_names
         self.model_kwargs, self.keep_best = model_kwargs, keep_best
@@ -65,7 +68,12 @@ class LongTailCheckpointSaver(CheckpointSaver):
         return (None, None) if self.best_metric is None else (self.best_metric, self.best_epoch)
 
     def _save(self, save_path: Any, epoch: int, metric: Optional[float] = None) -> None:
-        extra = dict(self._state, epoch=epoch, saver=self.state_dict(), metric=metric)
+        extra = dict(self._state, epoch=epoch, saver=self.state_dict(), metric=metric,
+                     optimizer=self.optimizer.state_dict(),
+                     scheduler=None if self.scheduler is None else self.scheduler.state_dict(),
+                     scaler=None if self.amp_scaler is None else self.amp_scaler.state_dict())
+        if self.model_ema is not None:
+            extra["state_dict_ema"] = {k: v.detach().cpu() for k, v in self.model_ema.module.state_dict().items()}
         try:
             save_checkpoint(save_path, self.model, model_name=self.model_name, class_counts=self.class_counts,
                             class_names=self.class_names, model_kwargs=self.model_kwargs, extra=extra)
@@ -78,9 +86,21 @@ class LongTailCheckpointSaver(CheckpointSaver):
         return dict(checkpoint_files=[], best_epoch=self.best_epoch, best_metric=self.best_metric,
                     pending=(None, None))
 
-    def restore(self, checkpoint: Mapping[str, Any]) -> None:
-        """Carry on the best-metric bookkeeping of the checkpoint resumed from (also one written before this
-        saver, whose ``history`` held the best validation score with its 0-based epoch)."""
+    def restore(self, checkpoint: Mapping[str, Any], source: str = "--resume") -> None:
+        """Load the training state of the checkpoint resumed from and carry on its best-metric bookkeeping
+        (also of one written before this saver, whose ``history`` held the best validation score with its
+        0-based epoch). A state that does not fit this run is one clear error naming ``source``."""
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            if self.scheduler is not None and checkpoint.get("scheduler") is not None:
+                self.scheduler.load_state_dict(checkpoint["scheduler"])
+            if self.amp_scaler is not None and checkpoint.get("scaler") is not None:
+                self.amp_scaler.load_state_dict(checkpoint["scaler"])
+            if self.model_ema is not None and checkpoint.get("state_dict_ema") is not None:
+                self.model_ema.module.load_state_dict(checkpoint["state_dict_ema"])
+        except (ValueError, KeyError, RuntimeError) as error:
+            raise UserInputError(f"{source}: training state does not fit this run "
+                                 f"({str(error).splitlines()[0]})") from None
         if checkpoint.get("saver") is not None:
             self.load_state_dict(checkpoint["saver"])
             return
