@@ -28,9 +28,9 @@ class LongTailCheckpointSaver(CheckpointSaver):
 
     The saver writes the model's weights and metadata, the training state it was given (optimizer,
     scheduler, AMP scaler, EMA weights) and its own bookkeeping; ``state`` is what the run adds (epoch,
-    recipe, lineage...). It is passed per call, not as a
-    callback into the run: the saver keeps no reference back to the run (a cycle would keep the loader's
-    worker processes alive until interpreter exit, which then waits on them).
+    recipe, lineage...). It is passed per call, not fetched through a callback into the run: the saver
+    keeps no reference back to the run (such a cycle kept the loader's worker processes alive until
+    interpreter exit, which then waited on them forever).
     """
 
     def __init__(self, model: nn.Module, optimizer: Any, output_dir: Path, *, model_name: str,
