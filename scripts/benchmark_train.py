@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,8 @@ import yaml
 
 import timm_longtail  # noqa: F401  (registers the models)
 import timm
+from timm_longtail._machine import describe_machine
+from timm_longtail.checkpoint import atomic_write_text
 from timm_longtail.losses import build_loss
 
 VARIANTS = {  # name: (model, create kwargs, loss method, loss options, copies)
@@ -156,23 +156,14 @@ def main(argv: List[str] | None = None) -> int:
             results.append(dict(variant=variant, setting=setting, copies=copies, train_images_per_sec=round(rate, 1),
                                 train_views_per_sec=round(rate * copies, 1)))
             print(f"{variant:<20} {setting:<20} {rate:8.1f} img/s", file=sys.stderr, flush=True)
-    cpu_flags = ""
-    if Path("/proc/cpuinfo").is_file():
-        flags = next((l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")), "")
-        cpu_flags = " ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags)
     payload = dict(
-        device=str(device), torch=torch.__version__, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
-        processor=platform.processor() or platform.machine(), cpu_flags=cpu_flags,
-        gpu=torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        device=str(device), **describe_machine(device),
         batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, results=results,
         pipelines=pipelines)
     text = json.dumps(payload, indent=2)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, args.out)
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 

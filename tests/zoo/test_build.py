@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -100,6 +101,10 @@ def test_build_publishes_weights_card_results_and_table(built):
     # each stage recorded the commit it trained from
     record = json.loads((runs / ENTRY / "experts" / "zoo.json").read_text())
     assert len(record["segments"]) == 1 and record["segments"][0]["returncode"] == 0
+    # and the machine it ran on (speeds and float rounding depend on it), carried into the results
+    machine = record["segments"][0]["machine"]
+    assert machine["cpu_count"] == os.cpu_count() and machine["torch"] == torch.__version__
+    assert results["zoo"]["stages"][0]["machines"] == [machine]
     summary = json.loads((runs / "zoo_build.json").read_text())
     assert summary["entries"][0]["status"] == "published"
 

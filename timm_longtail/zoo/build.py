@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from .._machine import describe_machine
 from .._paths import portable_paths
 from ..analysis.commands import build_parser as build_analysis_parser, run_analysis
 from ..checkpoint import apply_umask, atomic_write, atomic_write_json, exclusive_lock, load_checkpoint, start_command
@@ -263,6 +264,7 @@ def _run_stage(manifest: Manifest, settings: BuildSettings, entry: Entry, stage:
     dirty = _dirty(manifest.root)
     segment = dict(**_source_commit(manifest, settings), dirty=dirty or None,
                    started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), resumed=status == "partial",
+                   machine=describe_machine(settings.device),
                    command=_shown_command(command, manifest, settings),
                    extra_args=_relative(list(settings.extra_args), manifest, settings) or None)
     record["segments"].append(segment)
@@ -509,6 +511,7 @@ def _provenance(manifest: Manifest, settings: BuildSettings, entry: Entry) -> Di
         stages.append(dict(
             stage=stage.name, config=stage.config, teacher=stage.teacher, init_from=stage.init_from,
             commits=list(dict.fromkeys(commits)), segments=len(segments),
+            machines=_distinct([s["machine"] for s in segments if s.get("machine")]) or None,
             from_dirty_tree=any(s.get("dirty") for s in segments),
             seed=final.get("seed"), epochs=final.get("epochs"), train_time_s=final.get("train_time_s"),
             train_images_per_sec=final.get("train_images_per_sec"),
@@ -518,6 +521,15 @@ def _provenance(manifest: Manifest, settings: BuildSettings, entry: Entry) -> Di
             test_top1={m: row.get("top1") for m, row in (final.get("modes") or {}).items()},
         ))
     return dict(entry=entry.name, manifest=str(manifest.path.name), stages=stages)
+
+
+def _distinct(values: Sequence[Any]) -> List[Any]:
+    """``values`` without repeats, in first-seen order (for unhashable values such as dicts)."""
+    kept: List[Any] = []
+    for value in values:
+        if value not in kept:
+            kept.append(value)
+    return kept
 
 
 def _wall_time(segments: Sequence[Mapping[str, Any]]) -> Optional[float]:
