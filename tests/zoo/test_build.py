@@ -162,7 +162,9 @@ def test_a_parked_stage_resumes_without_its_runs_folder(built, tmp_path):
     gone = tmp_path / "fresh-runs"  # the runs folder is lost (a new machine): the build resumes the parked copy
     proc = _zoo("status", *common, "--runs-dir", str(gone), "--json")
     out, err = proc.communicate(timeout=120)
-    assert json.loads(out)[0]["stages"] == {"experts": "parked", "router": "new"}, err
+    state = json.loads(out)[0]
+    assert state["stages"] == {"experts": "parked", "router": "new"}, err
+    assert state["epochs"] == {"experts": [info["epoch"], 3], "router": None}  # how far the parked stage got
 
     tampered = tmp_path / "tampered"
     shutil.copytree(pub, tampered)
@@ -264,6 +266,7 @@ def test_status_lists_every_entry(built):
     assert proc.returncode == 0, err
     (state,) = json.loads(out)
     assert state["published"] and state["stages"] == {"experts": "done", "router": "done"}
+    assert state["epochs"] == {"experts": [3, 3], "router": [1, 1]}
 
 
 def test_the_shipped_manifest_is_valid():

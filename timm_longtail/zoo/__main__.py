@@ -114,7 +114,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(json.dumps(states, indent=2))
             else:
                 for state in states:
-                    stages = " ".join(f"{k}:{v}" for k, v in state["stages"].items())
+                    stages = " ".join(f"{k}:{v}" + (f"({state['epochs'][k][0]}/{state['epochs'][k][1]} ep)"
+                                                     if v in ("partial", "parked") and state["epochs"][k] else "")
+                                      for k, v in state["stages"].items())
                     flag = "published" if state["published"] else ("waits for a GPU" if state["device"] == "gpu"
                                                                    else "to build")
                     print(f"{state['name']:<48} {flag:<16} {stages}")

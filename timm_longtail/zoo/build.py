@@ -125,14 +125,28 @@ def published_path(settings: BuildSettings, entry: Entry) -> Path:
 def entry_state(settings: BuildSettings, manifest: Manifest, entry: Entry) -> Dict[str, Any]:
     """What a build would find: published or not, and each stage's status (``parked``: no run, but a
     parked checkpoint in the checkout to resume from)."""
-    stages = {}
+    stages, epochs = {}, {}
     for stage in entry.stages:
-        status = stage_status(stage_dir(settings.runs_dir, entry, stage))
+        folder = stage_dir(settings.runs_dir, entry, stage)
+        status = stage_status(folder)
         if status == "new" and (parked_stage_dir(settings, entry, stage) / "parked.json").is_file():
-            status = "parked"
+            status, folder = "parked", parked_stage_dir(settings, entry, stage)
         stages[stage.name] = status
+        epochs[stage.name] = _epochs_trained(folder, status)
     return dict(name=entry.name, publish=entry.publish, device=entry.device,
-                published=is_published(settings, entry), stages=stages)
+                published=is_published(settings, entry), stages=stages, epochs=epochs)
+
+
+def _epochs_trained(folder: Path, status: str) -> Optional[List[int]]:
+    """[epochs trained, epochs of the stage's recipe] of a stage with a run or a parked checkpoint."""
+    if status == "done":
+        epochs = _read_json(folder / "final.json").get("epochs")
+        return None if epochs is None else [int(epochs), int(epochs)]
+    if status in ("partial", "parked"):
+        checkpoint = load_checkpoint(folder / "last.pth")
+        total = (checkpoint.get("recipe") or {}).get("epochs")
+        return [int(checkpoint.get("epoch", 0)), None if total is None else int(total)]
+    return None
 
 
 def is_published(settings: BuildSettings, entry: Entry) -> bool:
