@@ -91,14 +91,12 @@ def current_umask() -> int:
 def apply_umask(path: PathLike) -> None:
     """Ordinary permissions (``0666``/``0777`` less the umask) for a file or a folder and its files:
     ``mkstemp``, ``mkdtemp`` and safetensors create owner-only ones, and results are for sharing."""
-    path = Path(path)
+    path, umask = Path(path), current_umask()
+    files = [child for child in path.iterdir() if child.is_file()] if path.is_dir() else [path]
     if path.is_dir():
-        path.chmod(0o777 & ~current_umask())
-        for child in path.iterdir():
-            if child.is_file():
-                child.chmod(0o666 & ~current_umask())
-    else:
-        path.chmod(0o666 & ~current_umask())
+        path.chmod(0o777 & ~umask)
+    for file in files:
+        file.chmod(0o666 & ~umask)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:

@@ -21,7 +21,6 @@ from torch import nn
 
 from ..checkpoint import atomic_write_json, build_model_from_checkpoint, command_history, exclusive_lock, run_lineage
 from ..data import create_eval_transform
-from ..errors import UserInputError
 from ..losses import DistillationLoss
 from .assembly import (
     build_data, build_loss, build_optimizer, build_scheduler, build_teacher, common_steps, create_model, eval_loader,
@@ -115,12 +114,9 @@ class _Run:
         self.start_epoch, self.num_updates, self.history = 0, 0, History()
         if self.found.resume is not None:
             self._restore(self.found.resume)
-        try:
-            self.task = build_task(args.stage, model, self.criterion, self.precision, ctx.device, teacher=self.teacher,
-                                   distillation=self.distillation, compile_backend=args.torchcompile,
-                                   compile_mode=args.torchcompile_mode, distributed=ctx.distributed)
-        except RuntimeError as error:  # torch.compile: an unknown backend or mode
-            raise UserInputError(f"--torchcompile {args.torchcompile}: {error}") from None
+        self.task = build_task(args.stage, model, self.criterion, self.precision, ctx.device, teacher=self.teacher,
+                               distillation=self.distillation, compile_backend=args.torchcompile,
+                               compile_mode=args.torchcompile_mode, distributed=ctx.distributed)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.saver.restore(ckpt, source=f"--resume {self.args.resume}")

@@ -21,6 +21,7 @@ from timm.task import TrainingTask
 from timm.utils import unwrap_model
 from torch import nn
 
+from ..errors import UserInputError
 from .loop import Precision
 
 __all__ = [
@@ -183,7 +184,10 @@ def build_task(stage: str, model: nn.Module, criterion: nn.Module, precision: Pr
     else:
         task = ExpertsTask(model, criterion, precision, device)
     if compile_backend:
-        task.compile(backend=compile_backend, mode=compile_mode)
+        try:
+            task.compile(backend=compile_backend, mode=compile_mode)
+        except RuntimeError as error:  # an unknown backend or mode
+            raise UserInputError(f"--torchcompile {compile_backend}: {error}") from None
     if distributed:
         task.prepare_distributed(device_ids=[device.index] if device.type == "cuda" else None)
     return task

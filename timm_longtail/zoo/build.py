@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .._machine import describe_machine
 from .._paths import portable_paths
@@ -563,8 +563,8 @@ def _portable(value: Any, manifest: Manifest, settings: BuildSettings) -> Any:
     return portable_paths(_relative(value, manifest, settings), root=manifest.root)
 
 
-def _check_no_machine_paths(folder: Path) -> None:
-    for path in folder.iterdir():
+def _check_no_machine_paths(paths: Iterable[Path]) -> None:
+    for path in paths:
         if path.suffix in (".json", ".md"):
             found = _ABSOLUTE.search(path.read_text(encoding="utf-8"))
             if found:
@@ -621,7 +621,7 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
                                  cards_dir=REPO_ROOT / "hub_cards")
         else:
             rewrite_card(tmp, cards_dir=REPO_ROOT / "hub_cards")
-        _check_no_machine_paths(tmp)
+        _check_no_machine_paths(tmp.iterdir())
         # the table first: a folder in place without its table entry would read as published
         record_published(entry.name, sha256=exported.sha256, size=size, commit=commit,
                          table=settings.published_table)
@@ -655,10 +655,8 @@ def write_baseline_analyses(manifest: Manifest, settings: BuildSettings, entry: 
         if data_dir is not None:
             argv += ["--data-dir", str(data_dir)]
         run_analysis(name, build_analysis_parser().parse_args(argv))
-        found = _ABSOLUTE.search(path.read_text(encoding="utf-8"))
-        if found:
-            raise UserInputError(f"{path.name} would publish the machine path {found.group(0)!r}: not published")
         written.append(path)
+    _check_no_machine_paths(written)
     return written
 
 
