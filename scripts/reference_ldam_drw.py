@@ -22,6 +22,12 @@ A short matched schedule (``REF_SCALE_TO=40``): the learning-rate steps move to 
 (x0.01 after epoch 32, x0.0001 after 36 of 40, warm-up unchanged) by replacing
 ``adjust_learning_rate``, and DRW's switch, written inline as ``idx = epoch // 160``, needs that one
 line changed to ``epoch // 32`` in the measurement copy of the code (the only edit; say so).
+
+Resuming a run that could not finish in one sitting: the code's own ``--resume
+checkpoint/<store_name>/ckpt.pth.tar`` (saved after every epoch), with the same flags, appending to
+the same log. Its ``torch.load(..., map_location='cuda:0')`` is sent to the CPU here. The code saves
+no RNG state, so a resumed run re-seeds and draws a different (equally random) batch order from
+then on; ``summarize`` keeps the last record of an epoch that ran twice and counts the sittings.
 """
 from __future__ import annotations
 
@@ -53,6 +59,8 @@ def _run(argv: list[str]) -> None:
     nn.Module.cuda = lambda self, *a, **k: self
     torch.cuda.FloatTensor = torch.FloatTensor
     torch.cuda.set_device = lambda *a, **k: None
+    load = torch.load
+    torch.load = lambda f, *a, map_location=None, **k: load(f, *a, map_location="cpu", **k)
 
     tbx = types.ModuleType("tensorboardX")
 
@@ -139,22 +147,27 @@ _CLASSES = re.compile(r"^val Class Accuracy: \[(.*)\]")
 
 
 def _summarize(log: Path, out: Path, run: dict) -> dict:
-    epochs, evaluations, epoch = [], [], None
+    by_epoch, by_epoch_evaluation, epoch, sittings = {}, {}, None, 0
     for line in log.read_text().splitlines():
-        if m := _EPOCH.match(line):
+        if line.startswith("=> creating model"):  # printed once per start of the code
+            sittings += 1
+        if m := _EPOCH.match(line):  # an epoch cut short by a stop runs again after resuming: keep the last
             epoch = int(m.group(1))
-            epochs.append(dict(epoch=epoch, lr=float(m.group(2)), seconds=float(m.group(3)), images_per_sec=float(m.group(4))))
+            by_epoch[epoch] = dict(epoch=epoch, lr=float(m.group(2)), seconds=float(m.group(3)),
+                                   images_per_sec=float(m.group(4)))
         elif m := _RESULT.match(line):
-            evaluations.append(dict(epoch=epoch, top1=float(m.group(1)), top5=float(m.group(2))))
-        elif (m := _CLASSES.match(line)) and evaluations:
-            evaluations[-1]["per_class_accuracy"] = [round(100 * float(v), 1) for v in m.group(1).split(",")]
+            by_epoch_evaluation[epoch] = dict(epoch=epoch, top1=float(m.group(1)), top5=float(m.group(2)))
+        elif (m := _CLASSES.match(line)) and epoch in by_epoch_evaluation:
+            by_epoch_evaluation[epoch]["per_class_accuracy"] = [round(100 * float(v), 1) for v in m.group(1).split(",")]
+    epochs = [by_epoch[e] for e in sorted(by_epoch)]
+    evaluations = [by_epoch_evaluation[e] for e in sorted(by_epoch_evaluation)]
     if not evaluations:
         raise SystemExit(f"error: {log} has no test evaluation")
     last, best = evaluations[-1], max(evaluations, key=lambda e: e["top1"])
     summary = dict(
         what="kaidic/LDAM-DRW cifar_train.py (LDAM, DRW, CIFAR-10, IF 100) on ../shared/data/cifar10, this CPU",
         run=run,
-        epochs_run=len(epochs), last_epoch=last, best_evaluated=dict(epoch=best["epoch"], top1=best["top1"]),
+        epochs_run=len(epochs), sittings=max(sittings, 1), last_epoch=last, best_evaluated=dict(epoch=best["epoch"], top1=best["top1"]),
         evaluated_epochs=[e["epoch"] for e in evaluations],
         train_time_s=round(sum(e["seconds"] for e in epochs), 1),
         median_images_per_sec=float(np.median([e["images_per_sec"] for e in epochs])),
