@@ -201,6 +201,9 @@ def test_publish_again_from_the_runs_gives_the_same_weights(built, tmp_path):
     assert second["sha256"] == first["sha256"]
     results = json.loads((again / "hub_cards" / ENTRY / "results.json").read_text())
     assert all("--resume" not in (stage["command"] or "") for stage in results["zoo"]["stages"])
+    # the checkout's own files as a user runs them from its root, not ./ or the build's worktree path
+    assert [stage["command"].split()[:3] for stage in results["zoo"]["stages"]] == [
+        ["train.py", "-c", "configs/demo_ride.yaml"], ["train.py", "-c", "configs/demo_ride_router.yaml"]]
 
     # the runs are gone (a new machine): publishing again renders the card from the committed folder alone
     card = again / "hub_cards" / ENTRY / "README.md"

@@ -397,8 +397,9 @@ def _prefixes(manifest: Manifest, settings: BuildSettings) -> List[tuple]:
         if path is None:
             continue
         pairs += [(str(path.resolve()), f"<data:{key}>"), (str(path), f"<data:{key}>")]
-    pairs += [(str(manifest.root.resolve()), "."), (str(manifest.root), "."), (sys.executable, "python"),
-              (settings.python, "python")]
+    root = [str(manifest.root.resolve()), str(manifest.root)]
+    pairs += [*((r + os.sep, "") for r in root), *((r, ".") for r in root),  # <root>/configs/x -> configs/x
+              (sys.executable, "python"), (settings.python, "python")]
     return sorted(pairs, key=lambda p: -len(p[0]))
 
 
