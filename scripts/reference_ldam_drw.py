@@ -9,6 +9,8 @@ the repository and changes none of its lines:
     cd <run folder> && REF_SRC=/tmp/ldam-ref REF_CL=1 python scripts/reference_ldam_drw.py run \\
         --imb_type exp --imb_factor 0.01 --loss_type LDAM --train_rule DRW --seed 0 -j 2 > ref.log
     python scripts/reference_ldam_drw.py summarize ref.log --out results/ldam_drw_reference_code.json
+    REF_SRC=/tmp/ldam-ref python scripts/reference_ldam_drw.py convert checkpoint/<store_name>/ckpt.pth.tar \
+        --out ref_ldam_drw.pth                # validate.py / analyze.py --checkpoint ref_ldam_drw.pth
 
 What ``run`` patches around the code: CUDA calls are no-ops on a CPU build of torch;
 torchvision's ``CIFAR10`` reads the shared parquet (the same 50,000 / 10,000 rows in the original
@@ -41,16 +43,23 @@ import types
 from pathlib import Path
 
 import numpy as np
+import timm_longtail  # noqa: F401  before timm and torchvision: the torchvision CPU shim
+import timm
+import torch
+import torch.nn as nn
+import torchvision
+
+from timm_longtail.checkpoint import save_checkpoint
+from timm_longtail.data.longtail import longtail_class_counts
+from timm_longtail.data.sources import _decode_rows, _find_columns, _labels, _load_parquet_split
+from timm_longtail.models.weights import sha256_of_file
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+OUR_MODEL = dict(model_name="ride_resnet32_2e", model_kwargs=dict(num_experts=1, reduce_dimension=False))
+"""The reference's resnet32(use_norm=True) as our model: configs/ldam_drw_r32_cifar10lt.yaml's network."""
 
 
 def _run(argv: list[str]) -> None:
-    import timm_longtail  # noqa: F401  torchvision CPU shim
-    import torch
-    import torch.nn as nn
-    import torchvision
-
-    from timm_longtail.data.sources import _decode_rows, _find_columns, _labels, _load_parquet_split
-
     src = os.environ.get("REF_SRC", "/work/ref-ldam/src")
     data = os.environ.get("REF_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
     eval_every = int(os.environ.get("EVAL_EVERY", "20"))
@@ -179,6 +188,59 @@ def _summarize(log: Path, out: Path, run: dict) -> dict:
     return summary
 
 
+def our_state_dict(reference: dict, model: nn.Module) -> dict:
+    """The reference ResNet-32's weights under our model's names: the stem and layer1 are our trunk,
+    a later stage is ours where the trunk has it, else expert 0's; the cosine head's (in, out) weight
+    is our (out, in) one. Every tensor must land once, with its shape."""
+    ours = model.state_dict()
+    mapped = {}
+    for key, value in reference.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        if key == "linear.weight":
+            mapped["heads.0.fc.weight"] = value.t().contiguous()
+            continue
+        target = next((f"{prefix}{key}" for prefix in ("trunk.", "experts.0.") if f"{prefix}{key}" in ours), None)
+        if target is None or ours[target].shape != value.shape:
+            raise SystemExit(f"error: the reference tensor {key} {tuple(value.shape)} has no place in {OUR_MODEL['model_name']}")
+        mapped[target] = value
+    missing = sorted(set(ours) - set(mapped))
+    if missing:
+        raise SystemExit(f"error: the reference checkpoint lacks {len(missing)} of our tensors, e.g. {missing[0]}")
+    return mapped
+
+
+def _convert(checkpoint: Path, out: Path, reference_commit: str | None) -> dict:
+    """A reference ``ckpt.pth.tar`` as a timm-longtail checkpoint (so validate.py and analyze.py read it),
+    with the reference's forward checked against ours when its code is at hand (``REF_SRC``)."""
+    if not checkpoint.is_file():
+        raise SystemExit(f"error: checkpoint not found: {checkpoint}")
+    reference = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = timm.create_model(OUR_MODEL["model_name"], num_classes=len(CIFAR10_CLASSES), **OUR_MODEL["model_kwargs"])
+    model.load_state_dict(our_state_dict(reference["state_dict"], model), strict=True)
+    check = None
+    src = os.environ.get("REF_SRC")
+    if src:  # the reference's logits are cosines; ours carry the LDAM scale s = 30 inside the head
+        sys.path.insert(0, src)
+        from models import resnet32  # the reference code (not vendored)
+        theirs = resnet32(num_classes=len(CIFAR10_CLASSES), use_norm=True)
+        theirs.load_state_dict({k.removeprefix("module."): v for k, v in reference["state_dict"].items()})
+        images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            logits, cosines = model.eval()(images), theirs.eval()(images)
+        check = dict(images=8, max_abs_difference_to_30_cosines=float((logits - 30.0 * cosines).abs().max()))
+        if not torch.allclose(logits, 30.0 * cosines, rtol=1e-4, atol=1e-4):
+            raise SystemExit(f"error: our model's logits are not 30 x the reference's cosines ({check})")
+    epoch = int(reference.get("epoch", 0))
+    source = dict(code="kaidic/LDAM-DRW cifar_train.py", commit=reference_commit, file=checkpoint.name,
+                  sha256=sha256_of_file(checkpoint), epochs_trained=epoch, forward_check=check)
+    save_checkpoint(out, model, model_name=OUR_MODEL["model_name"],
+                    class_counts=longtail_class_counts(5000, len(CIFAR10_CLASSES), 100.0),
+                    class_names=CIFAR10_CLASSES, model_kwargs=OUR_MODEL["model_kwargs"],
+                    extra=dict(epoch=epoch - 1, converted_from=source,
+                               dataset=dict(name="cifar10_lt", imbalance_factor=100.0, seed=0, split="train")))
+    return source
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -189,9 +251,17 @@ def main() -> None:
     summarize.add_argument("--reference-commit", default=None, help="the reference repository's commit that ran")
     summarize.add_argument("--command", default=None, help="how the run was started (recorded as given)")
     summarize.add_argument("--changed", default=None, help="lines changed in the measurement copy, if any")
+    convert = commands.add_parser("convert", help="a reference checkpoint as a timm-longtail one (validate.py, analyze.py)")
+    convert.add_argument("checkpoint", type=Path, help="the reference's checkpoint/<store_name>/ckpt.pth.tar")
+    convert.add_argument("--out", type=Path, required=True)
+    convert.add_argument("--reference-commit", default=None)
     args, rest = parser.parse_known_args()
     if args.command == "run":
         _run(rest)
+    elif args.command == "convert":
+        if rest:
+            parser.error(f"unknown arguments {rest}")
+        print(json.dumps(_convert(args.checkpoint, args.out, args.reference_commit)))
     else:
         if rest:
             parser.error(f"unknown arguments {rest}")

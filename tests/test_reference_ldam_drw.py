@@ -3,8 +3,12 @@ import json
 from pathlib import Path
 
 import pytest
+import timm_longtail  # noqa: F401  before timm
+import timm
+import torch
 
 from conftest import load_script
+from timm_longtail.checkpoint import build_model_from_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +57,38 @@ def test_a_log_without_a_test_pass_is_one_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="has no test evaluation"):
         script._summarize(log, tmp_path / "s.json", {})
     assert not (tmp_path / "s.json").exists()
+
+
+def _reference_style_checkpoint(path: Path, script, extra: dict | None = None) -> dict:
+    """Our ResNet-32's weights under the reference's names (conv1, layer1..3, linear as (in, out)),
+    saved the way its cifar_train.py saves them (under DataParallel's ``module.``)."""
+    model = timm.create_model(script.OUR_MODEL["model_name"], num_classes=10, **script.OUR_MODEL["model_kwargs"])
+    torch.nn.init.normal_(model.heads[0].fc.weight)  # not a symmetric head, so a lost transpose shows
+    state = {}
+    for key, value in model.state_dict().items():
+        name = "linear.weight" if key == "heads.0.fc.weight" else key.split(".", 2)[-1] if key.startswith(
+            "experts.") else key.removeprefix("trunk.")
+        state[f"module.{name}"] = value.t() if name == "linear.weight" else value
+    state.update(extra or {})
+    torch.save(dict(epoch=200, arch="resnet32", state_dict=state, best_acc1=torch.tensor(70.0), optimizer={}), path)
+    return model.state_dict()
+
+
+def test_convert_puts_every_reference_tensor_in_its_place(tmp_path):
+    script = load_script(ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
+    expected = _reference_style_checkpoint(tmp_path / "ckpt.pth.tar", script)
+    source = script._convert(tmp_path / "ckpt.pth.tar", tmp_path / "ours.pth", "2536330")
+    assert source["epochs_trained"] == 200 and source["forward_check"] is None and len(source["sha256"]) == 64
+    model, checkpoint = build_model_from_checkpoint(tmp_path / "ours.pth")
+    assert checkpoint["class_counts"] == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert checkpoint["epoch"] == 199 and checkpoint["dataset"]["name"] == "cifar10_lt"
+    for key, value in model.state_dict().items():
+        assert (value == expected[key]).all(), key
+
+
+def test_convert_refuses_a_checkpoint_of_another_network(tmp_path):
+    script = load_script(ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
+    _reference_style_checkpoint(tmp_path / "ckpt.pth.tar", script, {"module.layer4.0.conv1.weight": torch.zeros(1)})
+    with pytest.raises(SystemExit, match="layer4.0.conv1.weight .* has no place"):
+        script._convert(tmp_path / "ckpt.pth.tar", tmp_path / "ours.pth", None)
+    assert not (tmp_path / "ours.pth").exists()
