@@ -48,6 +48,7 @@ import timm
 import torch
 import torch.nn as nn
 import torchvision
+from timm.models import clean_state_dict
 
 from timm_longtail.checkpoint import save_checkpoint
 from timm_longtail.data.longtail import longtail_class_counts
@@ -191,11 +192,11 @@ def _summarize(log: Path, out: Path, run: dict) -> dict:
 def our_state_dict(reference: dict, model: nn.Module) -> dict:
     """The reference ResNet-32's weights under our model's names: the stem and layer1 are our trunk,
     a later stage is ours where the trunk has it, else expert 0's; the cosine head's (in, out) weight
-    is our (out, in) one. Every tensor must land once, with its shape."""
+    is our (out, in) one. Every tensor must land once, with its shape. ``reference``: wrapper prefixes
+    (DataParallel's ``module.``) already removed."""
     ours = model.state_dict()
     mapped = {}
     for key, value in reference.items():
-        key = key[len("module."):] if key.startswith("module.") else key
         if key == "linear.weight":
             mapped["heads.0.fc.weight"] = value.t().contiguous()
             continue
@@ -215,15 +216,16 @@ def _convert(checkpoint: Path, out: Path, reference_commit: str | None) -> dict:
     if not checkpoint.is_file():
         raise SystemExit(f"error: checkpoint not found: {checkpoint}")
     reference = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state_dict = clean_state_dict(reference["state_dict"])  # saved under DataParallel: module.conv1.weight ...
     model = timm.create_model(OUR_MODEL["model_name"], num_classes=len(CIFAR10_CLASSES), **OUR_MODEL["model_kwargs"])
-    model.load_state_dict(our_state_dict(reference["state_dict"], model), strict=True)
+    model.load_state_dict(our_state_dict(state_dict, model), strict=True)
     check = None
     src = os.environ.get("REF_SRC")
     if src:  # the reference's logits are cosines; ours carry the LDAM scale s = 30 inside the head
         sys.path.insert(0, src)
         from models import resnet32  # the reference code (not vendored)
         theirs = resnet32(num_classes=len(CIFAR10_CLASSES), use_norm=True)
-        theirs.load_state_dict({k.removeprefix("module."): v for k, v in reference["state_dict"].items()})
+        theirs.load_state_dict(state_dict)
         images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             logits, cosines = model.eval()(images), theirs.eval()(images)
