@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from timm_longtail.errors import UserInputError
 from timm_longtail.zoo import load_manifest
-from timm_longtail.zoo.build import _ABSOLUTE
+from timm_longtail.zoo.build import _ABSOLUTE, BuildSettings, _relative_text
 from timm_longtail.zoo.manifest import DEFAULT_MANIFEST, REPO_ROOT
 
 ENTRY = "ride_resnet32_3e.cifar10_lt_if100"
@@ -459,3 +459,15 @@ def test_a_results_only_baseline_publishes_its_results_and_analyses(tmp_path):
     calibration = json.loads((analysis_dir / f"{name}.calibration.json").read_text())["result"]["ensemble"]
     assert calibration["splits"]["all"]["accuracy"] * 100 == pytest.approx(results["modes"]["ensemble"]["top1"],
                                                                            abs=0.01)
+
+
+def test_paths_are_labelled_only_at_a_folder_boundary(tmp_path):
+    """``/work/main`` and the runs folder are labelled; a sibling such as ``/work/main-2`` is not."""
+    manifest = load_manifest(_manifest(tmp_path))
+    runs = tmp_path / "zoo-runs"
+    root = manifest.root.resolve()
+    text = (f"-c {root}/configs/a.yaml --output {runs}/x --resume={runs}-old/x/last.pth "
+            f"--notes {root}-2/configs/b.yaml --cwd {root}")
+    assert _relative_text(text, manifest, BuildSettings(runs_dir=runs)) == (
+        f"-c configs/a.yaml --output <runs>/x --resume={runs}-old/x/last.pth "
+        f"--notes {root}-2/configs/b.yaml --cwd .")

@@ -403,10 +403,15 @@ def _prefixes(manifest: Manifest, settings: BuildSettings) -> List[tuple]:
     return sorted(pairs, key=lambda p: -len(p[0]))
 
 
+# where a path prefix may end: ``/work/zoo-runs`` labels ``/work/zoo-runs/x`` but not ``/work/zoo-runs-old/x``
+_PATH_END = r"(?=$|[\s/'\"=:,;)\]])"
+
+
 def _relative_text(text: str, manifest: Manifest, settings: BuildSettings) -> str:
     for prefix, label in _prefixes(manifest, settings):
         if prefix and prefix in text:
-            text = text.replace(prefix, label)
+            end = "" if prefix.endswith(os.sep) else _PATH_END
+            text = re.sub(re.escape(prefix) + end, lambda _match, label=label: label, text)
     return text
 
 
