@@ -740,6 +740,27 @@ def test_card_of_a_router_without_recorded_lineage_says_so(tmp_path):
     assert "whose recipe is not recorded" in card and "ours 3, the RIDE paper's recipe 200" not in card
 
 
+@pytest.mark.parametrize("transform", ["ride_cifar", "ldam_cifar"])
+def test_card_names_a_training_augmentation_other_than_the_papers(tmp_path, transform):
+    """The zoo's cropflip entry (RIDE's recipe without RandomRotation(15)) says so in its card."""
+    torch.manual_seed(0)
+    model = timm.create_model("ride_resnet32_3e", num_classes=10)
+    model.mark_router_trained()
+    experts = dict(role="initial_checkpoint", model_name="ride_resnet32_3e", method="ride", stage="experts",
+                   epoch=200, recipe=dict(method="ride", stage="experts", epochs=200, train_transform=transform))
+    checkpoint = save_checkpoint(tmp_path / "router.pth", model, model_name="ride_resnet32_3e",
+                                 class_counts=CIFAR10_LT_COUNTS, extra=dict(
+                                     dataset=dict(name="cifar10_lt", imbalance_factor=100.0), epoch=3,
+                                     lineage=[experts], recipe=dict(method="ride", stage="router", epochs=3,
+                                                                    train_transform=transform)))
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"forward_mode": "routed", "top1": 70.0}]))
+    card = (export_checkpoint(checkpoint, results, tmp_path / "export").folder / "README.md").read_text()
+    differences = card.split("### How this differs from the paper")[1].split("## Results")[0]
+    said = "`train_transform`: ours ldam_cifar, the RIDE paper's recipe ride_cifar." in differences
+    assert said == (transform == "ldam_cifar") and "`train_transform`: ours ride_cifar" not in differences
+
+
 def test_export_of_a_demo_checkpoint_is_one_error_line(tmp_path, capsys):
     torch.manual_seed(0)
     model = timm.create_model("ride_resnet32_2e", num_classes=10)

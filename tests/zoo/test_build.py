@@ -281,6 +281,17 @@ def test_the_shipped_manifest_is_valid():
     assert nclpp.device == "gpu"
 
 
+def test_the_cropflip_entry_is_the_reference_recipe_without_rotation():
+    """0b's variant: both stages as the RIDE 3e entry's, with crop + flip (``ldam_cifar``) for ``ride_cifar``."""
+    manifest = load_manifest(DEFAULT_MANIFEST)
+    reference, variant = manifest.entry(ENTRY), manifest.entry("ride_resnet32_3e.cropflip_cifar10_lt_if100")
+    assert [s.name for s in variant.stages] == [s.name for s in reference.stages] == ["experts", "router"]
+    for ours, theirs in zip(variant.stages, reference.stages):
+        assert (ours.config, ours.init_from) == (theirs.config, theirs.init_from)
+        assert list(ours.args) == [*theirs.args, "--train-transform", "ldam_cifar"]
+        assert yaml.safe_load((REPO_ROOT / theirs.config).read_text())["train_transform"] == "ride_cifar"
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda m: m["entries"][0].update(name="no_tag"), "must be '<model>.<tag>'"),
     (lambda m: m["entries"][0]["stages"][1].update(init_from="later"), "not an earlier stage"),
