@@ -128,11 +128,13 @@ def test_router_stage_trains_only_the_router(train_module, runs, ride_stage1):
 
 @pytest.mark.parametrize("distill_on", ["experts", "reference"])
 def test_ride_with_teacher_adds_distillation(train_module, runs, ride_stage1, distill_on):
+    teacher_bn = "train" if distill_on == "reference" else "eval"  # the zoo's distill recipe: the reference's
     run = train(train_module, runs, f"distill_{distill_on}", "--model", "ride_resnet32_2e", "--method", "ride",
                 "--epochs", "1", "--teacher", str(ride_stage1 / "last.pth"), "--distill-on", distill_on,
-                "--eval-modes", "ensemble")
+                "--teacher-bn", teacher_bn, "--eval-modes", "ensemble")
     rows = summary_rows(run)
     assert float(rows[0]["train_distill"]) != 0
+    assert load_checkpoint(run / "last.pth")["recipe"]["teacher_bn"] == teacher_bn
     check_final(run, ["ensemble"])
 
 

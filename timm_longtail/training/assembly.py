@@ -231,7 +231,10 @@ def _load_backbone(model: nn.Module, source: str) -> None:
     _logger.info("loaded %d backbone tensors from %s", loaded, source)
 
 
-def build_teacher(found: Checkpoints, num_classes: int, device: torch.device) -> nn.Module | None:
+def build_teacher(found: Checkpoints, num_classes: int, device: torch.device,
+                  bn_mode: str = "eval") -> nn.Module | None:
+    """The frozen distillation teacher; ``bn_mode`` 'train' normalises each batch with its own
+    statistics (the RIDE code never calls ``eval()`` on its teacher), 'eval' with the running ones."""
     if found.teacher is None:
         return None
     teacher, ckpt = build_model_from_checkpoint(found.teacher)
@@ -239,7 +242,7 @@ def build_teacher(found: Checkpoints, num_classes: int, device: torch.device) ->
     if teacher.num_classes != num_classes or (counts and len(counts) != num_classes):
         raise UserInputError(f"--teacher has {teacher.num_classes} classes, the dataset {num_classes}")
     teacher.set_forward_mode("ensemble")
-    teacher.eval()  # eval-mode BN (the reference leaves it in train mode; we do not)
+    teacher.train(bn_mode == "train")  # no grad either way: only BatchNorm's statistics differ
     for param in teacher.parameters():
         param.requires_grad_(False)
     return teacher.to(device)

@@ -140,6 +140,9 @@ def _add_method_args(parser: argparse.ArgumentParser) -> None:
                        help="'experts': RIDE loss + one KL per student expert (the paper); 'mean': "
                             "RIDE loss + one KL on the experts' mean logits; 'reference': the RIDE "
                             "code's objective, E x (RIDE loss + KL on the mean logits)")
+    group.add_argument("--teacher-bn", default="eval", choices=["eval", "train"],
+                       help="RIDE distillation: the frozen teacher's BatchNorm. 'eval': its running "
+                            "statistics; 'train': each batch's, as the RIDE code leaves its teacher")
 
 
 def _add_optimizer_args(parser: argparse.ArgumentParser) -> None:

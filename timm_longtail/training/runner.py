@@ -80,7 +80,7 @@ class _Run:
                 _logger.info("router stage starts from a '%s' checkpoint", stage1)
         freeze_for_stage(model, args.stage)
         model.set_forward_mode("ensemble")
-        self.teacher = build_teacher(self.found, num_classes, ctx.device)
+        self.teacher = build_teacher(self.found, num_classes, ctx.device, args.teacher_bn)
         self.criterion = build_loss(args, model, self.data.train_class_counts).to(ctx.device)
         self.distillation = None if self.teacher is None else DistillationLoss(
             temperature=args.distill_temperature, factor=args.distill_factor, on=args.distill_on).to(ctx.device)

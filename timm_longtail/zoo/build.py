@@ -325,7 +325,7 @@ _RECIPE_KEYS = ("model", "method", "stage", "dataset", "imbalance_factor", "long
                 "batch_size", "opt", "lr",
                 "momentum", "weight_decay", "sched", "decay_milestones", "decay_rate", "warmup_epochs",
                 "warmup_lr", "min_lr", "seed", "amp", "amp_dtype", "max_train_samples", "val_split_fraction",
-                "select_by", "distill_temperature", "distill_factor", "distill_on", "router_pos_weight")
+                "select_by", "distill_temperature", "distill_factor", "distill_on", "teacher_bn", "router_pos_weight")
 
 
 def _recipe_differences(checkpoint: Path, command: Sequence[str]) -> List[str]:
