@@ -1,18 +1,14 @@
 """train.py's assembly: the distillation teacher as ``build_teacher`` hands it to the objective."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import timm
 import torch
 
 import timm_longtail  # noqa: F401  (registers the models)
 from timm_longtail.checkpoint import load_checkpoint, save_checkpoint
-from timm_longtail.training import parse_args
 from timm_longtail.training.assembly import Checkpoints, build_teacher
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 COUNTS = [int(500 * 10 ** (-i / 9)) for i in range(10)]
 
 
@@ -42,8 +38,3 @@ def test_the_teacher_normalises_as_its_bn_mode_says(teacher_checkpoint, bn_mode)
         other = model.train(bn_mode != "train")(x, mode="ensemble")
     torch.testing.assert_close(got, expected)
     assert not torch.allclose(got, other, atol=1e-3)
-
-
-def test_teacher_bn_defaults_to_eval_and_the_zoo_distill_recipe_follows_the_reference():
-    assert parse_args(["--method", "ride"]).teacher_bn == "eval"
-    assert parse_args(["--config", str(CONFIG_DIR / "ride_r32_cifar10lt_distill.yaml")]).teacher_bn == "train"

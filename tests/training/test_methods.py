@@ -51,3 +51,4 @@ def test_distill_modes_are_accepted(mode):
     check_args(args)
     assert args.distill_on == mode
     assert parse_args(["--method", "ride"]).distill_on == "experts"  # the paper's form stays the default
+    assert parse_args(["--method", "ride"]).teacher_bn == "eval"  # the reference's train-mode teacher: opt-in
