@@ -18,8 +18,9 @@ ensure_torchvision_importable()
 
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(os.environ.get("TIMM_LT_SHARED_DATA")
-                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout under test: scripts, configs, hub_cards
+CONFIG_DIR = REPO_ROOT / "configs"
+SHARED_DATA = Path(os.environ.get("TIMM_LT_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 REQUIRE_DATA = os.environ.get("TIMM_LT_REQUIRE_DATA") == "1"  # CI sets it: its data missing is a failure
 
 

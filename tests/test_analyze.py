@@ -1,23 +1,21 @@
 """analyze.py end to end on the shipped demo set (every subcommand), and its one-line errors."""
 import json
-from pathlib import Path
 
 import pytest
 import timm
 import torch
 
-from conftest import load_script
+from conftest import REPO_ROOT, load_script
 from timm_longtail.checkpoint import save_checkpoint
 from timm_longtail.data import build_dataset
 
-REPO = Path(__file__).resolve().parents[1]
 
 DEMO = ["--dataset", "demo", "-b", "250", "--workers", "0", "--no-progress", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def analyze():
-    return load_script(REPO / "analyze.py", "analyze_script")
+    return load_script(REPO_ROOT / "analyze.py", "analyze_script")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +62,7 @@ def test_each_analysis_end_to_end(analyze, capsys, tmp_path, routed_checkpoint, 
     assert check(payload["result"]), payload["result"]
     csv_lines = results.with_suffix(".csv").read_text().splitlines()
     assert len(csv_lines) > 2 and results.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"wrote {results}" in out and str(REPO) not in results.read_text()
+    assert f"wrote {results}" in out and str(REPO_ROOT) not in results.read_text()
 
 
 def test_bad_input_is_one_error_line_and_writes_nothing(analyze, capsys, tmp_path):

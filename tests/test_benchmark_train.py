@@ -1,16 +1,13 @@
 """scripts/benchmark_train.py: one real training step per variant/setting, JSON out."""
 import json
-from pathlib import Path
 
 import pytest
 
-from conftest import load_script
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO_ROOT, load_script
 
 
 def test_benchmark_writes_a_rate_per_variant_and_setting(tmp_path, capsys):
-    bench = load_script(ROOT / "scripts" / "benchmark_train.py", "benchmark_train")
+    bench = load_script(REPO_ROOT / "scripts" / "benchmark_train.py", "benchmark_train")
     out = tmp_path / "bench.json"
     assert bench.main(["--variants", "ride_resnet32_2e", "nclpp_resnet32_t2", "--settings", "fp32",
                        "fp32_channels_last", "--batch-size", "4", "--steps", "1", "--warmup", "1",
@@ -26,7 +23,7 @@ def test_benchmark_writes_a_rate_per_variant_and_setting(tmp_path, capsys):
 
 
 def test_pipelines_time_whole_training_runs_on_the_old_and_new_input_paths(tmp_path, capsys):
-    bench = load_script(ROOT / "scripts" / "benchmark_train.py", "benchmark_train")
+    bench = load_script(REPO_ROOT / "scripts" / "benchmark_train.py", "benchmark_train")
     out = tmp_path / "bench.json"
     assert bench.main(["--variants", "ride_resnet32_2e", "nclpp_resnet32_t2", "--settings", "--pipelines", "workers",
                        "device", "--pipeline-steps", "2", "--dataset", "demo", "--workers", "0", "--device", "cpu",
@@ -42,7 +39,7 @@ def test_pipelines_time_whole_training_runs_on_the_old_and_new_input_paths(tmp_p
 
 
 def test_pipelines_need_data(tmp_path, capsys):
-    bench = load_script(ROOT / "scripts" / "benchmark_train.py", "benchmark_train")
+    bench = load_script(REPO_ROOT / "scripts" / "benchmark_train.py", "benchmark_train")
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--pipelines", "workers", "--settings"])
     assert exit_info.value.code == 2

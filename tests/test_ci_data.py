@@ -3,15 +3,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from conftest import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 NEEDS_DATA = "tests/data/test_sources.py::test_tiny_imagenet_lt_if100_train"
 
 
 def _pytest(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "TIMM_LT_REQUIRE_DATA"}  # CI's own setting aside
     environ.update(TIMM_LT_SHARED_DATA=str(tmp_path / "missing"), **env)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", NEEDS_DATA], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", NEEDS_DATA], cwd=REPO_ROOT,
                           env=environ, capture_output=True, text=True, timeout=300)
 
 

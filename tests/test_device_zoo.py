@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from timm_longtail.models.weights import sha256_of_file
+from conftest import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max-eval-samples", "100", "--eval-batch-size", "100", "--log-interval", "1"]
 WEIGHTS_ENTRY = "ride_resnet32_3e.cifar10_lt_if100"  # a registered tag (weights need one), trained on the demo set
 RESULTS_ENTRY = "ride_resnet32_2e.demo_workers"
@@ -47,7 +47,7 @@ def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "DEVICE": "cpu", "BENCH_S": "0", "CIFAR10": "", "PYTHON": sys.executable,
                    "WORKERS": "0", "MANIFEST": str(_manifest(tmp_path)), "PUBLISH_TO": str(tmp_path / "pub"),
                    "RUNS": str(tmp_path / "runs"), "GIT_DIR": str(tmp_path / "no-git"), **env}
-    return subprocess.run(["bash", str(ROOT / "scripts" / "device_zoo.sh"), str(tmp_path / "out")], cwd=ROOT,
+    return subprocess.run(["bash", str(REPO_ROOT / "scripts" / "device_zoo.sh"), str(tmp_path / "out")], cwd=REPO_ROOT,
                           env=environment, capture_output=True, text=True, timeout=600)
 
 

@@ -2,29 +2,25 @@
 
 (The full check, every model at 224 px, is `python scripts/model_table.py --check`, ~2 min.)
 """
-from pathlib import Path
-
 import pytest
 
-from conftest import load_script
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO_ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def model_table():
-    return load_script(ROOT / "scripts" / "model_table.py", "model_table")
+    return load_script(REPO_ROOT / "scripts" / "model_table.py", "model_table")
 
 
 @pytest.mark.parametrize("name", ["ride_resnet32_2e", "ride_resnet32_3e", "ride_resnet32_4e", "ride_resnet32_6e", "nclpp_resnet32"])
 def test_readme_rows_are_current(model_table, name):
-    rows = model_table.readme_table((ROOT / "README.md").read_text()).splitlines()
+    rows = model_table.readme_table((REPO_ROOT / "README.md").read_text()).splitlines()
     assert model_table.model_row(name) in rows
 
 
 def test_table_lists_every_registered_model(model_table):
     import timm
 
-    table = model_table.readme_table((ROOT / "README.md").read_text())
+    table = model_table.readme_table((REPO_ROOT / "README.md").read_text())
     for name in timm.list_models("ride_*") + timm.list_models("nclpp_*"):
         assert f"| `{name}` |" in table

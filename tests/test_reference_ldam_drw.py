@@ -7,10 +7,9 @@ import timm_longtail  # noqa: F401  before timm
 import timm
 import torch
 
-from conftest import load_script
+from conftest import REPO_ROOT, load_script
 from timm_longtail.checkpoint import build_model_from_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # What the reference code (plus our timing line) prints, cut to the lines summarize reads: a first
 # sitting stopped during epoch 2, then a resumed one that runs epoch 2 again and finishes at epoch 3.
@@ -29,7 +28,7 @@ val Class Accuracy: [0.7,0.125]
 
 
 def test_summarize_counts_each_epoch_once_across_sittings(tmp_path):
-    script = load_script(ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
+    script = load_script(REPO_ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
     log = tmp_path / "ref.log"
     log.write_text(LOG)
     out = tmp_path / "out" / "summary.json"
@@ -43,7 +42,7 @@ def test_summarize_counts_each_epoch_once_across_sittings(tmp_path):
 
 
 def test_an_epoch_run_again_after_a_stop_keeps_its_last_record(tmp_path):
-    script = load_script(ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
+    script = load_script(REPO_ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
     log = tmp_path / "ref.log"
     log.write_text(LOG.replace("=> loading checkpoint", "EPOCH 1 lr 0.04 time 99.0s 125.0 img/s\n=> loading checkpoint"))
     summary = script._summarize(log, tmp_path / "s.json", {})
@@ -51,7 +50,7 @@ def test_an_epoch_run_again_after_a_stop_keeps_its_last_record(tmp_path):
 
 
 def test_a_log_without_a_test_pass_is_one_clear_error(tmp_path):
-    script = load_script(ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
+    script = load_script(REPO_ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
     log = tmp_path / "ref.log"
     log.write_text("=> creating model 'resnet32'\nEPOCH 0 lr 0.02 time 40.0s 310.0 img/s\n")
     with pytest.raises(SystemExit, match="has no test evaluation"):
@@ -75,7 +74,7 @@ def _reference_style_checkpoint(path: Path, script, extra: dict | None = None) -
 
 
 def test_convert_puts_every_reference_tensor_in_its_place(tmp_path):
-    script = load_script(ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
+    script = load_script(REPO_ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
     expected = _reference_style_checkpoint(tmp_path / "ckpt.pth.tar", script)
     source = script._convert(tmp_path / "ckpt.pth.tar", tmp_path / "ours.pth", "2536330")
     assert source["epochs_trained"] == 200 and source["forward_check"] is None and len(source["sha256"]) == 64
@@ -87,7 +86,7 @@ def test_convert_puts_every_reference_tensor_in_its_place(tmp_path):
 
 
 def test_convert_refuses_a_checkpoint_of_another_network(tmp_path):
-    script = load_script(ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
+    script = load_script(REPO_ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
     _reference_style_checkpoint(tmp_path / "ckpt.pth.tar", script, {"module.layer4.0.conv1.weight": torch.zeros(1)})
     with pytest.raises(SystemExit, match="layer4.0.conv1.weight .* has no place"):
         script._convert(tmp_path / "ckpt.pth.tar", tmp_path / "ours.pth", None)

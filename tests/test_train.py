@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_script
+from conftest import REPO_ROOT, load_script
 import timm
 import torch
 
@@ -22,8 +22,7 @@ from timm_longtail.checkpoint import build_model_from_checkpoint, load_checkpoin
 from timm_longtail.data import build_dataset
 from timm_longtail.models import measure_compute
 
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = REPO / "train.py"
+TRAIN = REPO_ROOT / "train.py"
 QUICK = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-size", "8", "--eval-batch-size", "20",
          "--max-steps-per-epoch", "2", "--max-eval-samples", "40", "--log-interval", "1", "--seed", "1",
          "--warmup-epochs", "0"]
@@ -166,7 +165,7 @@ def test_held_out_validation_selects_without_the_test_set(train_module, runs, mo
     best = load_checkpoint(run / "best.pth")
     assert best["epoch"] == 2 and load_checkpoint(run / "last.pth")["epoch"] == 3
     # the test figures are best.pth's: validate.py on it gives final.json's row, key for key
-    validate = load_script(REPO / "validate.py", "validate_for_selection")
+    validate = load_script(REPO_ROOT / "validate.py", "validate_for_selection")
     results = run / "validate_best.json"
     assert validate.main(["--checkpoint", str(run / "best.pth"), "--dataset", "demo", "--split", "test",
                           "--forward-mode", "ensemble", "--device", "cpu", "--workers", "0", "--num-samples", "40",
@@ -287,7 +286,7 @@ def start_long_run(folder: Path, *extra: str) -> tuple[subprocess.Popen, list[st
     argv = [sys.executable, str(TRAIN), *QUICK, "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "50",
             "--max-steps-per-epoch", "3", "--no-final-eval", "--workers", "1", *extra,
             "--output", str(folder.parent), "--experiment", folder.name]
-    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     last = folder / "last.pth"
     deadline = time.time() + 240
@@ -314,7 +313,7 @@ def test_sigint_leaves_a_resumable_checkpoint_and_the_folder_is_locked_meanwhile
     assert "resume with" in output and "Traceback" not in output
     ckpt = load_checkpoint(last)
     assert 1 <= ckpt["epoch"] < 50
-    resumed = subprocess.run([*argv[:-4], "--epochs", str(ckpt["epoch"] + 1), "--resume", str(last)], cwd=REPO,
+    resumed = subprocess.run([*argv[:-4], "--epochs", str(ckpt["epoch"] + 1), "--resume", str(last)], cwd=REPO_ROOT,
                              env=env, capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(last)["epoch"] == ckpt["epoch"] + 1
@@ -351,7 +350,7 @@ def test_a_checkpoint_write_that_fails_keeps_the_previous_one(train_module, runs
     before = last.read_bytes()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, str(TRAIN), *QUICK, *common, "--epochs", "2", "--resume", str(last)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
                           preexec_fn=limit_file_size(len(before) // 2))
     assert done.returncode == 1, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]  # after the progress log

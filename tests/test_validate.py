@@ -4,19 +4,17 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import load_script
+from conftest import REPO_ROOT, load_script
 import timm
 import torch
 
 from timm_longtail.checkpoint import save_checkpoint
 from timm_longtail.data import build_dataset
 
-REPO = Path(__file__).resolve().parents[1]
-VALIDATE = REPO / "validate.py"
+VALIDATE = REPO_ROOT / "validate.py"
 QUICK = ["--dataset", "demo", "--num-samples", "40", "-b", "20", "--workers", "0", "--no-progress", "--device", "cpu"]
 
 
@@ -29,7 +27,7 @@ def run_validate(*args: str, max_file_bytes: int | None = None) -> subprocess.Co
     limit = None if max_file_bytes is None else (
         lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes)))
     return subprocess.run([sys.executable, str(VALIDATE), *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=300, preexec_fn=limit)
+                          cwd=REPO_ROOT, timeout=300, preexec_fn=limit)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +78,7 @@ def test_checkpoint_routed_mode_uses_checkpoint_counts(tmp_path):
     assert row["class_counts"] == counts
     # no absolute machine path in a results file: outside the checkout only the name is kept
     assert row["checkpoint"] == checkpoint.name and row["data_dir"] == "timm_longtail/data/demo"
-    assert str(tmp_path) not in results.read_text() and str(REPO) not in results.read_text()
+    assert str(tmp_path) not in results.read_text() and str(REPO_ROOT) not in results.read_text()
     assert row["shot_split"]["inclusive"] is True
     hist = row["experts_used_hist"]
     assert len(hist) == 3 and sum(hist) == 40

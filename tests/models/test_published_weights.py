@@ -12,11 +12,11 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import timm
 
+from conftest import REPO_ROOT
 import timm_longtail  # noqa: F401
 from timm_longtail.errors import UserInputError
 from timm_longtail.models import weights as published
@@ -24,19 +24,18 @@ from timm_longtail.models.weights import (
     PUBLISHED_WEIGHTS_ENV, PUBLISHED_WEIGHTS_FILE, load_published_weights, record_published,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
 
 def test_packaged_table_is_valid_and_shipped_as_package_data():
-    assert PUBLISHED_WEIGHTS_FILE == REPO / "timm_longtail" / "models" / "published_weights.json"
+    assert PUBLISHED_WEIGHTS_FILE == REPO_ROOT / "timm_longtail" / "models" / "published_weights.json"
     table = load_published_weights(PUBLISHED_WEIGHTS_FILE)
     assert table == json.loads(PUBLISHED_WEIGHTS_FILE.read_text())
     for key, entry in table.items():
         assert set(entry) == {"sha256", "size", "commit"}, key
         assert timm.models.get_pretrained_cfg(key).has_weights, key
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
-    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["timm_longtail"]
+    globs = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["timm_longtail"]
     assert any(fnmatch.fnmatch("models/published_weights.json", pattern) for pattern in globs)
 
 
@@ -128,8 +127,8 @@ def test_registry_follows_the_table(tmp_path):
     table = tmp_path / "published_weights.json"
     record_published("ride_resnet32_3e.cifar10_lt_if100", SHA_A, 10, "abcdef1", table=table)
     record_published("nclpp_resnext50_32x4d.imagenet_lt", SHA_B, 10, "abcdef1", table=table)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), **{PUBLISHED_WEIGHTS_ENV: str(table)})
-    done = subprocess.run([sys.executable, "-c", REGISTRY_PROBE], cwd=REPO, env=env, capture_output=True, text=True,
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT), **{PUBLISHED_WEIGHTS_ENV: str(table)})
+    done = subprocess.run([sys.executable, "-c", REGISTRY_PROBE], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.splitlines()[-1])
@@ -174,7 +173,7 @@ def test_shipped_weights_load_offline_with_pretrained_true(tmp_path):
     table = load_published_weights(PUBLISHED_WEIGHTS_FILE)
     files = {}
     for key, record in table.items():
-        path = REPO / "hub_cards" / key / "model.safetensors"
+        path = REPO_ROOT / "hub_cards" / key / "model.safetensors"
         if "resnet32" in key:
             assert path.is_file(), f"{key} is published but its weights are not committed"
         if path.is_file():
@@ -182,7 +181,7 @@ def test_shipped_weights_load_offline_with_pretrained_true(tmp_path):
             files[key] = str(path)
     if not files:
         pytest.skip("no weights are committed yet")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO_ROOT))
     done = subprocess.run([sys.executable, "-c", SHIPPED_PROBE, json.dumps(files)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -10,8 +10,9 @@ from timm_longtail.errors import UserInputError
 from timm_longtail.losses import LOSS_OPTIONS
 from timm_longtail.training import METHODS, known_keys, load_config, parse_args
 from timm_longtail.training.methods import check_args
+from conftest import CONFIG_DIR
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
 def test_configs_exist_for_every_method():
@@ -104,7 +105,6 @@ def test_nclpp_inat_uses_the_reference_head_scale_32():
 
 # ---- CIFAR baselines: the LDAM-DRW code's recipe (Cao et al. 2019, kaidic/LDAM-DRW) ---------------
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 LDAM_DRW_CODE_BASELINES = ["ce_r32_cifar10lt", "bsce_r32_cifar10lt", "ldam_drw_r32_cifar10lt"]
 
 

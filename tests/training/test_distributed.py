@@ -21,6 +21,7 @@ from timm_longtail.training.methods import check_args
 from timm_longtail.training.assembly import build_data
 from timm_longtail.training.runner import _Run
 from timm_longtail.training.splits import dataset_targets
+from conftest import REPO_ROOT
 
 
 def test_default_is_cuda_when_available_else_cpu():
@@ -40,7 +41,6 @@ def test_a_device_this_machine_lacks_is_one_clear_error(name, message):
 
 # ---- two CPU processes (gloo) under torchrun: what DDP training must guarantee --------------------
 PROBE = Path(__file__).resolve().with_name("ddp_probe.py")
-REPO = PROBE.parents[2]
 WORLD = 2
 EPOCHS, STEPS = 2, 2  # DRW from epoch 1
 # lr 1e-3: at the recipe's 0.1 the two summation orders (gloo's, the replay's) drift apart ~100x a step on the demo set
@@ -60,7 +60,7 @@ def torchrun(out: Path, *argv: str, delay: float = 0.0, wait: bool = True):
                TIMM_LT_PROBE_STEP_DELAY=str(delay))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_port",
                str(port), str(PROBE), str(out), *argv]
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     if wait:
         process.output = process.communicate(timeout=400)[0]

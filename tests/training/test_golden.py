@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_script
+from conftest import REPO_ROOT, load_script
 from timm_longtail.checkpoint import load_checkpoint
 from timm_longtail.training import parse_args
 from timm_longtail.training.distributed import DistContext
 from timm_longtail.training.methods import check_args
 from timm_longtail.training.runner import _Run
 
-REPO = Path(__file__).resolve().parents[2]
 QUICK = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-size", "8", "--max-steps-per-epoch", "2",
          "--log-interval", "1", "--seed", "1", "--warmup-epochs", "0", "--no-final-eval"]
 STAGE1 = ["--model", "ride_resnet32_3e", "--method", "ride", "--epochs", "2", "--max-steps-per-epoch", "1",
@@ -64,7 +63,7 @@ def two_threads():
 
 @pytest.fixture(scope="module")
 def train_module():
-    return load_script(REPO / "train.py", "train_script_golden")
+    return load_script(REPO_ROOT / "train.py", "train_script_golden")
 
 
 @pytest.fixture(scope="module")

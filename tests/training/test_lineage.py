@@ -6,15 +6,13 @@ Tiny runs on the shipped demo set (2 steps per epoch, 40 test images), in-proces
 ``train.main``.
 """
 import json
-from pathlib import Path
 
 import pytest
 
-from conftest import load_script
+from conftest import REPO_ROOT, load_script
 from timm_longtail.checkpoint import load_checkpoint, run_lineage
 from timm_longtail.hub.__main__ import main as hub_main
 
-REPO = Path(__file__).resolve().parents[2]
 QUICK = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-size", "8", "--eval-batch-size", "20",
          "--max-steps-per-epoch", "2", "--max-eval-samples", "40", "--log-interval", "1", "--seed", "1",
          "--warmup-epochs", "0", "--epochs", "1"]
@@ -23,7 +21,7 @@ QUICK = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-size
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """teacher (ride_resnet32_3e) -> distilled student (ride_resnet32_2e) -> the student's router stage."""
-    train = load_script(REPO / "train.py", "train_script_lineage")
+    train = load_script(REPO_ROOT / "train.py", "train_script_lineage")
     out = tmp_path_factory.mktemp("lineage_runs")
 
     def run(name, *argv):
@@ -82,4 +80,4 @@ def test_router_card_shows_stage1_recipe_and_demo_export_is_refused(runs, tmp_pa
         "### Stage 2: `ride_resnet32_2e`, experts stage, 1 epoch",
         "### Stage 3: this checkpoint, router stage, 1 epoch"]
     assert "| `lr` | 0.05 |" in card.split("### Stage 2")[0]  # the teacher's recipe
-    assert str(runs["out"]) not in card and str(REPO) not in card
+    assert str(runs["out"]) not in card and str(REPO_ROOT) not in card

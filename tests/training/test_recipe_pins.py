@@ -6,14 +6,12 @@ LDAM-DRW's cifar_train.py), written in timm's conventions: a multistep milestone
 epoch index ``m - 1`` (the references' epoch 160 is ``161``), and ``opt`` ``sgd`` is Nesterov,
 ``momentum`` plain momentum. The lr of every epoch is checked in test_config.py.
 """
-from pathlib import Path
-
 import pytest
 
 import timm_longtail  # noqa: F401  (registers the models)
 from timm_longtail.training import parse_args
+from conftest import CONFIG_DIR
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 _RIDE_LOSS_CIFAR = dict(base_loss="ldam", diversity_factor=-0.45, reweight_factor=0.05, max_margin=0.5, scale=30.0)
 _RIDE_CIFAR = dict(epochs=200, batch_size=128, opt="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, sched="multistep",
