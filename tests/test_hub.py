@@ -742,7 +742,7 @@ def test_card_of_a_router_without_recorded_lineage_says_so(tmp_path):
 
 @pytest.mark.parametrize("transform", ["ride_cifar", "ldam_cifar"])
 def test_card_names_a_training_augmentation_other_than_the_papers(tmp_path, transform):
-    """The zoo's cropflip entry (RIDE's recipe without RandomRotation(15)) says so in its card."""
+    """A run on another augmentation than the paper's (RIDE's recipe without RandomRotation(15)) says so."""
     torch.manual_seed(0)
     model = timm.create_model("ride_resnet32_3e", num_classes=10)
     model.mark_router_trained()

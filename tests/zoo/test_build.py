@@ -290,6 +290,8 @@ def test_the_cropflip_entry_is_the_reference_recipe_without_rotation():
         assert (ours.config, ours.init_from) == (theirs.config, theirs.init_from)
         assert list(ours.args) == [*theirs.args, "--train-transform", "ldam_cifar"]
         assert yaml.safe_load((REPO_ROOT / theirs.config).read_text())["train_transform"] == "ride_cifar"
+    # measured (seed 0) below the reference recipe, so results only: weights were promised only if it beat it
+    assert (variant.publish, reference.publish) == ("results", "weights")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -332,6 +334,28 @@ def test_tables_show_the_published_results(built):
     assert cells[7] == f"{results['modes']['routed']['macs_per_image'] / 1e9:.4f}"
     text = replace_tables(f"intro\n{BEGIN}\nold\n{END}\nrest\n", tables)
     assert text == f"intro\n{BEGIN}\n{tables}\n{END}\nrest\n"
+
+
+def test_results_only_table_shows_routed_top1_where_there_is_one(tmp_path):
+    """A results-only RIDE variant keeps its routed figure; a one-expert baseline shows none."""
+    from timm_longtail.zoo.table import RESULTS_ONLY_HEADING, render_tables
+
+    variant, baseline = "ride_resnet32_3e.cropflip_cifar10_lt_if100", "ce_resnet32.cifar10_lt_if100"
+    path = tmp_path / "zoo.yaml"
+    path.write_text(yaml.safe_dump(dict(data_dirs=dict(demo=None), entries=[
+        dict(name=name, dataset="demo", publish="results", stages=[dict(name="train", config="configs/demo_ride.yaml")])
+        for name in (variant, baseline)])))
+    modes = {variant: dict(ensemble=dict(top1=76.35, top1_many=78.55, top1_medium=67.55), routed=dict(top1=76.1)),
+             baseline: {"ensemble": dict(top1=64.17), "expert:0": dict(top1=64.17)}}
+    for name, result in modes.items():
+        target = tmp_path / "pub" / "results" / "zoo" / f"{name}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(dict(modes=result, zoo=dict(stages=[dict(stage="train", epochs=200)]))))
+    tables = render_tables(load_manifest(path), tmp_path / "pub").split(RESULTS_ONLY_HEADING)[1]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in tables.splitlines() if line.startswith("| `")}
+    assert rows[f"`{variant}`"][1:5] == ["train 200 ep", "76.35", "76.10", "78.55 / 67.55 / -"]
+    assert rows[f"`{baseline}`"][2:4] == ["64.17", "-"]
 
 
 def test_readme_zoo_tables_are_current():

@@ -94,7 +94,7 @@ def _cfg(model_name: str, tag: str, num_experts: int) -> Dict[str, Any]:
 
 
 _TAGS = {
-    "resnet32": ("cifar100_lt_if100", "cifar10_lt_if100", "distill_cifar10_lt_if100", "cropflip_cifar10_lt_if100"),
+    "resnet32": ("cifar100_lt_if100", "cifar10_lt_if100", "distill_cifar10_lt_if100"),
     "resnet50": ("imagenet_lt", "inat2018"),
     "resnext50_32x4d": ("imagenet_lt",),
     "resnet152": ("imagenet_lt", "places_lt"),

@@ -1,4 +1,4 @@
-"""README's "Published weights" and "Baselines" tables, generated from what the zoo build committed.
+"""README's "Published weights" and results-only tables, generated from what the zoo build committed.
 
 Only committed files are read (``hub_cards/<entry>/results.json``, ``results/zoo/<entry>.json`` and
 the manifest), so the table is the same on every checkout and CI can check that README is current.
@@ -15,6 +15,8 @@ from .manifest import Entry, Manifest
 __all__ = ["BEGIN", "END", "render_tables", "replace_tables"]
 
 BEGIN, END = "<!-- zoo-table:begin -->", "<!-- zoo-table:end -->"
+# Baselines, and recipe variants measured against a published recipe that did not beat it (no weights).
+RESULTS_ONLY_HEADING = "Baselines and measured recipe variants (results only, no published weights):"
 
 
 def _splits(row: Mapping[str, Any]) -> str:
@@ -52,12 +54,14 @@ def _weights_row(entry: Entry, results: Optional[Mapping[str, Any]]) -> str:
             + (_experts_used(routed) if routed else "-") + f" | {paper} |")
 
 
-def _baseline_row(entry: Entry, results: Optional[Mapping[str, Any]]) -> str:
+def _results_only_row(entry: Entry, results: Optional[Mapping[str, Any]]) -> str:
     paper = entry.paper or "-"
     if results is None:
-        return f"| `{entry.name}` | not trained yet | - | - | {paper} |"
-    row = (results.get("modes") or {}).get("ensemble") or {}
-    return f"| `{entry.name}` | {_recipe(results)} | {percent(row.get('top1'))} | {_splits(row)} | {paper} |"
+        return f"| `{entry.name}` | not trained yet | - | - | - | {paper} |"
+    modes = results.get("modes") or {}
+    row, routed = modes.get("ensemble") or {}, modes.get("routed")
+    return (f"| `{entry.name}` | {_recipe(results)} | {percent(row.get('top1'))} | "
+            + (percent(routed.get("top1")) if routed else "-") + f" | {_splits(row)} | {paper} |")
 
 
 def _read(path: Path) -> Optional[Dict[str, Any]]:
@@ -74,16 +78,16 @@ def render_tables(manifest: Manifest, publish_to: Path) -> str:
         "| GMACs/img (routed, else ensemble) | experts used (mean) | published figure |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    baselines: List[str] = [
-        "| baseline | recipe | top-1 | many / medium / few | published figure |",
-        "|---|---|---|---|---|",
+    results_only: List[str] = [
+        "| entry | recipe (stages) | top-1 ensemble | routed | many / medium / few (ensemble) | published figure |",
+        "|---|---|---|---|---|---|",
     ]
     for entry in manifest.entries:
         if entry.publish == "weights":
             weights.append(_weights_row(entry, _read(publish_to / "hub_cards" / entry.name / "results.json")))
         else:
-            baselines.append(_baseline_row(entry, _read(publish_to / "results" / "zoo" / f"{entry.name}.json")))
-    return "\n".join(weights + ["", "Baselines (results only, no published weights):", ""] + baselines)
+            results_only.append(_results_only_row(entry, _read(publish_to / "results" / "zoo" / f"{entry.name}.json")))
+    return "\n".join(weights + ["", RESULTS_ONLY_HEADING, ""] + results_only)
 
 
 def replace_tables(text: str, tables: str) -> str:
