@@ -13,9 +13,13 @@ import shlex
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional
 
-__all__ = ["portable_path", "portable_paths"]
+__all__ = ["CARDS_DIRNAME", "SOURCE_ROOT", "portable_path", "portable_paths"]
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+"""The folder above the package: the source checkout (configs/, hub_cards/) in an editable install."""
+
+CARDS_DIRNAME = "hub_cards"
+"""The checkout's folder of published model cards and committed weights, ``hub_cards/<model>.<tag>/``."""
 
 
 def _is_absolute(text: str) -> bool:
@@ -29,7 +33,7 @@ def portable_path(path: Any, root: Optional[os.PathLike] = None) -> str:
     if not _is_absolute(text):
         return text
     normal = posixpath.normpath(text.replace("\\", "/"))
-    base = PurePosixPath(posixpath.normpath(os.fspath(root or _CHECKOUT).replace("\\", "/")))
+    base = PurePosixPath(posixpath.normpath(os.fspath(root or SOURCE_ROOT).replace("\\", "/")))
     target = PurePosixPath(normal)
     other = _other_checkout(target)
     anchors = (("", base), ("", other), ("../", base.parent)) if other else (("", base), ("../", base.parent))

@@ -14,10 +14,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from conftest import REPO_ROOT
 from timm_longtail.errors import UserInputError
 from timm_longtail.zoo import load_manifest
 from timm_longtail.zoo.build import _ABSOLUTE, BuildSettings, _relative_text
-from timm_longtail.zoo.manifest import DEFAULT_MANIFEST, REPO_ROOT
+from timm_longtail.zoo.manifest import DEFAULT_MANIFEST
 
 ENTRY = "ride_resnet32_3e.cifar10_lt_if100"
 FAST = ["--max-eval-samples", "100", "--eval-batch-size", "100", "--workers", "0", "--log-interval", "1"]

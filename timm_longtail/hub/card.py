@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .._paths import portable_paths
+from .._paths import CARDS_DIRNAME, SOURCE_ROOT, portable_paths
 from .._format import percent
 from ..checkpoint import start_command
 from ..data.longtail import SHOT_RULES, ShotSplit
@@ -33,7 +33,7 @@ __all__ = [
     "read_front_matter", "render_card",
 ]
 
-CARDS_DIR = Path(__file__).resolve().parents[2] / "hub_cards"
+CARDS_DIR = SOURCE_ROOT / CARDS_DIRNAME
 """``hub_cards/`` of the source checkout: templates, reference data and the cards of published weights."""
 
 TEMPLATE_NAME = "model_card.md.j2"

@@ -39,6 +39,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 from safetensors import SafetensorError, safe_open
 from timm.models import get_pretrained_cfg
 
+from .._paths import CARDS_DIRNAME, SOURCE_ROOT
 from ..checkpoint import atomic_write_text
 from ..errors import UserInputError
 from ._cfgs import HF_ORG, HUB_NAME_ALIASES, hub_name, hub_repo_id
@@ -64,8 +65,6 @@ PUBLISHED_WEIGHTS_ENV = "TIMM_LONGTAIL_PUBLISHED_WEIGHTS"
 
 REPO_ROOT_ENV = "TIMM_LONGTAIL_REPO_ROOT"
 """Environment variable naming the source checkout whose ``hub_cards/`` holds committed weights."""
-
-CARDS_DIRNAME = "hub_cards"
 
 PathLike = Union[str, os.PathLike]
 
@@ -193,7 +192,7 @@ def repo_root() -> Path:
     """The source checkout: ``$TIMM_LONGTAIL_REPO_ROOT`` if set, else the folder above the ``timm_longtail``
     package (a wheel install has no ``hub_cards/`` there, so nothing is found)."""
     override = os.environ.get(REPO_ROOT_ENV)
-    return Path(override).expanduser().resolve() if override else Path(__file__).resolve().parents[2]
+    return Path(override).expanduser().resolve() if override else SOURCE_ROOT
 
 
 def committed_weights_file(key: str) -> Optional[Path]:

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .._paths import SOURCE_ROOT
 from ..errors import OutputWriteError, UserInputError
 from .build import BuildSettings, build, default_runs_dir, entry_state, park, publish
-from .manifest import DEFAULT_MANIFEST, REPO_ROOT, load_manifest
+from .manifest import DEFAULT_MANIFEST, load_manifest
 from .table import render_tables, replace_tables
 
 EPILOG = """examples:
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
         sub.add_argument("--runs-dir", type=Path, default=None,
                          help="where runs live (default: $TIMM_LT_ZOO_RUNS or ../zoo-runs beside the checkout)")
-        sub.add_argument("--publish-to", type=Path, default=REPO_ROOT,
+        sub.add_argument("--publish-to", type=Path, default=SOURCE_ROOT,
                          help="checkout that receives hub_cards/, results/zoo/ and the published table")
         sub.add_argument("--json", action="store_true", help="print the machine-readable summary")
     commands.choices["table"].add_argument("--check", action="store_true",

@@ -32,14 +32,15 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .._machine import describe_machine
-from .._paths import portable_paths
+from .._paths import CARDS_DIRNAME, SOURCE_ROOT, portable_paths
 from ..analysis.commands import build_parser as build_analysis_parser, run_analysis
 from ..checkpoint import apply_umask, atomic_write, atomic_write_json, exclusive_lock, load_checkpoint, start_command
 from ..errors import UserInputError
+from ..hub.card import CARDS_DIR
 from ..hub.export import export_checkpoint, rewrite_card, write_folder_figures
-from ..models.weights import WEIGHTS_FILENAME, record_published, sha256_of_file
+from ..models.weights import PUBLISHED_WEIGHTS_FILE, WEIGHTS_FILENAME, record_published, sha256_of_file
 from ..training import parse_args
-from .manifest import REPO_ROOT, Entry, Manifest, Stage
+from .manifest import Entry, Manifest, Stage
 from .table import BEGIN, render_tables, replace_tables
 
 __all__ = ["BuildSettings", "EntryOutcome", "build", "entry_state", "park", "publish", "stage_status",
@@ -57,13 +58,13 @@ _PARKED_FILES = ("last.pth", "zoo.json", "summary.csv", "final.json")  # what re
 
 def default_runs_dir() -> Path:
     """``$TIMM_LT_ZOO_RUNS``, else ``zoo-runs`` beside the checkout (outside the work tree)."""
-    return Path(os.environ.get("TIMM_LT_ZOO_RUNS") or (REPO_ROOT.parent / "zoo-runs"))
+    return Path(os.environ.get("TIMM_LT_ZOO_RUNS") or (SOURCE_ROOT.parent / "zoo-runs"))
 
 
 @dataclass
 class BuildSettings:
     runs_dir: Path
-    publish_to: Path = REPO_ROOT  # checkout receiving hub_cards/<entry>/, results/ and the published table
+    publish_to: Path = SOURCE_ROOT  # checkout receiving hub_cards/<entry>/, results/ and the published table
     device: str = "cpu"
     include_gpu: bool = False  # build device: gpu entries here too
     allow_dirty: bool = False
@@ -80,15 +81,11 @@ class BuildSettings:
 
     @property
     def cards_dir(self) -> Path:
-        return self.publish_to / "hub_cards"
+        return self.publish_to / CARDS_DIRNAME
 
     @property
     def published_table(self) -> Path:
-        return self.publish_to / "timm_longtail" / "models" / "published_weights.json"
-
-    @property
-    def results_dir(self) -> Path:
-        return self.publish_to / "results" / "zoo"
+        return self.publish_to / PUBLISHED_WEIGHTS_FILE.relative_to(SOURCE_ROOT)
 
     @property
     def parked_dir(self) -> Path:
@@ -114,12 +111,6 @@ def stage_status(folder: Path) -> str:
     if (folder / "last.pth").is_file():
         return "partial"
     return "new"
-
-
-def published_path(settings: BuildSettings, entry: Entry) -> Path:
-    if entry.publish == "weights":
-        return settings.cards_dir / entry.name / "results.json"
-    return settings.results_dir / f"{entry.name}.json"
 
 
 def entry_state(settings: BuildSettings, manifest: Manifest, entry: Entry) -> Dict[str, Any]:
@@ -151,7 +142,7 @@ def _epochs_trained(folder: Path, status: str) -> Optional[List[int]]:
 
 def is_published(settings: BuildSettings, entry: Entry) -> bool:
     """Results in place and, for weights, the table's SHA-256 equal to the recorded weights'."""
-    target = published_path(settings, entry)
+    target = entry.results_path(settings.publish_to)
     if not target.is_file():
         return False
     if entry.publish == "results":
@@ -588,7 +579,7 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
     final = _read_json(final_dir / "final.json")
     results = dict(_portable(final, manifest, settings), zoo=_portable(_provenance(manifest, settings, entry),
                                                                       manifest, settings))
-    target = published_path(settings, entry)
+    target = entry.results_path(settings.publish_to)
     selected = "best.pth" if final.get("selected_checkpoint") == "best" else "last.pth"  # what final.json evaluated
     if entry.publish == "results":
         written = write_baseline_analyses(manifest, settings, entry, final_dir / selected)
@@ -601,7 +592,7 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         results["recipe"] = _portable(load_checkpoint(final_dir / selected).get("recipe") or {}, manifest, settings)
     export_dir = settings.runs_dir / entry.name / "export"
     exported = export_checkpoint(final_dir / selected, final_dir / "final.json", export_dir, tag=entry.tag,
-                                 overwrite=True, cards_dir=REPO_ROOT / "hub_cards", card=False)
+                                 overwrite=True, cards_dir=CARDS_DIR, card=False)
     weights = export_dir / WEIGHTS_FILENAME
     size = weights.stat().st_size
     commits = [c for stage in results["zoo"]["stages"] for c in stage["commits"]]
@@ -624,9 +615,9 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         # with the weights at hand, first the card's analyses (hardest negatives, calibration) on the test split
         if size <= MAX_COMMITTED_WEIGHTS:
             write_folder_figures(tmp, settings.data_dir(manifest, entry.dataset), device=settings.device, workers=0,
-                                 cards_dir=REPO_ROOT / "hub_cards")
+                                 cards_dir=CARDS_DIR)
         else:
-            rewrite_card(tmp, cards_dir=REPO_ROOT / "hub_cards")
+            rewrite_card(tmp, cards_dir=CARDS_DIR)
         _check_no_machine_paths(tmp.iterdir())
         # the table first: a folder in place without its table entry would read as published
         record_published(entry.name, sha256=exported.sha256, size=size, commit=commit,
@@ -759,7 +750,7 @@ def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forw
 
 def _rewrite_card(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
     with _exclusive(settings.runs_dir, ".zoo-publish.lock", wait=True):
-        card = rewrite_card(published_path(settings, entry).parent, cards_dir=REPO_ROOT / "hub_cards")
+        card = rewrite_card(entry.results_path(settings.publish_to).parent, cards_dir=CARDS_DIR)
         _refresh_readme(manifest, settings)
     return f"its runs are gone: card rendered again from the published folder ({card}); weights and results unchanged"
 

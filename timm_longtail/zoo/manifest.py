@@ -16,12 +16,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from .._paths import CARDS_DIRNAME, SOURCE_ROOT
 from ..errors import UserInputError
 
-__all__ = ["Entry", "Manifest", "Stage", "load_manifest", "DEFAULT_MANIFEST"]
+__all__ = ["Entry", "Manifest", "Stage", "load_manifest", "DEFAULT_MANIFEST", "ZOO_RESULTS_DIRNAME"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MANIFEST = REPO_ROOT / "configs" / "zoo" / "manifest.yaml"
+DEFAULT_MANIFEST = SOURCE_ROOT / "configs" / "zoo" / "manifest.yaml"
+ZOO_RESULTS_DIRNAME = "results/zoo"
+"""Where a checkout keeps the results files of ``publish: results`` entries."""
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")
 _STAGE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 PUBLISH_KINDS = ("weights", "results")
@@ -60,6 +62,12 @@ class Entry:
     @property
     def final_stage(self) -> Stage:
         return self.stages[-1]
+
+    def results_path(self, checkout: Path) -> Path:
+        """The committed results of this entry in ``checkout``: beside its weights, or a results file."""
+        if self.publish == "weights":
+            return Path(checkout) / CARDS_DIRNAME / self.name / "results.json"
+        return Path(checkout) / ZOO_RESULTS_DIRNAME / f"{self.name}.json"
 
 
 @dataclass
@@ -138,7 +146,7 @@ def load_manifest(path: Optional[Path] = None, root: Optional[Path] = None) -> M
         raise UserInputError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("entries"), list):
         raise UserInputError(f"{path}: expected a mapping with 'data_dirs' and a list 'entries'")
-    root = Path(root) if root is not None else REPO_ROOT
+    root = Path(root) if root is not None else SOURCE_ROOT
     manifest = Manifest(path=path, root=root, data_dirs={str(k): None if v is None else str(v)
                                                         for k, v in (raw.get("data_dirs") or {}).items()})
     names = set()

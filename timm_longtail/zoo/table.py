@@ -84,9 +84,9 @@ def render_tables(manifest: Manifest, publish_to: Path) -> str:
     ]
     for entry in manifest.entries:
         if entry.publish == "weights":
-            weights.append(_weights_row(entry, _read(publish_to / "hub_cards" / entry.name / "results.json")))
+            weights.append(_weights_row(entry, _read(entry.results_path(publish_to))))
         else:
-            results_only.append(_results_only_row(entry, _read(publish_to / "results" / "zoo" / f"{entry.name}.json")))
+            results_only.append(_results_only_row(entry, _read(entry.results_path(publish_to))))
     return "\n".join(weights + ["", RESULTS_ONLY_HEADING, ""] + results_only)
 
 

@@ -1,0 +1,16 @@
+"""The manifest's entries: where each one's committed results live (the build writes there, the README
+table reads there)."""
+from __future__ import annotations
+
+from conftest import REPO_ROOT
+from timm_longtail.zoo import load_manifest
+
+
+def test_results_live_beside_the_weights_or_in_results_zoo(tmp_path):
+    manifest = load_manifest()
+    weights = manifest.entry("ride_resnet32_3e.cifar10_lt_if100")
+    baseline = manifest.entry("ldam_drw_resnet32.cifar10_lt_if100")
+    assert (weights.publish, baseline.publish) == ("weights", "results")
+    assert weights.results_path(tmp_path) == tmp_path / "hub_cards" / weights.name / "results.json"
+    assert baseline.results_path(tmp_path) == tmp_path / "results" / "zoo" / f"{baseline.name}.json"
+    assert weights.results_path(REPO_ROOT).is_file() and baseline.results_path(REPO_ROOT).is_file()
