@@ -1,5 +1,6 @@
-"""What machine a run or a benchmark ran on, as plain values (recorded beside speeds and zoo segments:
-the same recipe runs at another speed, and rounds differently, on another CPU or GPU)."""
+"""The machine: which device ``--device`` names here, and what a run or a benchmark ran on, as plain
+values (recorded beside speeds and zoo segments: the same recipe runs at another speed, and rounds
+differently, on another CPU or GPU)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,9 @@ from typing import Any, Dict, Optional
 
 import torch
 
-__all__ = ["CPU_FLAGS", "describe_machine"]
+from .errors import UserInputError
+
+__all__ = ["CPU_FLAGS", "describe_machine", "resolve_device"]
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 """The x86 instruction sets that change which CPU kernels torch runs (and how fast bf16 is)."""
@@ -32,3 +35,18 @@ def describe_machine(device: Optional[torch.device | str] = None) -> Dict[str, A
     return dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                 processor=platform.processor() or platform.machine(), cpu_flags=_cpu_flags(),
                 cpu_kernels=torch.backends.cpu.get_cpu_capability(), gpu=gpu)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``--device`` of train.py, validate.py and analyze.py: CUDA when available unless named; a
+    device this machine lacks is one clear error."""
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":", 1)[0] == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {name}: CUDA is not available here (use --device cpu)")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserInputError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserInputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device

@@ -1,5 +1,4 @@
-"""--device resolution, shared by train.py, validate.py and analyze.py; and DDP training on two CPU
-processes (gloo) under torchrun, through the probe ``ddp_probe.py``."""
+"""DDP training on two CPU processes (gloo) under torchrun, through the probe ``ddp_probe.py``."""
 import csv
 import json
 import os
@@ -14,29 +13,13 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from timm_longtail.errors import UserInputError
 from timm_longtail.training import parse_args
-from timm_longtail.training.distributed import DistContext, resolve_device
+from timm_longtail.training.distributed import DistContext
 from timm_longtail.training.methods import check_args
 from timm_longtail.training.assembly import build_data
 from timm_longtail.training.runner import _Run
-from timm_longtail.training.splits import dataset_targets
+from timm_longtail.data.splits import dataset_targets
 from conftest import REPO_ROOT
-
-
-def test_default_is_cuda_when_available_else_cpu():
-    assert resolve_device(None) == torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu") == torch.device("cpu")
-
-
-@pytest.mark.parametrize("name,message", [
-    ("gpu0", "is not a torch device"),
-    *([("cuda", "CUDA is not available here")] if not torch.cuda.is_available() else
-      [(f"cuda:{torch.cuda.device_count()}", "CUDA device(s) here")]),
-])
-def test_a_device_this_machine_lacks_is_one_clear_error(name, message):
-    with pytest.raises(UserInputError, match=message):
-        resolve_device(name)
 
 
 # ---- two CPU processes (gloo) under torchrun: what DDP training must guarantee --------------------

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from .._machine import resolve_device
 from ..checkpoint import build_model_from_checkpoint, load_weights_file
 from ..data import ShotSplit, build_dataset, canonical_dataset_name, create_eval_transform, create_loader
+from ..data.splits import dataset_targets, eval_cap
 from ..data.transforms import eval_input_size
 from ..errors import UserInputError
-from ..training.distributed import resolve_device
-from ..training.splits import dataset_targets, eval_cap
 
 __all__ = ["EvalSetup", "add_model_data_args", "dataset_from_record", "prepare_evaluation"]
 

@@ -38,7 +38,7 @@ from .distributed import DistContext
 from .loop import Precision
 from .methods import MethodSpec
 from .seeding import EpochSeededSampler, SeededDataset, ShuffleSampler
-from .splits import LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout
+from ..data.splits import LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout
 
 __all__ = [
     "SMALL_IMAGE_DATASETS", "Checkpoints", "Data", "build_data", "build_loss", "build_teacher", "common_steps",

@@ -11,9 +11,9 @@ import torch
 import torch.distributed as dist
 from timm.utils.distributed import init_distributed_device_so, is_distributed_env
 
-from ..errors import UserInputError
+from .._machine import resolve_device
 
-__all__ = ["DistContext", "resolve_device", "setup_distributed", "cleanup_distributed", "mean_over_ranks"]
+__all__ = ["DistContext", "setup_distributed", "cleanup_distributed", "mean_over_ranks"]
 
 
 @dataclass(frozen=True)
@@ -37,21 +37,6 @@ class DistContext:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``--device`` of train.py, validate.py and analyze.py: CUDA when available unless named; a
-    device this machine lacks is one clear error."""
-    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name.split(":", 1)[0] == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {name}: CUDA is not available here (use --device cpu)")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserInputError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserInputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return device
 
 
 def setup_distributed(device: str | None) -> DistContext:

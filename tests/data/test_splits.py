@@ -1,7 +1,7 @@
 """Held-out validation split and smoke-run subsets."""
 import numpy as np
 
-from timm_longtail.training.splits import stratified_cap, stratified_holdout
+from timm_longtail.data.splits import stratified_cap, stratified_holdout
 
 TARGETS = np.repeat(np.arange(5), [100, 40, 10, 2, 1])
 
