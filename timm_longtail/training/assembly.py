@@ -31,6 +31,7 @@ from ..data import (
     create_train_transform,
 )
 from ..data.batch_augment import BatchAugment, check_batch_recipe
+from ..data.splits import LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout
 from ..errors import UserInputError
 from ..evaluation import default_amp_dtype
 from .device_loader import DeviceBatchLoader
@@ -38,7 +39,6 @@ from .distributed import DistContext
 from .loop import Precision
 from .methods import MethodSpec
 from .seeding import EpochSeededSampler, SeededDataset, ShuffleSampler
-from ..data.splits import LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout
 
 __all__ = [
     "SMALL_IMAGE_DATASETS", "Checkpoints", "Data", "build_data", "build_loss", "build_teacher", "common_steps",
