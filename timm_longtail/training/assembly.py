@@ -31,7 +31,9 @@ from ..data import (
     create_train_transform,
 )
 from ..data.batch_augment import BatchAugment, check_batch_recipe
-from ..data.splits import LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout
+from ..data.splits import (
+    LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout,
+)
 from ..errors import UserInputError
 from ..evaluation import default_amp_dtype
 from .device_loader import DeviceBatchLoader
