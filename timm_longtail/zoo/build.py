@@ -635,10 +635,6 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
 BASELINE_ANALYSES = ("hardest-negative", "calibration", "test-agnostic")
 
 
-def baseline_analysis_path(settings: BuildSettings, entry: Entry, analysis: str) -> Path:
-    return settings.publish_to / "results" / "analysis" / f"{entry.name}.{analysis.replace('-', '_')}.json"
-
-
 def write_baseline_analyses(manifest: Manifest, settings: BuildSettings, entry: Entry, checkpoint: Path) -> List[Path]:
     """A results-only entry publishes no weights, so its analyses (what a card shows for a weights entry,
     and SADE's test-agnostic top-1) are measured now, from the final checkpoint on the test split, with
@@ -646,7 +642,7 @@ def write_baseline_analyses(manifest: Manifest, settings: BuildSettings, entry: 
     data_dir = settings.data_dir(manifest, entry.dataset)
     written = []
     for name in BASELINE_ANALYSES:
-        path = baseline_analysis_path(settings, entry, name)
+        path = entry.analysis_path(settings.publish_to, name)
         argv = [name, "--checkpoint", str(checkpoint), "--device", settings.device, "--workers", "0",
                 "--forward-mode", "ensemble", "--results-file", str(path)]
         if data_dir is not None:

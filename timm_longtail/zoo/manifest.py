@@ -19,11 +19,14 @@ import yaml
 from .._paths import CARDS_DIRNAME, SOURCE_ROOT
 from ..errors import UserInputError
 
-__all__ = ["Entry", "Manifest", "Stage", "load_manifest", "DEFAULT_MANIFEST", "ZOO_RESULTS_DIRNAME"]
+__all__ = ["Entry", "Manifest", "Stage", "load_manifest", "DEFAULT_MANIFEST", "ZOO_RESULTS_DIRNAME",
+           "ANALYSIS_RESULTS_DIRNAME"]
 
 DEFAULT_MANIFEST = SOURCE_ROOT / "configs" / "zoo" / "manifest.yaml"
 ZOO_RESULTS_DIRNAME = "results/zoo"
 """Where a checkout keeps the results files of ``publish: results`` entries."""
+ANALYSIS_RESULTS_DIRNAME = "results/analysis"
+"""Where a checkout keeps the analyses of entries without a card (a card keeps its own)."""
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+\.[A-Za-z0-9_]+$")
 _STAGE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 PUBLISH_KINDS = ("weights", "results")
@@ -68,6 +71,10 @@ class Entry:
         if self.publish == "weights":
             return Path(checkout) / CARDS_DIRNAME / self.name / "results.json"
         return Path(checkout) / ZOO_RESULTS_DIRNAME / f"{self.name}.json"
+
+    def analysis_path(self, checkout: Path, analysis: str) -> Path:
+        """The committed JSON of ``analyze.py <analysis>`` for this entry in ``checkout`` (CSV, PNG beside it)."""
+        return Path(checkout) / ANALYSIS_RESULTS_DIRNAME / f"{self.name}.{analysis.replace('-', '_')}.json"
 
 
 @dataclass
