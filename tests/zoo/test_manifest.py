@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conftest import REPO_ROOT
 from timm_longtail.zoo import load_manifest
+from timm_longtail.zoo.build import BASELINE_ANALYSES
 
 
 def test_results_live_beside_the_weights_or_in_results_zoo(tmp_path):
@@ -20,5 +21,5 @@ def test_a_baseline_s_analyses_live_in_results_analysis(tmp_path):
     baseline = load_manifest().entry("ldam_drw_resnet32.cifar10_lt_if100")
     path = baseline.analysis_path(tmp_path, "hardest-negative")
     assert path == tmp_path / "results" / "analysis" / f"{baseline.name}.hardest_negative.json"
-    for analysis in ("hardest-negative", "calibration", "test-agnostic"):
+    for analysis in BASELINE_ANALYSES:
         assert baseline.analysis_path(REPO_ROOT, analysis).is_file()
