@@ -53,7 +53,7 @@ def read_run(folder: Path, mode: str) -> Dict[str, Any]:
     return dict(
         seed=final["seed"], command=final["command"], version=version, epochs=final["epochs"],
         train_time_s=round(final["train_time_s"], 1), train_images_per_sec=round(final["train_images_per_sec"], 1),
-        **{metric: result.get(metric) for metric in METRICS},
+        **{metric: None if result.get(metric) is None else round(result[metric], 2) for metric in METRICS},
     )
 
 

@@ -17,7 +17,7 @@ def seed_spread():
 def _run(root, seed, top1, many, medium, command=COMMAND):
     folder = root / f"ldam40-s{seed}"
     folder.mkdir()
-    result = dict(top1=top1, top5=97.0, top1_many=many, top1_medium=medium, top1_few=None)
+    result = dict(top1=top1 + 1e-12, top5=97.0, top1_many=many, top1_medium=medium, top1_few=None)
     final = dict(seed=seed, command=command.format(seed=seed), epochs=40, train_time_s=1700.04,
                  train_images_per_sec=360.04, modes=dict(ensemble=result))
     (folder / "final.json").write_text(json.dumps(final))
@@ -31,6 +31,7 @@ def test_spread_over_three_seeds(tmp_path, seed_spread, capsys):
     assert seed_spread.main([*map(str, runs), "--output", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["seeds"] == [0, 1, 2]
+    assert [run["top1"] for run in summary["runs"]] == [72.11, 71.0, 73.0]  # rounded to 0.01, as the spread
     # hand-computed: mean 216.11 / 3 = 72.0367; sample std sqrt((0.0733^2 + 1.0367^2 + 0.9633^2) / 2) = 1.0020
     assert summary["spread"]["top1"] == dict(n=3, mean=72.04, std=1.0, min=71.0, max=73.0, range=2.0)
     assert summary["spread"]["top1_medium"]["range"] == 2.0
