@@ -10,7 +10,6 @@ top-1 and many / medium / few, the mean, sample standard deviation, min, max and
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -21,9 +20,10 @@ import timm_longtail  # noqa: F401  (the torchvision shim, before anything impor
 from timm_longtail._paths import portable_paths
 from timm_longtail.checkpoint import atomic_write_json, load_checkpoint
 from timm_longtail.errors import UserInputError
+from timm_longtail.hub import load_results
 
 METRICS = ("top1", "top1_many", "top1_medium", "top1_few", "top5")
-PER_RUN_FLAGS = {"--seed", "--experiment", "--resume"}  # the flags a seed run may differ in (each takes one value)
+PER_RUN_FLAGS = ("--seed", "--experiment", "--resume")  # the flags a seed run may differ in (each takes one value)
 
 
 def recipe_command(command: str) -> List[str]:
@@ -44,16 +44,18 @@ def read_run(folder: Path, mode: str) -> Dict[str, Any]:
     final_path = folder / "final.json"
     if not final_path.is_file():
         raise UserInputError(f"{folder}: no final.json (not a finished train.py run)")
-    final = json.loads(final_path.read_text(encoding="utf-8"))
-    if mode not in final.get("modes", {}):
-        raise UserInputError(f"{final_path}: no forward mode {mode!r} (has: {', '.join(final.get('modes', {}))})")
+    final = load_results(final_path)  # the cards' strict reader: bad JSON or values are one clear error
+    result = final.by_mode().get(mode)
+    if result is None:
+        raise UserInputError(f"{final_path}: no forward mode {mode!r} (has: {', '.join(final.by_mode())})")
     last = folder / "last.pth"
     version = load_checkpoint(last).get("version") if last.is_file() else None
-    result = final["modes"][mode]
+    info = final.info
     return dict(
-        seed=final["seed"], command=final["command"], version=version, epochs=final["epochs"],
-        train_time_s=round(final["train_time_s"], 1), train_images_per_sec=round(final["train_images_per_sec"], 1),
-        **{metric: None if result.get(metric) is None else round(result[metric], 2) for metric in METRICS},
+        seed=info["seed"], command=info["command"], version=version, epochs=info["epochs"],
+        train_time_s=round(info["train_time_s"], 1), train_images_per_sec=round(info["train_images_per_sec"], 1),
+        **{metric: None if getattr(result, metric) is None else round(getattr(result, metric), 2)
+           for metric in METRICS},
     )
 
 
@@ -72,7 +74,7 @@ def summarize(folders: Sequence[Path], mode: str = "ensemble") -> Dict[str, Any]
     runs = [read_run(Path(folder), mode) for folder in folders]
     recipes = {tuple(recipe_command(run["command"])) for run in runs}
     if len(recipes) != 1:
-        raise UserInputError("the runs differ in more than --seed/--experiment: "
+        raise UserInputError(f"the runs differ in more than {'/'.join(PER_RUN_FLAGS)}: "
                              + " | ".join(shlex.join(r) for r in sorted(recipes)))
     seeds = [run["seed"] for run in runs]
     if len(set(seeds)) != len(seeds):
