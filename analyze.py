@@ -18,21 +18,13 @@ from typing import Optional, Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
 from timm_longtail.analysis.commands import build_parser, run_analysis
-from timm_longtail.errors import OutputWriteError, UserInputError, user_error_message
+from timm_longtail.errors import run_command
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        run_analysis(args.analysis, args)
-    except UserInputError as error:
-        print(f"error: {user_error_message(error)}", file=sys.stderr)
-        return 2
-    except OutputWriteError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(lambda: run_analysis(args.analysis, args))
 
 
 if __name__ == "__main__":

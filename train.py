@@ -16,7 +16,7 @@ import sys
 from typing import Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
-from timm_longtail.errors import OutputWriteError, UserInputError
+from timm_longtail.errors import run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,18 +28,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not logging.getLogger().handlers:
         setup_default_logging()
-    try:
-        args = parse_args(argv)
-        return run(args, command=shlex.join(["train.py", *argv]))
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OutputWriteError as error:  # disk full: the last checkpoint stays as it was
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # outside the training steps (set-up, final evaluation)
-        print("interrupted; the last complete epoch's last.pth stays resumable", file=sys.stderr)
-        return 130
+    def train() -> int:
+        try:
+            return run(parse_args(argv), command=shlex.join(["train.py", *argv]))
+        except KeyboardInterrupt:  # outside the training steps (set-up, final evaluation)
+            print("interrupted; the last complete epoch's last.pth stays resumable", file=sys.stderr)
+            return 130
+
+    return run_command(train)  # a disk-full OutputWriteError leaves the last checkpoint as it was
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
-from timm_longtail.errors import OutputWriteError, UserInputError, user_error_message
+from timm_longtail.errors import UserInputError, run_command
 from timm_longtail.evaluation.setup import add_model_data_args, prepare_evaluation
 
 _logger = logging.getLogger("validate")
@@ -66,14 +66,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return run(args)
-    except UserInputError as error:
-        print(f"error: {user_error_message(error)}", file=sys.stderr)
-        return 2
-    except OutputWriteError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return run_command(lambda: run(args))
 
 
 if __name__ == "__main__":

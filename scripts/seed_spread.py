@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import timm_longtail  # noqa: F401  (the torchvision shim, before anything imports timm)
 from timm_longtail._paths import portable_paths
 from timm_longtail.checkpoint import atomic_write_json, load_checkpoint
-from timm_longtail.errors import UserInputError
+from timm_longtail.errors import UserInputError, run_command
 from timm_longtail.hub import load_results
 
 METRICS = ("top1", "top1_many", "top1_medium", "top1_few", "top5")
@@ -94,16 +94,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--mode", default="ensemble", help="forward mode whose metrics to compare")
     parser.add_argument("--output", type=Path, required=True, help="the summary JSON to write")
     args = parser.parse_args(argv)
-    try:
-        summary = summarize(args.runs, args.mode)
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    atomic_write_json(args.output, summary)
+    return run_command(lambda: _write_summary(args.runs, args.mode, args.output))
+
+
+def _write_summary(runs: Sequence[Path], mode: str, output: Path) -> None:
+    summary = summarize(runs, mode)
+    atomic_write_json(output, summary)
     top1 = summary["spread"]["top1"]
     print(f"{len(summary['seeds'])} seeds {summary['seeds']}: top-1 mean {top1['mean']:.2f}, std {top1['std']:.2f}, "
-          f"range {top1['min']:.2f}-{top1['max']:.2f} -> {args.output}")
-    return 0
+          f"range {top1['min']:.2f}-{top1['max']:.2f} -> {output}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
 """The error types users see: bad input, and an output that could not be written."""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Optional
 
 
 class UserInputError(ValueError):
@@ -30,3 +34,19 @@ def user_error_message(error: BaseException) -> str:
         marker = "UserInputError: "
         text = last.split(marker, 1)[1] if marker in last else last
     return " ".join(text.split())
+
+
+def run_command(body: Callable[[], Optional[int]]) -> int:
+    """Run a command line's body and return its exit status: what the body returns (``None`` is 0),
+    2 after one ``error:`` line for bad input, 1 after one for an output that could not be written.
+    Every entry point (train.py, validate.py, analyze.py, the hub and zoo commands, scripts) ends the
+    same way, so no user sees a traceback for either."""
+    try:
+        status = body()
+    except UserInputError as error:
+        print(f"error: {user_error_message(error)}", file=sys.stderr)
+        return 2
+    except OutputWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0 if status is None else status

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..errors import OutputWriteError, UserInputError
+from ..errors import run_command
 from .export import export_checkpoint, record_card, rewrite_card, table_entry, write_folder_figures
 from .push import push_folder
 
@@ -65,37 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args: argparse.Namespace) -> None:
+    """The chosen command; bad input raises UserInputError (``main`` prints it as one line)."""
+    if args.command == "export":
+        result = export_checkpoint(args.checkpoint, args.results, args.out, tag=args.tag, repo_id=args.repo_id,
+                                   overwrite=args.overwrite, cards_dir=args.cards_dir)
+        print(f"exported {result.repo_id} to {result.folder}")
+        print(f"model.safetensors sha256 {result.sha256}")
+        if args.record:
+            recorded = record_card(result, args.cards_dir, weights=not args.record_without_weights)
+            print(f"card recorded in {recorded}")
+        print("once pushed (or committed under hub_cards/), publish it in timm_longtail/models/published_weights.json:")
+        print(f"    from timm_longtail.models.weights import record_published; {table_entry(result)}")
+    elif args.command == "card":
+        for folder in args.folders:
+            print(f"wrote {rewrite_card(folder, args.cards_dir)}")
+    elif args.command == "figures":
+        card = write_folder_figures(args.folder, args.data_dir, device=args.device, batch_size=args.batch_size,
+                                    workers=args.workers, cards_dir=args.cards_dir)
+        print(f"wrote {Path(args.folder) / 'analysis'} and {card}")
+    else:
+        url = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private,
+                          commit_message=args.commit_message)
+        print(f"pushed {args.folder} to {args.repo_id}: {url}")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "export":
-            result = export_checkpoint(args.checkpoint, args.results, args.out, tag=args.tag, repo_id=args.repo_id,
-                                       overwrite=args.overwrite, cards_dir=args.cards_dir)
-            print(f"exported {result.repo_id} to {result.folder}")
-            print(f"model.safetensors sha256 {result.sha256}")
-            if args.record:
-                recorded = record_card(result, args.cards_dir, weights=not args.record_without_weights)
-                print(f"card recorded in {recorded}")
-            print("once pushed (or committed under hub_cards/), publish it in timm_longtail/models/published_weights.json:")
-            print(f"    from timm_longtail.models.weights import record_published; {table_entry(result)}")
-        elif args.command == "card":
-            for folder in args.folders:
-                print(f"wrote {rewrite_card(folder, args.cards_dir)}")
-        elif args.command == "figures":
-            card = write_folder_figures(args.folder, args.data_dir, device=args.device, batch_size=args.batch_size,
-                                        workers=args.workers, cards_dir=args.cards_dir)
-            print(f"wrote {Path(args.folder) / 'analysis'} and {card}")
-        else:
-            url = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private,
-                              commit_message=args.commit_message)
-            print(f"pushed {args.folder} to {args.repo_id}: {url}")
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OutputWriteError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(lambda: _run(args))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .._paths import SOURCE_ROOT
-from ..errors import OutputWriteError, UserInputError
+from ..errors import UserInputError, run_command
 from .build import BuildSettings, build, default_runs_dir, entry_state, park, publish
 from .manifest import DEFAULT_MANIFEST, load_manifest
 from .table import render_tables, replace_tables
@@ -96,58 +96,56 @@ def _table(manifest, publish_to: Path, check: bool) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """The chosen command's exit status; bad input raises UserInputError (``main`` prints it as one line)."""
+    manifest = load_manifest(args.manifest)
+    entries = manifest.select(args.names)
+    settings = BuildSettings(runs_dir=(args.runs_dir or default_runs_dir()).absolute(),
+                             publish_to=args.publish_to.absolute(),
+                             data_dirs=_data_dirs(manifest, getattr(args, "data_dir", [])),
+                             source_commit=getattr(args, "source_commit", None))
+    if args.command == "table":
+        return _table(manifest, settings.publish_to, args.check)
+    if args.command == "status":
+        states = [entry_state(settings, manifest, e) for e in entries]
+        if args.json:
+            print(json.dumps(states, indent=2))
+        else:
+            for state in states:
+                stages = " ".join(f"{k}:{v}" + (f"({state['epochs'][k][0]}/{state['epochs'][k][1]} ep)"
+                                                 if v in ("partial", "parked") and state["epochs"][k] else "")
+                                  for k, v in state["stages"].items())
+                flag = "published" if state["published"] else ("waits for a GPU" if state["device"] == "gpu"
+                                                               else "to build")
+                print(f"{state['name']:<48} {flag:<16} {stages}")
+        return 0
+    if args.command == "park":
+        parked = park(manifest, entries, settings)
+        if args.json:
+            print(json.dumps(parked, indent=2))
+        if not parked:
+            print("nothing to park: no unpublished entry has a trained or interrupted stage")
+        return 0
+    if args.command == "publish":
+        outcomes = publish(manifest, entries, settings)
+        if args.json:
+            print(json.dumps([o.__dict__ for o in outcomes], indent=2))
+        return 0 if all(o.status == "published" for o in outcomes) else 1
+    settings.device, settings.include_gpu, settings.allow_dirty = args.device, args.include_gpu, args.allow_dirty
+    settings.extra_args = list(args.train_arg)
+    outcomes = build(manifest, entries, settings)
+    if args.json:
+        print(json.dumps([o.__dict__ for o in outcomes], indent=2))
+    if any(o.status == "stopped" for o in outcomes):
+        return 143
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        manifest = load_manifest(args.manifest)
-        entries = manifest.select(args.names)
-        settings = BuildSettings(runs_dir=(args.runs_dir or default_runs_dir()).absolute(),
-                                 publish_to=args.publish_to.absolute(),
-                                 data_dirs=_data_dirs(manifest, getattr(args, "data_dir", [])),
-                                 source_commit=getattr(args, "source_commit", None))
-        if args.command == "table":
-            return _table(manifest, settings.publish_to, args.check)
-        if args.command == "status":
-            states = [entry_state(settings, manifest, e) for e in entries]
-            if args.json:
-                print(json.dumps(states, indent=2))
-            else:
-                for state in states:
-                    stages = " ".join(f"{k}:{v}" + (f"({state['epochs'][k][0]}/{state['epochs'][k][1]} ep)"
-                                                     if v in ("partial", "parked") and state["epochs"][k] else "")
-                                      for k, v in state["stages"].items())
-                    flag = "published" if state["published"] else ("waits for a GPU" if state["device"] == "gpu"
-                                                                   else "to build")
-                    print(f"{state['name']:<48} {flag:<16} {stages}")
-            return 0
-        if args.command == "park":
-            parked = park(manifest, entries, settings)
-            if args.json:
-                print(json.dumps(parked, indent=2))
-            if not parked:
-                print("nothing to park: no unpublished entry has a trained or interrupted stage")
-            return 0
-        if args.command == "publish":
-            outcomes = publish(manifest, entries, settings)
-            if args.json:
-                print(json.dumps([o.__dict__ for o in outcomes], indent=2))
-            return 0 if all(o.status == "published" for o in outcomes) else 1
-        settings.device, settings.include_gpu, settings.allow_dirty = args.device, args.include_gpu, args.allow_dirty
-        settings.extra_args = list(args.train_arg)
-        outcomes = build(manifest, entries, settings)
-        if args.json:
-            print(json.dumps([o.__dict__ for o in outcomes], indent=2))
-        if any(o.status == "stopped" for o in outcomes):
-            return 143
-        return 1 if any(o.status == "failed" for o in outcomes) else 0
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OutputWriteError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    return run_command(lambda: _run(args))
 
 
 if __name__ == "__main__":
