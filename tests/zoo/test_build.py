@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -151,9 +152,15 @@ def test_a_parked_stage_resumes_without_its_runs_folder(built, tmp_path):
     runs, pub = tmp_path / "runs", tmp_path / "pub"
     _interrupted_build(manifest, runs, pub)
     common = ["--manifest", str(manifest), "--publish-to", str(pub)]
+    proc = _zoo("status", *common, "--runs-dir", str(runs))  # the run is in the runs folder only, and says so
+    out, err = proc.communicate(timeout=120)
+    assert re.search(r"experts:partial\(\d+/3 ep, not parked\) router:new$", out.strip()), out + err
     proc = _zoo("park", *common, "--runs-dir", str(runs))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, out + err
+    proc = _zoo("status", *common, "--runs-dir", str(runs))
+    out, err = proc.communicate(timeout=120)
+    assert re.search(r"experts:partial\(\d+/3 ep, parked\) router:new$", out.strip()), out + err
     parked = pub / "zoo_parked" / ENTRY / "experts"
     info = json.loads((parked / "parked.json").read_text())
     assert info["status"] == "partial" and len(info["sha256"]) == 64
@@ -166,6 +173,7 @@ def test_a_parked_stage_resumes_without_its_runs_folder(built, tmp_path):
     state = json.loads(out)[0]
     assert state["stages"] == {"experts": "parked", "router": "new"}, err
     assert state["epochs"] == {"experts": [info["epoch"], 3], "router": None}  # how far the parked stage got
+    assert state["parked_epochs"] == {"experts": info["epoch"], "router": None}
 
     tampered = tmp_path / "tampered"
     shutil.copytree(pub, tampered)

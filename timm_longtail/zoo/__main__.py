@@ -96,6 +96,20 @@ def _table(manifest, publish_to: Path, check: bool) -> int:
     return 0
 
 
+def _stage_summary(state: Dict, stage: str) -> str:
+    """``experts:partial(15/200 ep, not parked)``: a stage's status, how far it got and, for an
+    unpublished entry's run, whether ``park`` has copied it into the checkout (a lost runs folder
+    otherwise loses it)."""
+    status, epochs, parked = state["stages"][stage], state["epochs"][stage], state["parked_epochs"][stage]
+    details = []
+    if status in ("partial", "parked") and epochs:
+        details.append(f"{epochs[0]}/{epochs[1]} ep")
+    if status in ("partial", "done") and not state["published"]:
+        trained = epochs[0] if epochs else None
+        details.append("not parked" if parked is None else "parked" if parked == trained else f"parked at {parked}")
+    return f"{stage}:{status}" + (f"({', '.join(details)})" if details else "")
+
+
 def _run(args: argparse.Namespace) -> int:
     """The chosen command's exit status; bad input raises UserInputError (``main`` prints it as one line)."""
     manifest = load_manifest(args.manifest)
@@ -112,9 +126,7 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(states, indent=2))
         else:
             for state in states:
-                stages = " ".join(f"{k}:{v}" + (f"({state['epochs'][k][0]}/{state['epochs'][k][1]} ep)"
-                                                 if v in ("partial", "parked") and state["epochs"][k] else "")
-                                  for k, v in state["stages"].items())
+                stages = " ".join(_stage_summary(state, stage) for stage in state["stages"])
                 flag = "published" if state["published"] else ("waits for a GPU" if state["device"] == "gpu"
                                                                else "to build")
                 print(f"{state['name']:<48} {flag:<16} {stages}")

@@ -114,18 +114,21 @@ def stage_status(folder: Path) -> str:
 
 
 def entry_state(settings: BuildSettings, manifest: Manifest, entry: Entry) -> Dict[str, Any]:
-    """What a build would find: published or not, and each stage's status (``parked``: no run, but a
-    parked checkpoint in the checkout to resume from)."""
-    stages, epochs = {}, {}
+    """What a build would find: published or not, each stage's status (``parked``: no run, but a
+    parked checkpoint in the checkout to resume from), its epochs, and the epoch of its parked copy
+    (``parked_epochs``; None when not parked), so that a run the runs folder alone holds shows."""
+    stages, epochs, parked_epochs = {}, {}, {}
     for stage in entry.stages:
         folder = stage_dir(settings.runs_dir, entry, stage)
         status = stage_status(folder)
-        if status == "new" and (parked_stage_dir(settings, entry, stage) / "parked.json").is_file():
+        parked = _read_json(parked_stage_dir(settings, entry, stage) / "parked.json")
+        if status == "new" and parked:
             status, folder = "parked", parked_stage_dir(settings, entry, stage)
         stages[stage.name] = status
         epochs[stage.name] = _epochs_trained(folder, status)
+        parked_epochs[stage.name] = parked.get("epoch")
     return dict(name=entry.name, publish=entry.publish, device=entry.device,
-                published=is_published(settings, entry), stages=stages, epochs=epochs)
+                published=is_published(settings, entry), stages=stages, epochs=epochs, parked_epochs=parked_epochs)
 
 
 def _epochs_trained(folder: Path, status: str) -> Optional[List[int]]:
@@ -726,7 +729,8 @@ def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forw
         outcome.stages[stage.name] = stage_status(stage_dir(settings.runs_dir, entry, stage))
         if forwarder.signum is not None or returncode in (130, 143, -signal.SIGINT, -signal.SIGTERM):
             outcome.status = "stopped"
-            outcome.detail = f"stage {stage.name} stopped by a signal; the next build resumes it"
+            outcome.detail = (f"stage {stage.name} stopped by a signal; the next build resumes it (if this runs "
+                              f"folder may be lost: python -m timm_longtail.zoo park, then commit zoo_parked/)")
             say(f"{entry.name}: {outcome.detail}")
             return outcome
         if returncode != 0 or outcome.stages[stage.name] != "done":
