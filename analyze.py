@@ -24,6 +24,7 @@ from timm_longtail.errors import run_command
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+
     def analyze() -> None:  # the analysis' summary is written to files; the exit status is 0
         run_analysis(args.analysis, args)
 

@@ -121,9 +121,10 @@ def entry_state(settings: BuildSettings, manifest: Manifest, entry: Entry) -> Di
     for stage in entry.stages:
         folder = stage_dir(settings.runs_dir, entry, stage)
         status = stage_status(folder)
-        parked = _read_json(parked_stage_dir(settings, entry, stage) / "parked.json")
+        parked_folder = parked_stage_dir(settings, entry, stage)
+        parked = _read_json(parked_folder / "parked.json")
         if status == "new" and parked:
-            status, folder = "parked", parked_stage_dir(settings, entry, stage)
+            status, folder = "parked", parked_folder
         stages[stage.name] = status
         epochs[stage.name] = _epochs_trained(folder, status)
         parked_epochs[stage.name] = parked.get("epoch")
