@@ -228,9 +228,19 @@ def test_the_cpu_nclpp_recipe_scales_the_reference_milestones():
             _ncl_code_lr(epoch, milestones=(160, 180)), rel=1e-9), (epoch, milestones)
 
 
+def _card_differences(recipe: dict) -> list:
+    """The recipe lines a card's "How this differs from the paper" shows for an experts stage ``recipe``."""
+    from timm_longtail.hub.card import _differences, load_reference
+
+    reference = load_reference()
+    lines = _differences(reference, recipe["method"], "cifar", recipe, {}, True, "CIFAR-10-LT", compared=recipe)
+    return [line for line in lines if line not in reference["method_notes"][recipe["method"]]]
+
+
 @pytest.mark.parametrize("name", sorted(REFERENCE_SCHEDULES))
-def test_cards_see_no_warm_up_difference_in_the_shipped_cifar_recipes(name):
-    """hub_cards/reference.yaml's paper recipe agrees with the code's schedule checked above."""
+def test_cards_see_no_difference_in_the_shipped_cifar_recipes(name):
+    """hub_cards/reference.yaml's paper recipe agrees with the code's schedule checked above: warm-up,
+    lr steps, epochs, batch, weight decay, copies and augmentation (a distilled student: its own recipe)."""
     from timm_longtail.hub.card import _warmup_difference, load_reference
 
     recipe = load_config(CONFIG_DIR / f"{name}.yaml")
@@ -238,3 +248,20 @@ def test_cards_see_no_warm_up_difference_in_the_shipped_cifar_recipes(name):
     family = "cifar_distill" if "distill" in name else "cifar"
     paper = load_reference()["paper_recipes"][method][family]
     assert _warmup_difference(recipe, paper["warmup_epochs"], paper["lr"], paper.get("warmup_start_factor", 0)) == ""
+    assert {"decay_milestones", "decay_rate"} <= set(paper)
+    if "distill" in name:
+        recipe = dict(recipe, teacher="teacher.pth")  # a distilled student's card compares the distillation recipe
+    assert _card_differences(recipe) == []
+
+
+def test_the_cpu_nclpp_card_lists_each_shortened_setting():
+    """The e200c2 entry's card names what it shortened: epochs, copies and the lr steps that follow them."""
+    import yaml
+
+    manifest = yaml.safe_load((CONFIG_DIR / "zoo" / "manifest.yaml").read_text())
+    (entry,) = [e for e in manifest["entries"] if e["name"] == "nclpp_resnet32.e200c2_cifar10_lt_if100"]
+    args = parse_args(["--config", str(CONFIG_DIR / "nclpp_r32_cifar10lt.yaml"), *entry["stages"][0]["args"]])
+    lines = _card_differences(vars(args))
+    assert lines == ["`epochs`: ours 200, the NCL++ paper's recipe 400.",
+                     "`decay_milestones`: ours [160, 180], the NCL++ paper's recipe [320, 360].",
+                     "`num_copies`: ours 2, the NCL++ paper's recipe 4."]
