@@ -212,13 +212,18 @@ def test_ride_and_nclpp_cifar_recipes_follow_their_code_epoch_by_epoch(name):
         assert optimizer.param_groups[0]["lr"] == pytest.approx(reference(epoch), rel=1e-9), epoch
 
 
-def test_the_cpu_nclpp_recipe_scales_the_reference_milestones():
-    """The zoo's e200c2 NCL++ entry: 200 epochs, the reference's decays (1-indexed 320, 360 of 400) halved."""
+def _cpu_nclpp_entry_args() -> list:
+    """The train.py arguments the zoo manifest adds to the NCL++ config for the e200c2 entry."""
     import yaml
 
     manifest = yaml.safe_load((CONFIG_DIR / "zoo" / "manifest.yaml").read_text())
     (entry,) = [e for e in manifest["entries"] if e["name"] == "nclpp_resnet32.e200c2_cifar10_lt_if100"]
-    args = entry["stages"][0]["args"]
+    return entry["stages"][0]["args"]
+
+
+def test_the_cpu_nclpp_recipe_scales_the_reference_milestones():
+    """The zoo's e200c2 NCL++ entry: 200 epochs, the reference's decays (1-indexed 320, 360 of 400) halved."""
+    args = _cpu_nclpp_entry_args()
     milestones = [int(v) for v in args[args.index("--decay-milestones") + 1:][:2]]
     run = _set_up_run("nclpp_r32_cifar10lt", *args)
     for epoch in range(200):
@@ -256,11 +261,7 @@ def test_cards_see_no_difference_in_the_shipped_cifar_recipes(name):
 
 def test_the_cpu_nclpp_card_lists_each_shortened_setting():
     """The e200c2 entry's card names what it shortened: epochs, copies and the lr steps that follow them."""
-    import yaml
-
-    manifest = yaml.safe_load((CONFIG_DIR / "zoo" / "manifest.yaml").read_text())
-    (entry,) = [e for e in manifest["entries"] if e["name"] == "nclpp_resnet32.e200c2_cifar10_lt_if100"]
-    args = parse_args(["--config", str(CONFIG_DIR / "nclpp_r32_cifar10lt.yaml"), *entry["stages"][0]["args"]])
+    args = parse_args(["--config", str(CONFIG_DIR / "nclpp_r32_cifar10lt.yaml"), *_cpu_nclpp_entry_args()])
     lines = _card_differences(vars(args))
     assert lines == ["`epochs`: ours 200, the NCL++ paper's recipe 400.",
                      "`decay_milestones`: ours [160, 180], the NCL++ paper's recipe [320, 360].",
