@@ -6,9 +6,11 @@ from types import ModuleType
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a Hub cache miss otherwise hangs ~45 s on this network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# The pinned float32 numerics (tests/training/test_golden.py) were measured with torch's AVX2 CPU kernels
-# on 2 threads; AVX-512 kernels (ATen's and oneDNN's) sum in another order and a few SGD steps drift
-# past the pins. Read at torch's first CPU op, so set before anything runs; subprocesses inherit it.
+# The pinned numerics (tests/training/test_golden.py: float64 weights, float32 losses and augmentation)
+# were measured with ATen's AVX2 CPU kernels on 2 threads; its default (non-vector) kernels round the
+# float32 parts differently and a few SGD steps drift past the pins. oneDNN is capped alike, so float32
+# tests run the same convolution code on every machine. Read at torch's first CPU op, so set before
+# anything runs; subprocesses inherit it.
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 

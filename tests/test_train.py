@@ -5,6 +5,7 @@ Runs are tiny (batch 8, 2 steps per epoch, 40 test images) and in-process throug
 """
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -149,6 +150,18 @@ def test_nclpp_with_two_copies(train_module, runs):
     assert load_checkpoint(run / "last.pth")["dataset"]["num_copies"] == 2
 
 
+@pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
+def test_model_dtype_sets_weights_inputs_teacher_and_evaluation(train_module, runs, ride_stage1, dtype):
+    """timm's --model-dtype: the student, its float32-trained teacher and the final evaluation all
+    run in that dtype (a float32 input would stop the first convolution), and the checkpoint keeps it."""
+    run = train(train_module, runs, f"dtype_{dtype}", "--model", "ride_resnet32_2e", "--method", "ride", "--epochs",
+                "1", "--teacher", str(ride_stage1 / "last.pth"), "--eval-modes", "ensemble", "--model-dtype", dtype)
+    state = load_checkpoint(run / "last.pth")["state_dict"]
+    assert {value.dtype for value in state.values() if value.is_floating_point()} == {getattr(torch, dtype)}
+    assert math.isfinite(float(summary_rows(run)[0]["train_distill"]))
+    check_final(run, ["ensemble"])
+
+
 def test_held_out_validation_selects_without_the_test_set(train_module, runs, monkeypatch):
     from timm_longtail.training.runner import _Run
 
@@ -268,6 +281,7 @@ def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_pa
         ([*ride, "--torchcompile", "nosuchbackend"], "--torchcompile nosuchbackend: Invalid backend"),
         ([*ride, "--device-augment", "--train-transform", "inat"], "no batched form of the 'inat'"),
         ([*ride, "--longtail-seed", "1"], "demo's training set is fixed"),
+        ([*ride, "--amp", "--model-dtype", "float64"], "does not go with --model-dtype float64"),
     ]
     for argv, message in cases:
         name = f"bad{cases.index((argv, message))}"

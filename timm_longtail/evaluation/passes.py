@@ -136,12 +136,13 @@ def evaluate_mode(
     forward_seconds = 0.0
     seen = 0
     started = time.perf_counter()
+    input_dtype = next(model.parameters()).dtype  # float32 unless trained with --model-dtype
     batches = loader
     if progress:
         batches = tqdm(loader, desc=description or mode, unit="batch", leave=False, disable=None)  # off when not a TTY
     try:
         for images, targets in batches:
-            images = images.to(device, non_blocking=True)
+            images = images.to(device, dtype=input_dtype, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             _synchronize(device)

@@ -234,7 +234,7 @@ def _load_backbone(model: nn.Module, source: str) -> None:
 
 
 def build_teacher(found: Checkpoints, num_classes: int, device: torch.device,
-                  bn_mode: str = "eval") -> nn.Module | None:
+                  bn_mode: str = "eval", dtype: torch.dtype | None = None) -> nn.Module | None:
     """The frozen distillation teacher; ``bn_mode`` 'train' normalises each batch with its own
     statistics (the RIDE code never calls ``eval()`` on its teacher), 'eval' with the running ones."""
     if found.teacher is None:
@@ -247,7 +247,7 @@ def build_teacher(found: Checkpoints, num_classes: int, device: torch.device,
     teacher.train(bn_mode == "train")  # no grad either way: only BatchNorm's statistics differ
     for param in teacher.parameters():
         param.requires_grad_(False)
-    return teacher.to(device)
+    return teacher.to(device, dtype=dtype)
 
 
 def build_loss(args: argparse.Namespace, model: nn.Module, counts: list[int]) -> nn.Module:
@@ -285,8 +285,11 @@ def build_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, 
 
 
 def resolve_precision(args: argparse.Namespace, device: torch.device) -> Precision:
+    model_dtype = getattr(torch, args.model_dtype) if args.model_dtype else None
     if not args.amp:
-        return Precision(device.type)
+        return Precision(device.type, model_dtype=model_dtype)
+    if model_dtype not in (None, torch.float32):
+        raise UserInputError(f"--amp autocasts float32 weights; it does not go with --model-dtype {args.model_dtype}")
     dtype = getattr(torch, args.amp_dtype) if args.amp_dtype else default_amp_dtype(device)
     scaler = NativeScaler(device=device.type) if dtype == torch.float16 and device.type == "cuda" else None
     return Precision(device.type, dtype, scaler)

@@ -188,6 +188,9 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--amp", action="store_true", default=False,
                        help="mixed precision (float16 + grad scaling on CUDA, bfloat16 on CPU)")
     group.add_argument("--amp-dtype", default=None, choices=["float16", "bfloat16"])
+    group.add_argument("--model-dtype", default=None, choices=["float32", "float64", "bfloat16"],
+                       help="dtype of the weights and inputs, without autocast (timm's --model-dtype; default "
+                            "float32). float64 makes a few steps' numerics the same on any CPU (the golden tests)")
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--output", default="runs", help="parent folder of the run folders")
     group.add_argument("--experiment", default=None,

@@ -75,11 +75,12 @@ class StopFlag:
 
 @dataclass
 class Precision:
-    """Autocast settings and (CUDA float16 only) the gradient scaler."""
+    """Autocast settings, (CUDA float16 only) the gradient scaler, and the weights' dtype."""
 
     device_type: str
-    dtype: torch.dtype | None = None  # None: full precision
+    dtype: torch.dtype | None = None  # autocast dtype; None: no autocast
     scaler: Any = None  # timm.utils.NativeScaler when float16 on CUDA
+    model_dtype: torch.dtype | None = None  # --model-dtype: weights and inputs; None: float32
 
     def autocast(self):
         if self.dtype is None:
@@ -143,7 +144,7 @@ def train_one_epoch(
     for step, (images, target) in enumerate(loader, start=1):
         num_images = images.shape[0]
         images, target = copy_major(images, target)
-        images = images.to(ctx.device, non_blocking=True)
+        images = images.to(ctx.device, dtype=precision.model_dtype, non_blocking=True)
         target = target.to(ctx.device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

@@ -80,7 +80,8 @@ class _Run:
                 _logger.info("router stage starts from a '%s' checkpoint", stage1)
         freeze_for_stage(model, args.stage)
         model.set_forward_mode("ensemble")
-        self.teacher = build_teacher(self.found, num_classes, ctx.device, args.teacher_bn)
+        self.precision = resolve_precision(args, ctx.device)
+        self.teacher = build_teacher(self.found, num_classes, ctx.device, args.teacher_bn, self.precision.model_dtype)
         self.criterion = build_loss(args, model, self.data.train_class_counts).to(ctx.device)
         self.distillation = None if self.teacher is None else DistillationLoss(
             temperature=args.distill_temperature, factor=args.distill_factor, on=args.distill_on).to(ctx.device)
@@ -88,7 +89,7 @@ class _Run:
         for dataset in (self.data.test, self.data.val):
             if dataset is not None:
                 set_transform(dataset, eval_tf)
-        model.to(ctx.device)
+        model.to(ctx.device, dtype=self.precision.model_dtype)
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
         model.set_grad_checkpointing(args.grad_checkpointing)
@@ -103,7 +104,6 @@ class _Run:
             self.steps_per_epoch = min(self.steps_per_epoch, args.max_steps_per_epoch)
         self.optimizer = build_optimizer(args, model)
         self.scheduler = build_scheduler(args, self.optimizer, self.steps_per_epoch)
-        self.precision = resolve_precision(args, ctx.device)
         self.model_ema = ModelEmaV3(model, decay=args.model_ema_decay) if args.model_ema else None
         self.output_dir = output_dir_for(args, self.model_name)
         self.saver = LongTailCheckpointSaver(
@@ -260,7 +260,7 @@ class _Run:
             model = self.model
             if selected == "best":
                 model, _ = build_model_from_checkpoint(path)
-                model.to(self.ctx.device)
+                model.to(self.ctx.device, dtype=self.precision.model_dtype)
             loader = eval_loader(args, self.data.test, ctx)
             context = dict(model=self.model_name, checkpoint=str(path), dataset=self.data.info["name"],
                            split=args.test_split, imbalance_factor=self.data.info.get("imbalance_factor"))
