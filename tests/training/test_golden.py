@@ -112,6 +112,13 @@ def run_case(train_module, runs: Path, case: str) -> tuple[float, float, list[fl
     return (*fingerprint(before, after), losses)
 
 
+def assert_matches_pin(projection: float, norm: float, expected_projection: float, expected_norm: float,
+                       measured: str = "") -> None:
+    """The projection is a sum with cancellations: its tolerance scales with the norm, not with itself."""
+    assert projection == pytest.approx(expected_projection, abs=1e-5 * expected_norm), measured
+    assert norm == pytest.approx(expected_norm, rel=1e-6), measured
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_training_numerics_are_unchanged(train_module, runs, case):
     projection, norm, losses = run_case(train_module, runs, case)
@@ -119,9 +126,7 @@ def test_training_numerics_are_unchanged(train_module, runs, case):
     assert case in GOLDEN, f"no golden row; measured: {measured}"
     expected_projection, expected_norm, expected_losses = GOLDEN[case]
     assert norm > 0, case  # the steps changed something
-    # the projection is a sum with cancellations: its tolerance scales with the norm, not with itself
-    assert projection == pytest.approx(expected_projection, abs=1e-5 * expected_norm), measured
-    assert norm == pytest.approx(expected_norm, rel=1e-6), measured
+    assert_matches_pin(projection, norm, expected_projection, expected_norm, measured)
     assert losses == pytest.approx(expected_losses, rel=1e-5), measured
 
 
@@ -139,9 +144,7 @@ def test_speed_flags_keep_the_numerics(train_module, runs, flags):
     assert train_module.main([*argv, "--output", str(runs), "--experiment", name]) == 0
     checkpoint = load_checkpoint(runs / name / "last.pth")
     projection, norm = fingerprint(before, checkpoint["state_dict"])
-    expected_projection, expected_norm, _ = GOLDEN["ce"]
-    assert projection == pytest.approx(expected_projection, abs=1e-5 * expected_norm)
-    assert norm == pytest.approx(expected_norm, rel=1e-6)
+    assert_matches_pin(projection, norm, *GOLDEN["ce"][:2])
     group = checkpoint["optimizer"]["param_groups"][0]  # the flag took effect
     if flags[0] == "--torchcompile":
         assert counters["stats"]["unique_graphs"] > graphs
