@@ -32,3 +32,26 @@ def test_a_path_in_another_worktree_is_relative_to_that_worktree(tmp_path):
     plain.mkdir()
     (plain / ".git").mkdir()  # some other repository: only the name is kept
     assert portable_path(plain / "sub" / "file.txt", root=tmp_path / "main" / "x") == "file.txt"
+
+
+def test_a_path_in_a_removed_worktree_is_relative_to_this_checkout(tmp_path):
+    # a teacher trained from a worktree removed since: its recorded config reads as this checkout's file
+    main = _checkout(tmp_path / "main")
+    (main / "configs").mkdir()
+    (main / "configs" / "a.yaml").write_text("")
+    gone = tmp_path / "zoo-src-47"
+    assert portable_path(gone / "configs" / "a.yaml", root=main) == "configs/a.yaml"
+    # a file this checkout lacks, or a folder still on disk, keeps the rules above
+    assert portable_path(gone / "configs" / "b.yaml", root=main) == "../zoo-src-47/configs/b.yaml"
+    present = tmp_path / "present"
+    (present / "configs").mkdir(parents=True)
+    assert portable_path(present / "configs" / "a.yaml", root=main) == "../present/configs/a.yaml"
+    # the same path recorded relative while the worktree existed (a teacher's lineage in a checkpoint)
+    assert portable_path("../zoo-src-47/configs/a.yaml", root=main) == "configs/a.yaml"
+    assert portable_path("../zoo-src-47/configs/b.yaml", root=main) == "../zoo-src-47/configs/b.yaml"
+    assert portable_paths("train.py -c ../zoo-src-47/configs/a.yaml --output <runs>/x", root=main) == (
+        "train.py -c configs/a.yaml --output <runs>/x")
+    assert portable_paths(f"train.py --output '<runs>/x' --notes 'a b' --c {gone}/configs/a.yaml", root=main) == (
+        "train.py --output <runs>/x --notes 'a b' --c configs/a.yaml")  # quotes only where a shell splits
+    kept = "train.py -c ../present/configs/a.yaml --output <runs>/x"  # nothing to rewrite: quoting kept too
+    assert portable_paths(kept, root=main) == kept

@@ -3,7 +3,8 @@
 A path inside the source checkout (or inside another checkout of this project, e.g. the ``git
 worktree`` a zoo build trained from), or beside it (``../shared/data/cifar10``), is written relative
 to the checkout; any other absolute path is reduced to its last component (the folder's or file's
-name). Relative paths are kept as given.
+name). Relative paths are kept as given, except one into a removed worktree of this project
+(``../zoo-src-47/configs/x.yaml`` -> ``configs/x.yaml``), so that a card reads the same whenever it is written.
 """
 from __future__ import annotations
 
@@ -30,12 +31,12 @@ def portable_path(path: Any, root: Optional[os.PathLike] = None) -> str:
     """``/work/main/runs/x/last.pth`` -> ``runs/x/last.pth``; ``/work/shared/data/c10`` -> ``../shared/data/c10``;
     ``/data/imagenet`` -> ``imagenet``. ``root`` is the checkout (default: the one holding this package)."""
     text = os.fspath(path)
-    if not _is_absolute(text):
-        return text
-    normal = posixpath.normpath(text.replace("\\", "/"))
     base = PurePosixPath(posixpath.normpath(os.fspath(root or SOURCE_ROOT).replace("\\", "/")))
+    if not _is_absolute(text):
+        return _outside_relative(text, base) if text.startswith("../") else text
+    normal = posixpath.normpath(text.replace("\\", "/"))
     target = PurePosixPath(normal)
-    other = _other_checkout(target)
+    other = _other_checkout(target) or _gone_checkout(target, base)
     anchors = (("", base), ("", other), ("../", base.parent)) if other else (("", base), ("../", base.parent))
     for prefix, anchor in anchors:
         if anchor != PurePosixPath("/") and (target == anchor or anchor in target.parents):
@@ -54,8 +55,27 @@ def _other_checkout(target: PurePosixPath) -> Optional[PurePosixPath]:
     return None
 
 
+def _outside_relative(text: str, base: PurePosixPath) -> str:
+    """``../zoo-src-47/configs/x.yaml``, recorded while that worktree existed, reads ``configs/x.yaml`` once
+    it is gone (see :func:`_gone_checkout`); any other relative path is kept as given."""
+    target = PurePosixPath(posixpath.normpath(f"{base}/{text}"))
+    gone = _gone_checkout(target, base)
+    return target.relative_to(gone).as_posix() if gone else text
+
+
+def _gone_checkout(target: PurePosixPath, base: PurePosixPath) -> Optional[PurePosixPath]:
+    """A folder no longer on disk whose ``target`` tail (two parts or more, e.g. ``configs/x.yaml``) is a
+    file of this checkout: a removed ``git worktree`` a run was trained from, so that its path reads
+    ``configs/x.yaml`` whether or not the worktree is still there when the card is written."""
+    for folder in list(target.parents)[1:-1]:  # never the file's own folder alone, never "/"
+        tail = target.relative_to(folder)
+        if len(tail.parts) >= 2 and not Path(folder).exists() and (Path(base) / tail).is_file():
+            return folder
+    return None
+
+
 def _portable_text(text: str, root: Optional[os.PathLike]) -> str:
-    if _is_absolute(text) and not any(c.isspace() for c in text):
+    if (_is_absolute(text) or text.startswith("../")) and not any(c.isspace() for c in text):
         return portable_path(text, root)
     if "/" not in text or not any(c.isspace() for c in text):
         return text
@@ -70,7 +90,15 @@ def _portable_text(text: str, root: Optional[os.PathLike]) -> str:
             tokens[i], changed = f"{flag}={portable_path(value, root)}", True
         elif _is_absolute(token):
             tokens[i], changed = portable_path(token, root), True
-    return shlex.join(tokens) if changed else text
+        elif token.startswith("../"):  # recorded relative: rewritten only into a removed worktree
+            shown = portable_path(token, root)
+            tokens[i], changed = shown, changed or shown != token
+    return " ".join(map(_shown_token, tokens)) if changed else text
+
+
+def _shown_token(token: str) -> str:
+    """Quoted only where a shell would split it: ``<runs>/x`` stays as the zoo build writes it."""
+    return shlex.quote(token) if not token or any(c.isspace() or c in "'\"\\" for c in token) else token
 
 
 def portable_paths(value: Any, root: Optional[os.PathLike] = None) -> Any:

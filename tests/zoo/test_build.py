@@ -515,3 +515,13 @@ def test_paths_are_labelled_only_at_a_folder_boundary(tmp_path):
     assert _relative_text(text, manifest, BuildSettings(runs_dir=runs)) == (
         f"-c configs/a.yaml --output <runs>/x --resume={runs}-old/x/last.pth "
         f"--notes {root}-2/configs/b.yaml --cwd .")
+
+
+def test_a_path_recorded_through_a_worktree_gets_the_same_label(tmp_path):
+    """A build run from ``/work/zoo-src-54`` records its data as ``/work/zoo-src-54/../shared/data/c10``:
+    ``zoo publish`` from the main checkout labels it as the build did, not as ``../shared/data/c10``."""
+    manifest = load_manifest(_manifest(tmp_path))
+    runs, data = tmp_path / "zoo-runs", tmp_path / "shared" / "data" / "c10"
+    settings = BuildSettings(runs_dir=runs, data_dirs={"demo": data})
+    text = f"--data-dir {tmp_path}/zoo-src-54/../shared/data/c10 --output {tmp_path}/zoo-src-54/../zoo-runs/x"
+    assert _relative_text(text, manifest, settings) == "--data-dir <data:demo> --output <runs>/x"

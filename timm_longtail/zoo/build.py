@@ -402,7 +402,13 @@ def _prefixes(manifest: Manifest, settings: BuildSettings) -> List[tuple]:
 _PATH_END = r"(?=$|[\s/'\"=:,;)\]])"
 
 
+_DOTTED_PATH = re.compile(r"(?<![\w.<>:/])/[\w.-]+(?:/[\w.-]+)*/\.\.(?:/[\w.-]+)*")  # /a/b/../c
+
+
 def _relative_text(text: str, manifest: Manifest, settings: BuildSettings) -> str:
+    # normal form first: a run started from a worktree records its data as <worktree>/../shared/..., which
+    # must get the same label whichever checkout publishes it
+    text = _DOTTED_PATH.sub(lambda match: os.path.normpath(match.group(0)), text)
     for prefix, label in _prefixes(manifest, settings):
         if prefix and prefix in text:
             end = "" if prefix.endswith(os.sep) else _PATH_END
