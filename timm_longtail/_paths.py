@@ -74,8 +74,13 @@ def _gone_checkout(target: PurePosixPath, base: PurePosixPath) -> Optional[PureP
     return None
 
 
+def _rewritable(text: str) -> bool:
+    """What :func:`portable_path` may change: an absolute path, or one recorded relative outside the checkout."""
+    return _is_absolute(text) or text.startswith("../")
+
+
 def _portable_text(text: str, root: Optional[os.PathLike]) -> str:
-    if (_is_absolute(text) or text.startswith("../")) and not any(c.isspace() for c in text):
+    if _rewritable(text) and not any(c.isspace() for c in text):
         return portable_path(text, root)
     if "/" not in text or not any(c.isspace() for c in text):
         return text
@@ -88,9 +93,7 @@ def _portable_text(text: str, root: Optional[os.PathLike]) -> str:
         flag, eq, value = token.partition("=")
         if eq and flag.startswith("-") and _is_absolute(value):
             tokens[i], changed = f"{flag}={portable_path(value, root)}", True
-        elif _is_absolute(token):
-            tokens[i], changed = portable_path(token, root), True
-        elif token.startswith("../"):  # recorded relative: rewritten only into a removed worktree
+        elif _rewritable(token):
             shown = portable_path(token, root)
             tokens[i], changed = shown, changed or shown != token
     return " ".join(map(_shown_token, tokens)) if changed else text
