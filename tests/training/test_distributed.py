@@ -33,14 +33,14 @@ DDP_ARGS = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-s
             "--drw-epoch", "1", "--epochs", str(EPOCHS), "--eval-modes", "ensemble", "--val-split-fraction", "0.1"]
 
 
-def torchrun(out: Path, *argv: str, delay: float = 0.0, wait: bool = True):
+def torchrun(out: Path, *argv: str, delay: float = 0.0, stop_delay: float = 0.0, wait: bool = True):
     """The probe under ``torchrun --nproc_per_node 2``; returns the finished (or running) process."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-               TIMM_LT_PROBE_STEP_DELAY=str(delay))
+               TIMM_LT_PROBE_STEP_DELAY=str(delay), TIMM_LT_PROBE_STOP_DELAY=str(stop_delay))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_port",
                str(port), str(PROBE), str(out), *argv]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -150,7 +150,9 @@ def test_ddp_each_rank_trains_on_its_own_shard(ddp_run):
 
 def test_ddp_a_signal_to_one_rank_stops_both_and_the_resume_is_exact(ddp_run, tmp_path):
     out, _ = ddp_run
-    run = torchrun(tmp_path, *DDP_ARGS, "--output", str(tmp_path), "--experiment", "run", delay=1.0, wait=False)
+    # rank 0 slow to stop: rank 1 must wait for it, or torchrun ends rank 0 before it has said how to resume
+    run = torchrun(tmp_path, *DDP_ARGS, "--output", str(tmp_path), "--experiment", "run", delay=1.0, stop_delay=3.0,
+                   wait=False)
     last = tmp_path / "run" / "last.pth"
     deadline = time.time() + 300
     while not last.exists() and run.poll() is None and time.time() < deadline:
@@ -159,7 +161,9 @@ def test_ddp_a_signal_to_one_rank_stops_both_and_the_resume_is_exact(ddp_run, tm
     os.kill(int((tmp_path / "rank1.pid").read_text()), signal.SIGTERM)  # rank 1 alone: rank 0 never hears it
     output = run.communicate(timeout=300)[0]
     # both ranks returned (no exception) with SIGTERM's status; torchrun then reports the failed workers
-    assert [r["code"] for r in rank_results(tmp_path)] == [128 + signal.SIGTERM] * WORLD, output
+    stopped = rank_results(tmp_path)
+    assert [r["code"] for r in stopped] == [128 + signal.SIGTERM] * WORLD, output
+    assert abs(stopped[0]["left"] - stopped[1]["left"]) < 1.5  # rank 1 waited out rank 0's 3 s, not left first
     assert "resume with" in output
     assert torch.load(last, weights_only=True)["epoch"] == 1  # epoch 0 kept, epoch 1 not finished
     resumed = torchrun(tmp_path, *DDP_ARGS, "--output", str(tmp_path), "--experiment", "run", "--resume", str(last))

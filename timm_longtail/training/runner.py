@@ -233,6 +233,7 @@ class _Run:
                 _logger.warning("stopped; resume with: --resume %s (%d complete epochs)", last, completed_epochs)
             else:
                 _logger.warning("stopped before the first epoch completed: no checkpoint was written")
+        self.ctx.barrier()  # torchrun ends every rank once one exits: none leaves before rank 0 is done
         return 128 + int(stop.signum or 2)
 
     def _finish(self) -> int:
