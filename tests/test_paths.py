@@ -51,6 +51,8 @@ def test_a_path_in_a_removed_worktree_is_relative_to_this_checkout(tmp_path):
     assert portable_path("../zoo-src-47/configs/b.yaml", root=main) == "../zoo-src-47/configs/b.yaml"
     assert portable_paths("train.py -c ../zoo-src-47/configs/a.yaml --output <runs>/x", root=main) == (
         "train.py -c configs/a.yaml --output <runs>/x")
+    assert portable_paths("train.py --config=../zoo-src-47/configs/a.yaml --output <runs>/x", root=main) == (
+        "train.py --config=configs/a.yaml --output <runs>/x")  # --flag=path follows the same rule
     assert portable_paths(f"train.py --output '<runs>/x' --notes 'a b' --c {gone}/configs/a.yaml", root=main) == (
         "train.py --output <runs>/x --notes 'a b' --c configs/a.yaml")  # quotes only where a shell splits
     kept = "train.py -c ../present/configs/a.yaml --output <runs>/x"  # nothing to rewrite: quoting kept too

@@ -84,17 +84,16 @@ def _portable_text(text: str, root: Optional[os.PathLike]) -> str:
         return portable_path(text, root)
     if "/" not in text or not any(c.isspace() for c in text):
         return text
-    try:  # a command line: rewrite its absolute-path arguments (also --flag=/path)
+    try:  # a command line: rewrite its path arguments as portable_path does (also --flag=/path)
         tokens = shlex.split(text)
     except ValueError:
         return text
     changed = False
     for i, token in enumerate(tokens):
         flag, eq, value = token.partition("=")
-        if eq and flag.startswith("-") and _is_absolute(value):
-            tokens[i], changed = f"{flag}={portable_path(value, root)}", True
-        elif _rewritable(token):
-            shown = portable_path(token, root)
+        prefix, path = (f"{flag}=", value) if eq and flag.startswith("-") else ("", token)
+        if _rewritable(path):
+            shown = prefix + portable_path(path, root)
             tokens[i], changed = shown, changed or shown != token
     return " ".join(map(_shown_token, tokens)) if changed else text
 
