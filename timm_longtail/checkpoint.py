@@ -33,6 +33,8 @@ except ImportError:  # Windows: no flock; exclusive_lock does not lock there
     fcntl = None
 
 from ._paths import portable_paths
+from .convert import load_foreign_checkpoint
+from .convert.checkpoint import read_reference_checkpoint, to_timm_checkpoint
 from .errors import OutputWriteError, UserInputError
 
 __all__ = [
@@ -244,19 +246,18 @@ def run_lineage(resume: Optional[Mapping[str, Any]] = None, initial: Optional[Ma
 
 
 def load_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """Read a train.py checkpoint (or a safetensors file) with ``weights_only=True``."""
+    """Read a train.py checkpoint (or a safetensors file) with ``weights_only=True``; a checkpoint saved
+    by RIDE's, NCL's or LDAM-DRW's own trainer comes back converted (:mod:`timm_longtail.convert`)."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for bad files: report them all the same way
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserInputError(
-            f"{path} is not a readable checkpoint (corrupt, truncated, or not saved by timm-longtail): {reason}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+    checkpoint = load_foreign_checkpoint(path)  # weights-only (module docstring of timm_longtail.convert)
+    reference = read_reference_checkpoint(path, checkpoint=checkpoint)
+    if reference is not None:  # saved by RIDE's, NCL's or LDAM-DRW's own trainer
+        return to_timm_checkpoint(reference)
+    if "state_dict" not in checkpoint:
         raise UserInputError(f"{path} holds no 'state_dict': not a timm-longtail checkpoint")
     return checkpoint
 

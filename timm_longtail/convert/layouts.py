@@ -29,7 +29,8 @@ from timm.models import clean_state_dict
 
 from ..errors import UserInputError
 
-__all__ = ["ReferenceLayout", "detect_layout", "is_reference_state_dict", "map_state_dict", "ROUTER_TRAINED_KEY"]
+__all__ = ["ROUTER_TRAINED_KEY", "ReferenceLayout", "checkpoint_filter_fn", "detect_layout", "is_reference_state_dict",
+           "map_state_dict", "reference_model_kwargs"]
 
 ROUTER_TRAINED_KEY = "router.trained"
 _ARCHS = {  # (stem, block, blocks per stage, cardinality) -> our architecture name
@@ -39,6 +40,7 @@ _ARCHS = {  # (stem, block, blocks per stage, cardinality) -> our architecture n
     ("imagenet", "bottleneck", (3, 8, 36, 3), 1): "resnet152",
 }
 _REGISTERED_RIDE_EXPERTS = (2, 3, 4, 6)
+_NAME_DEFAULTS = ("num_experts", "router_top_k")  # set by the model functions themselves, not by users
 _RIDE_TRUNK = {"cifar": ("conv1", "bn1", "layer1"), "imagenet": ("conv1", "bn1", "layer1", "layer2")}
 _EXPERT_WIDTH = {  # channels of an expert's last stage (ImageNet: bottleneck planes) -> reduced?
     "cifar": {48: True, 64: False}, "imagenet": {384: True, 512: False}}
@@ -180,8 +182,9 @@ def detect_layout(state_dict: Mapping[str, Any]) -> ReferenceLayout:
     stem, block, layers, cardinality = _net_shape(net, stage_key, f"{source} network")
     last = len(layers)
     experts = _count_blocks(net, rf"layer{last}s\.(\d+)\.") if multi else 1
-    last_conv = net.get(f"layer{last}s.0.0.conv1.weight" if multi else f"layer{last}.0.conv1.weight")
-    reduced = _reduced(stem, int(last_conv.shape[0]), f"{source} network")
+    block0 = f"layer{last}s.0.0." if multi else f"layer{last}.0."
+    planes = net[block0 + "conv3.weight"].shape[0] // 4 if block == "bottleneck" else net[block0 + "conv1.weight"].shape[0]
+    reduced = _reduced(stem, int(planes), f"{source} network")
     head = net.get("linears.0.weight" if multi else "linear.weight")
     if head is None:
         raise UserInputError(f"{source} checkpoint without its classifier ({'linears.0' if multi else 'linear'}.weight)")
@@ -276,3 +279,51 @@ def map_state_dict(state_dict: Mapping[str, Any], model_state: Mapping[str, torc
         raise UserInputError(f"the {layout.source} checkpoint leaves {len(missing)} tensor(s) of "
                              f"{layout.model_name()} unfilled, e.g. {missing[0]!r} ({layout.describe()})")
     return mapped
+
+
+def _fits(model_name: str, layout: ReferenceLayout) -> bool:
+    """Whether ``model_name`` is the registered name for ``layout``'s network (any RIDE variant of the
+    architecture for an expert count without a name of its own, e.g. LDAM-DRW's one expert)."""
+    expected = layout.model_name()
+    if model_name == expected or (layout.family == "nclpp" and model_name.startswith(expected)):
+        return True
+    own_name = layout.family == "ride" and layout.num_experts in _REGISTERED_RIDE_EXPERTS
+    return not own_name and re.fullmatch(rf"ride_{re.escape(layout.arch)}_\d+e", model_name) is not None
+
+
+def reference_model_kwargs(model_name: str, layout: ReferenceLayout, kwargs: Mapping[str, Any],
+                           where: str = "the checkpoint") -> Dict[str, Any]:
+    """``kwargs`` completed with what the file says (classes, experts, widths, router size), for
+    creating ``model_name`` from it. A model that is not the file's network, or a keyword that
+    contradicts the file, is one clear error naming what to create instead."""
+    wanted = layout.model_kwargs()
+    if not _fits(model_name, layout):
+        extra = "".join(f", {k}={v!r}" for k, v in wanted.items())
+        raise UserInputError(f"{where} holds a {layout.describe()}: it loads into "
+                             f"timm.create_model({layout.model_name()!r}{extra}), not {model_name}")
+    merged = dict(kwargs)
+    for key, value in wanted.items():
+        given = merged.get(key)
+        if key in _NAME_DEFAULTS:  # the model function's own default, already checked through the name
+            merged[key] = value
+            continue
+        if given is not None and given != value:
+            raise UserInputError(f"{key}={given!r} disagrees with {where}, which holds a {layout.describe()} "
+                                 f"({key}={value!r})")
+        merged[key] = value
+    return merged
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """timm's ``pretrained_filter_fn`` for every ``ride_*`` / ``nclpp_*`` model: a state dict under our
+    names passes unchanged; one saved by a reference trainer is recognised, checked against ``model``
+    and mapped (:func:`map_state_dict`)."""
+    if not is_reference_state_dict(state_dict):
+        return dict(state_dict)
+    layout = detect_layout(state_dict)
+    experts = getattr(model, "num_experts", None)
+    if experts != layout.num_experts or model.num_classes != layout.num_classes:
+        raise UserInputError(
+            f"the pretrained file holds a {layout.describe()}, but the model has {experts} expert(s) and "
+            f"{model.num_classes} classes: create {layout.model_name()} with {layout.model_kwargs()}")
+    return map_state_dict(state_dict, model.state_dict(), layout)

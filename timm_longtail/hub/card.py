@@ -439,8 +439,9 @@ def _fmt1(value: Optional[float]) -> str:
     return "—" if value is None else f"{value:.1f}"
 
 
-def render_card(context: Mapping[str, Any], cards_dir: Optional[Path] = None) -> str:
-    """Fill ``hub_cards/templates/model_card.md.j2``; fails loudly on any name the context lacks.
+def render_card(context: Mapping[str, Any], cards_dir: Optional[Path] = None, template: str = TEMPLATE_NAME) -> str:
+    """Fill ``hub_cards/templates/<template>`` (the trained models' card by default); fails loudly on
+    any name the context lacks.
 
     Not ``huggingface_hub.ModelCard.from_template``: it renders with jinja2's defaults (a missing name
     renders empty, no ``trim_blocks``), where this template needs ``StrictUndefined`` and whitespace control.
@@ -448,10 +449,10 @@ def render_card(context: Mapping[str, Any], cards_dir: Optional[Path] = None) ->
     import jinja2
 
     templates = Path(cards_dir or CARDS_DIR) / "templates"
-    if not (templates / TEMPLATE_NAME).is_file():
-        raise UserInputError(f"model card template not found at {templates / TEMPLATE_NAME}: run from a "
+    if not (templates / template).is_file():
+        raise UserInputError(f"model card template not found at {templates / template}: run from a "
                              f"timm-longtail source checkout, or pass --cards-dir pointing at its hub_cards/ folder")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-    text = env.get_template(TEMPLATE_NAME).render(**context)
+    text = env.get_template(template).render(**context)
     return re.sub(r"\n{3,}", "\n\n", text)
