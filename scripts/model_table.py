@@ -1,7 +1,8 @@
-"""Write the table of every registered model (params, MACs per forward mode) into README.md.
+"""Write README.md's generated tables: every registered model (params, MACs per forward mode), and
+the RIDE authors' released checkpoints with the model and tag each converts to.
 
-    python scripts/model_table.py            # rewrite the table between the README markers
-    python scripts/model_table.py --check    # exit 1 if README's table is out of date
+    python scripts/model_table.py            # rewrite the tables between the README markers
+    python scripts/model_table.py --check    # exit 1 if a README table is out of date
 
 Every figure is computed from the models here (parameters counted, MACs counted by
 ``torch.utils.flop_counter`` at the default cfg's input size): none is typed by hand.
@@ -16,10 +17,13 @@ from typing import List, Optional
 
 import timm_longtail  # noqa: F401  (registers the models)
 import timm
+from timm_longtail.convert.export import official_checkpoints_table
+from timm_longtail.hub.card import load_reference
 from timm_longtail.models import measure_compute
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
+OFFICIAL = ("<!-- official-table:begin -->", "<!-- official-table:end -->")
 HEADER = (
     "| model | default tag | experts | params (M) | input | GMACs ensemble | GMACs one expert | router MACs |\n"
     "|---|---|---|---|---|---|---|---|"
@@ -45,10 +49,17 @@ def render(patterns: Optional[List[str]] = None) -> str:
     return "\n".join([HEADER] + [model_row(n) for n in names])
 
 
-def readme_table(text: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"README.md lacks the {BEGIN} / {END} markers")
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+def readme_table(text: str, markers: tuple = (BEGIN, END)) -> str:
+    begin, end = markers
+    if begin not in text or end not in text:
+        raise SystemExit(f"README.md lacks the {begin} / {end} markers")
+    return text.split(begin, 1)[1].split(end, 1)[0].strip()
+
+
+def _replace(text: str, markers: tuple, table: str) -> str:
+    begin, end = markers
+    before, rest = text.split(begin, 1)
+    return f"{before}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -56,17 +67,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--check", action="store_true", help="only check that README's table is current")
     args = parser.parse_args(argv)
     text = README.read_text()
-    table = render()
+    tables = {(BEGIN, END): render(), OFFICIAL: official_checkpoints_table(load_reference())}
     if args.check:
-        if readme_table(text) != table:
-            print("README.md model table is out of date: run python scripts/model_table.py", file=sys.stderr)
+        stale = [markers[0] for markers, table in tables.items() if readme_table(text, markers) != table]
+        if stale:
+            print(f"README.md tables out of date ({', '.join(stale)}): run python scripts/model_table.py", file=sys.stderr)
             return 1
-        print("README.md model table is current")
+        print("README.md tables are current")
         return 0
-    before, rest = text.split(BEGIN, 1)
-    after = rest.split(END, 1)[1]
-    README.write_text(f"{before}{BEGIN}\n{table}\n{END}{after}")
-    print(table)
+    for markers, table in tables.items():
+        text = _replace(text, markers, table)
+    README.write_text(text)
+    print("\n\n".join(tables.values()))
     return 0
 
 

@@ -12,9 +12,9 @@ the repository and changes none of its lines:
     REF_SRC=/tmp/ldam-ref python scripts/reference_ldam_drw.py convert checkpoint/<store_name>/ckpt.pth.tar \
         --out ref_ldam_drw.pth                # validate.py / analyze.py --checkpoint ref_ldam_drw.pth
 
-What ``run`` patches around the code: CUDA calls are no-ops on a CPU build of torch;
-torchvision's ``CIFAR10`` reads the shared parquet (the same 50,000 / 10,000 rows in the original
-order, so the reference's own ``IMBALANCECIFAR10`` picks its long-tailed subset itself);
+What ``run`` patches around the code (``_reference_shims``): CUDA calls are no-ops on a CPU build
+of torch; torchvision's ``CIFAR10`` reads the shared parquet (the same 50,000 / 10,000 rows in the
+original order, so the reference's own ``IMBALANCECIFAR10`` picks its long-tailed subset itself);
 tensorboardX and sklearn's confusion matrix (logging only) are stand-ins; ``REF_CL=1`` runs the
 model channels-last (the same arithmetic, faster on this CPU); the test pass every epoch runs only
 every ``EVAL_EVERY`` epochs and over the last 10 (the test loader is unshuffled and touches no
@@ -43,34 +43,18 @@ import types
 from pathlib import Path
 
 import numpy as np
-import timm_longtail  # noqa: F401  before timm and torchvision: the torchvision CPU shim
-import timm
 import torch
-import torch.nn as nn
-import torchvision
-from timm.models import clean_state_dict
 
-from timm_longtail.checkpoint import save_checkpoint
-from timm_longtail.data.longtail import longtail_class_counts
-from timm_longtail.data.sources import _decode_rows, _find_columns, _labels, _load_parquet_split
-from timm_longtail.models.weights import sha256_of_file
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-OUR_MODEL = dict(model_name="ride_resnet32_2e", model_kwargs=dict(num_experts=1, reduce_dimension=False))
-"""The reference's resnet32(use_norm=True) as our model: configs/ldam_drw_r32_cifar10lt.yaml's network."""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference_shims import DEFAULT_DATA, channels_last, cifar10_from_parquet, cuda_calls_on_cpu  # noqa: E402
 
 
 def _run(argv: list[str]) -> None:
     src = os.environ.get("REF_SRC", "/work/ref-ldam/src")
-    data = os.environ.get("REF_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
+    data = os.environ.get("REF_DATA", str(DEFAULT_DATA))
     eval_every = int(os.environ.get("EVAL_EVERY", "20"))
-
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    nn.Module.cuda = lambda self, *a, **k: self
-    torch.cuda.FloatTensor = torch.FloatTensor
-    torch.cuda.set_device = lambda *a, **k: None
-    load = torch.load
-    torch.load = lambda f, *a, map_location=None, **k: load(f, *a, map_location="cpu", **k)
+    cuda_calls_on_cpu()
+    cifar10_from_parquet(data)
 
     tbx = types.ModuleType("tensorboardX")
 
@@ -94,29 +78,10 @@ def _run(argv: list[str]) -> None:
     sys.modules.update({"sklearn": types.ModuleType("sklearn"), "sklearn.metrics": skm,
                         "sklearn.utils": types.ModuleType("sklearn.utils"), "sklearn.utils.multiclass": skmc})
 
-    cache: dict = {}
-
-    def cifar_init(self, root, train=True, transform=None, target_transform=None, download=False):
-        split = "train" if train else "test"
-        if split not in cache:
-            ds = _load_parquet_split(data, [split], None, split, "CIFAR-10")
-            image_column, label_column = _find_columns(ds, "label")
-            cache[split] = (_decode_rows(ds, image_column, np.arange(len(ds)), split), _labels(ds, label_column).tolist())
-        self.root, self.train, self.transform, self.target_transform = root, train, transform, target_transform
-        self.data, self.targets = cache[split][0].copy(), list(cache[split][1])
-        self.classes = [str(i) for i in range(10)]
-    torchvision.datasets.CIFAR10.__init__ = cifar_init
-
     sys.path.insert(0, src)
     import models as ref_models
     if os.environ.get("REF_CL") == "1":
-        plain = ref_models.resnet32
-
-        def resnet32_channels_last(*a, **k):
-            model = plain(*a, **k).to(memory_format=torch.channels_last)
-            model.register_forward_pre_hook(lambda mod, args: (args[0].contiguous(memory_format=torch.channels_last),))
-            return model
-        ref_models.resnet32 = resnet32_channels_last
+        ref_models.resnet32 = channels_last(ref_models.resnet32)
     import cifar_train
 
     validate = cifar_train.validate
@@ -189,60 +154,6 @@ def _summarize(log: Path, out: Path, run: dict) -> dict:
     return summary
 
 
-def our_state_dict(reference: dict, model: nn.Module) -> dict:
-    """The reference ResNet-32's weights under our model's names: the stem and layer1 are our trunk,
-    a later stage is ours where the trunk has it, else expert 0's; the cosine head's (in, out) weight
-    is our (out, in) one. Every tensor must land once, with its shape. ``reference``: wrapper prefixes
-    (DataParallel's ``module.``) already removed."""
-    ours = model.state_dict()
-    mapped = {}
-    for key, value in reference.items():
-        if key == "linear.weight":
-            mapped["heads.0.fc.weight"] = value.t().contiguous()
-            continue
-        target = next((f"{prefix}{key}" for prefix in ("trunk.", "experts.0.") if f"{prefix}{key}" in ours), None)
-        if target is None or ours[target].shape != value.shape:
-            raise SystemExit(f"error: the reference tensor {key} {tuple(value.shape)} has no place in {OUR_MODEL['model_name']}")
-        mapped[target] = value
-    missing = sorted(set(ours) - set(mapped))
-    if missing:
-        raise SystemExit(f"error: the reference checkpoint lacks {len(missing)} of our tensors, e.g. {missing[0]}")
-    return mapped
-
-
-def _convert(checkpoint: Path, out: Path, reference_commit: str | None) -> dict:
-    """A reference ``ckpt.pth.tar`` as a timm-longtail checkpoint (so validate.py and analyze.py read it),
-    with the reference's forward checked against ours when its code is at hand (``REF_SRC``)."""
-    if not checkpoint.is_file():
-        raise SystemExit(f"error: checkpoint not found: {checkpoint}")
-    reference = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state_dict = clean_state_dict(reference["state_dict"])  # saved under DataParallel: module.conv1.weight ...
-    model = timm.create_model(OUR_MODEL["model_name"], num_classes=len(CIFAR10_CLASSES), **OUR_MODEL["model_kwargs"])
-    model.load_state_dict(our_state_dict(state_dict, model), strict=True)
-    check = None
-    src = os.environ.get("REF_SRC")
-    if src:  # the reference's logits are cosines; ours carry the LDAM scale s = 30 inside the head
-        sys.path.insert(0, src)
-        from models import resnet32  # the reference code (not vendored)
-        theirs = resnet32(num_classes=len(CIFAR10_CLASSES), use_norm=True)
-        theirs.load_state_dict(state_dict)
-        images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            logits, cosines = model.eval()(images), theirs.eval()(images)
-        check = dict(images=8, max_abs_difference_to_30_cosines=float((logits - 30.0 * cosines).abs().max()))
-        if not torch.allclose(logits, 30.0 * cosines, rtol=1e-4, atol=1e-4):
-            raise SystemExit(f"error: our model's logits are not 30 x the reference's cosines ({check})")
-    epoch = int(reference.get("epoch", 0))
-    source = dict(code="kaidic/LDAM-DRW cifar_train.py", commit=reference_commit, file=checkpoint.name,
-                  sha256=sha256_of_file(checkpoint), epochs_trained=epoch, forward_check=check)
-    save_checkpoint(out, model, model_name=OUR_MODEL["model_name"],
-                    class_counts=longtail_class_counts(5000, len(CIFAR10_CLASSES), 100.0),
-                    class_names=CIFAR10_CLASSES, model_kwargs=OUR_MODEL["model_kwargs"],
-                    extra=dict(epoch=epoch - 1, converted_from=source,
-                               dataset=dict(name="cifar10_lt", imbalance_factor=100.0, seed=0, split="train")))
-    return source
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -253,17 +164,9 @@ def main() -> None:
     summarize.add_argument("--reference-commit", default=None, help="the reference repository's commit that ran")
     summarize.add_argument("--command", default=None, help="how the run was started (recorded as given)")
     summarize.add_argument("--changed", default=None, help="lines changed in the measurement copy, if any")
-    convert = commands.add_parser("convert", help="a reference checkpoint as a timm-longtail one (validate.py, analyze.py)")
-    convert.add_argument("checkpoint", type=Path, help="the reference's checkpoint/<store_name>/ckpt.pth.tar")
-    convert.add_argument("--out", type=Path, required=True)
-    convert.add_argument("--reference-commit", default=None)
     args, rest = parser.parse_known_args()
     if args.command == "run":
         _run(rest)
-    elif args.command == "convert":
-        if rest:
-            parser.error(f"unknown arguments {rest}")
-        print(json.dumps(_convert(args.checkpoint, args.out, args.reference_commit)))
     else:
         if rest:
             parser.error(f"unknown arguments {rest}")

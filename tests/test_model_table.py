@@ -24,3 +24,14 @@ def test_table_lists_every_registered_model(model_table):
     table = model_table.readme_table((REPO_ROOT / "README.md").read_text())
     for name in timm.list_models("ride_*") + timm.list_models("nclpp_*"):
         assert f"| `{name}` |" in table
+
+
+def test_readme_official_checkpoints_table_is_current(model_table):
+    """One row per entry of the RIDE authors' model zoo (hub_cards/reference.yaml), generated."""
+    from timm_longtail.convert.export import official_checkpoints_table
+    from timm_longtail.hub.card import load_reference
+
+    reference = load_reference()
+    table = model_table.readme_table((REPO_ROOT / "README.md").read_text(), model_table.OFFICIAL)
+    assert table == official_checkpoints_table(reference)
+    assert len(table.splitlines()) == 2 + len(reference["reference_model_zoo"]) == 14

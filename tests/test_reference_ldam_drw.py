@@ -1,4 +1,5 @@
-"""scripts/reference_ldam_drw.py summarize: a reference run's log, resumed once, read as JSON."""
+"""scripts/reference_ldam_drw.py summarize: a reference run's log, resumed once, read as JSON; and its
+checkpoint read as ours."""
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import torch
 
 from conftest import REPO_ROOT, load_script
 from timm_longtail.checkpoint import build_model_from_checkpoint
+from timm_longtail.errors import UserInputError
 
 
 # What the reference code (plus our timing line) prints, cut to the lines summarize reads: a first
@@ -58,10 +60,14 @@ def test_a_log_without_a_test_pass_is_one_clear_error(tmp_path):
     assert not (tmp_path / "s.json").exists()
 
 
-def _reference_style_checkpoint(path: Path, script, extra: dict | None = None) -> dict:
+LDAM_NETWORK = dict(model_name="ride_resnet32_2e", num_experts=1, reduce_dimension=False)
+"""Cao et al.'s resnet32(use_norm=True) as our model: configs/ldam_drw_r32_cifar10lt.yaml's network."""
+
+
+def _reference_style_checkpoint(path: Path, extra: dict | None = None) -> dict:
     """Our ResNet-32's weights under the reference's names (conv1, layer1..3, linear as (in, out)),
     saved the way its cifar_train.py saves them (under DataParallel's ``module.``)."""
-    model = timm.create_model(script.OUR_MODEL["model_name"], num_classes=10, **script.OUR_MODEL["model_kwargs"])
+    model = timm.create_model(LDAM_NETWORK["model_name"], num_classes=10, num_experts=1, reduce_dimension=False)
     torch.nn.init.normal_(model.heads[0].fc.weight)  # not a symmetric head, so a lost transpose shows
     state = {}
     for key, value in model.state_dict().items():
@@ -73,21 +79,17 @@ def _reference_style_checkpoint(path: Path, script, extra: dict | None = None) -
     return model.state_dict()
 
 
-def test_convert_puts_every_reference_tensor_in_its_place(tmp_path):
-    script = load_script(REPO_ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
-    expected = _reference_style_checkpoint(tmp_path / "ckpt.pth.tar", script)
-    source = script._convert(tmp_path / "ckpt.pth.tar", tmp_path / "ours.pth", "2536330")
-    assert source["epochs_trained"] == 200 and source["forward_check"] is None and len(source["sha256"]) == 64
-    model, checkpoint = build_model_from_checkpoint(tmp_path / "ours.pth")
-    assert checkpoint["class_counts"] == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
-    assert checkpoint["epoch"] == 199 and checkpoint["dataset"]["name"] == "cifar10_lt"
+def test_the_reference_checkpoint_loads_as_ours_with_every_tensor_in_its_place(tmp_path):
+    """The run's ckpt.pth.tar goes straight to validate.py / analyze.py (timm_longtail.convert reads it)."""
+    expected = _reference_style_checkpoint(tmp_path / "ckpt.pth.tar")
+    model, checkpoint = build_model_from_checkpoint(tmp_path / "ckpt.pth.tar")
+    assert checkpoint["model_name"] == LDAM_NETWORK["model_name"] and checkpoint["model_kwargs"]["num_experts"] == 1
+    assert checkpoint["epoch"] == 200 and len(checkpoint["converted_from"]["sha256"]) == 64
     for key, value in model.state_dict().items():
         assert (value == expected[key]).all(), key
 
 
-def test_convert_refuses_a_checkpoint_of_another_network(tmp_path):
-    script = load_script(REPO_ROOT / "scripts" / "reference_ldam_drw.py", "reference_ldam_drw")
-    _reference_style_checkpoint(tmp_path / "ckpt.pth.tar", script, {"module.layer4.0.conv1.weight": torch.zeros(1)})
-    with pytest.raises(SystemExit, match="layer4.0.conv1.weight .* has no place"):
-        script._convert(tmp_path / "ckpt.pth.tar", tmp_path / "ours.pth", None)
-    assert not (tmp_path / "ours.pth").exists()
+def test_a_checkpoint_of_another_network_is_refused(tmp_path):
+    _reference_style_checkpoint(tmp_path / "ckpt.pth.tar", {"module.layer4.0.conv1.weight": torch.zeros(1)})
+    with pytest.raises(UserInputError, match="layer4.0.conv1.weight"):
+        build_model_from_checkpoint(tmp_path / "ckpt.pth.tar")

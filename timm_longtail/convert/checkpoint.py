@@ -72,9 +72,9 @@ class ReferenceCheckpoint:
                 teacher = config.get("distill_arch") or {}
                 facts["distilled_from"] = dict(arch=teacher.get("type"), experts=(teacher.get("args") or {}).get(
                     "num_experts"), checkpoint=_file_name(config.get("distill_checkpoint")))
-            if self.resumed_from:
+            if self.resumed_from:  # the EA stage starts from the experts' checkpoint; stage 1 from a resume
                 facts["started_from"] = _file_name(self.resumed_from)
-                if m := re.search(r"epoch(\d+)", self.resumed_from):
+                if layout.router and (m := re.search(r"epoch(\d+)", self.resumed_from)):
                     facts["experts_stage_epochs"] = int(m.group(1))
         elif layout.source == "ncl":
             facts["best_epoch"] = _number(self.checkpoint.get("best_epoch"))

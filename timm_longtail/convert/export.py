@@ -251,3 +251,28 @@ def _card_context(cards, reference: ReferenceCheckpoint, model, name: str, kwarg
 class _NoResults:
     """No measured rows: the card's metadata then carries no ``model-index``."""
     modes: tuple = ()
+
+
+def official_checkpoints_table(cards: Mapping[str, Any]) -> str:
+    """README's "Official checkpoints" table, one row per entry of the RIDE authors' model zoo
+    (``reference_model_zoo`` in ``hub_cards/reference.yaml``): their figures, labelled as theirs, and
+    the model and tag the converter gives such a file (a file recording the repository's recipe
+    epochs; the longer iNaturalist runs carry ``e<N>_``)."""
+    names = {d: cards["datasets"].get(d, {}).get("name", d) for d in {e["dataset"] for e in cards["reference_model_zoo"]}}
+    recipes = cards["paper_recipes"]["ride"]
+    prefix = cards["reference_codes"]["ride"]["tag_prefix"]
+    lines = ["| dataset | authors' entry | experts | authors' top-1 / many / medium / few | timm model | tag | router | command |",
+             "|---|---|---|---|---|---|---|---|"]
+    for entry in cards["reference_model_zoo"]:
+        recipe_epochs = recipes.get("cifar" if entry["dataset"].startswith("cifar") else entry["dataset"], {}).get("epochs")
+        parts = [prefix] + (["distill"] if entry["distill"] else [])
+        if recipe_epochs and entry["epochs"] > recipe_epochs:
+            parts.append(f"e{entry['epochs']}")
+        tag = "_".join(parts + [entry["dataset"]])
+        figures = " / ".join(f"{entry[k]}" for k in ("top1", "many", "medium", "few"))
+        model = f"ride_{entry['arch']}_{entry['experts']}e"
+        download = f"{entry['folder']}/<file>.pth" if entry.get("folder") else "<file>.pth"
+        lines.append(f"| {names[entry['dataset']]} | {entry['label']} | {entry['experts']} | {figures} | `{model}` | "
+                     f"`{tag}` | {'yes' if entry['router'] else 'no'} | "
+                     f"`python -m timm_longtail.convert {download} --out {model}.{tag}` |")
+    return "\n".join(lines)
