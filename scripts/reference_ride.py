@@ -35,6 +35,9 @@ Resuming stage 1 after a stop: ``run experts --run-dir R`` again picks the newes
 optimizer and loss state but builds its LambdaLR afresh (a resumed run would restart the warm-up);
 ``run`` sets the scheduler's epoch to the resumed one, the one fix a resume needs. The code saves no
 RNG state, so a resumed run re-seeds and draws a different (equally random) batch order from then on.
+A run longer than a sitting whose run folder may not survive: ``park --run-dir R`` copies the newest
+checkpoint, its config and the log into ``results/reference/parked/ride_3e_reference_code/`` (commit
+them); ``run experts`` in an empty run folder starts from there.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -57,6 +61,8 @@ from _reference_shims import (MetricTracker, channels_last, cifar10_from_parquet
 
 EXPERTS_CONFIG = "configs/config_imbalance_cifar100_ride.json"
 ROUTER_CONFIG = "configs/config_imbalance_cifar100_ride_ea.json"
+PARKED = Path(__file__).resolve().parents[1] / "results" / "reference" / "parked" / "ride_3e_reference_code"
+"""Where ``park`` keeps the newest stage-1 checkpoint in the checkout between sittings."""
 KEEP_EVERY = 40
 """Stage-1 checkpoints kept as the reference keeps them (its ``save_period``); the others are
 removed once the next one is written."""
@@ -84,6 +90,40 @@ def _newest_checkpoint(stage_dir: Path) -> Path | None:
     found = sorted(stage_dir.glob("models/*/*/checkpoint-epoch*.pth"),
                    key=lambda p: int(re.search(r"epoch(\d+)", p.name).group(1)))
     return found[-1] if found else None
+
+
+def _park(run_dir: Path, parked: Path) -> Path:
+    """Copy the newest stage-1 checkpoint, its run's config and the log into ``parked`` (a folder in
+    the checkout, committed), so that a lost run folder resumes from it (:func:`_unpark`)."""
+    newest = _newest_checkpoint(run_dir / "experts")
+    if newest is None:
+        raise SystemExit(f"error: {run_dir} holds no stage-1 checkpoint to park")
+    parked.mkdir(parents=True, exist_ok=True)
+    for old in parked.glob("checkpoint-epoch*.pth"):
+        old.unlink()
+    for source, name in ((newest, newest.name), (newest.parent / "config.json", "config.json"),
+                         (run_dir / "ref.log", "ref.log")):
+        tmp = parked / f".{name}.tmp"
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, parked / name)
+    return parked / newest.name
+
+
+def _unpark(run_dir: Path, parked: Path) -> None:
+    """A run folder without stage-1 checkpoints takes the parked one (and its log) back, in the layout
+    the code's ``-r`` expects (``config.json`` beside the checkpoint)."""
+    if _newest_checkpoint(run_dir / "experts") is not None or not parked.is_dir():
+        return
+    found = sorted(parked.glob("checkpoint-epoch*.pth"))
+    if not found:
+        return
+    target = run_dir / "experts" / "models" / "parked" / "parked"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(parked / "config.json", target / "config.json")
+    shutil.copyfile(found[-1], target / found[-1].name)
+    if (parked / "ref.log").is_file() and not (run_dir / "ref.log").exists():
+        shutil.copyfile(parked / "ref.log", run_dir / "ref.log")
+    print(f"=> unparked {found[-1].name} from {parked}", flush=True)
 
 
 def _test_pass(trainer, out: Path) -> dict:
@@ -144,6 +184,7 @@ def _run(stage: str, run_dir: Path, seed: int, data: Path, epochs: int | None) -
     module_arch.ResNet32Model = channels_last(module_arch.ResNet32Model)
     module_arch.ResNet32EAModel = channels_last(module_arch.ResNet32EAModel)
     if stage == "experts":
+        _unpark(run_dir, PARKED)
         resume = _newest_checkpoint(stage_dir)
         argv = ["-c", str(config_file)] + (["-r", str(resume)] if resume else [])
     else:
@@ -257,6 +298,8 @@ def main() -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--data", type=Path, default=DEFAULT_DATA)
     run.add_argument("--epochs", type=int, default=None, help="stage 1 shortened, for a trial only")
+    park = commands.add_parser("park", help="copy the newest stage-1 checkpoint into the checkout (commit it)")
+    park.add_argument("--run-dir", type=Path, required=True)
     summarize = commands.add_parser("summarize", help="the run's test figures as JSON")
     summarize.add_argument("run_dir", type=Path)
     summarize.add_argument("--out", type=Path, required=True)
@@ -265,6 +308,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "run":
         _run(args.stage, args.run_dir, args.seed, args.data, args.epochs)
+    elif args.command == "park":
+        print(f"parked {_park(args.run_dir, PARKED)}")
     else:
         run_info = {k: v for k, v in dict(reference_commit=args.reference_commit, command=args.command).items() if v}
         summary = _summarize(args.run_dir, args.out, run_info)
