@@ -5,8 +5,8 @@
         --data-dir ../shared/data/cifar10 --results-file results/r32_hardneg.json
     python analyze.py expert-usage --checkpoint runs/router/last.pth --results-file usage.json
 
-Subcommands: hardest-negative, calibration, test-agnostic, expert-usage, expert-disagreement
-(``analyze.py <name> --help``). Models and data are given as to ``validate.py``. Each prints a
+Subcommands: hardest-negative, calibration, test-agnostic, expert-usage, expert-disagreement,
+bias-variance, lossless-subset (``analyze.py <name> --help``). Models and data are given as to ``validate.py``. Each prints a
 table and, with ``--results-file``, writes JSON, a CSV and a PNG beside it. Bad input prints one
 ``error: ...`` line and exits with status 2, writing nothing.
 """

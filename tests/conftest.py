@@ -43,3 +43,32 @@ def load_script(path: Path, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def write_row_subset(folder: Path, images, labels, class_names, rows=None, split: str = "test") -> Path:
+    """A folder like ``shared/data/cifar10-lossless-test-head``: ``images`` (uint8 HxWx3 arrays) as PNG
+    in ``plain_text/<split>-00000-of-00001.parquet`` with ``label`` and, given ``rows``, ``<split>_index``."""
+    import io
+
+    import datasets
+    from datasets import ClassLabel, Dataset, Features, Image as ImageFeature, Value
+    from PIL import Image
+
+    def png(array) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    columns = {"img": [{"bytes": png(a), "path": f"{i}.png"} for i, a in enumerate(images)],
+               "label": [int(label) for label in labels]}
+    features = {"img": ImageFeature(), "label": ClassLabel(names=list(class_names))}
+    if rows is not None:
+        columns[f"{split}_index"], features[f"{split}_index"] = [int(r) for r in rows], Value("int64")
+    path = folder / "plain_text" / f"{split}-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    datasets.disable_progress_bars()  # it would write to the stderr a test reads
+    try:
+        Dataset.from_dict(columns, features=Features(features)).to_parquet(str(path))
+    finally:
+        datasets.enable_progress_bars()
+    return folder

@@ -125,3 +125,78 @@ def test_bias_variance_refuses_what_it_cannot_compare(analyze, capsys, tmp_path,
                               "--results-file", str(tmp_path / "bad.json"))
         assert code == 2 and err.count("\n") == 1 and message in err, (checkpoints, err)
         assert list(tmp_path.iterdir()) == []
+
+
+# ---- lossless-subset: the same images in two versions -------------------------------------------
+
+LOSSLESS_ROWS = list(range(40, 140))
+
+
+def _top1_on(model, images, targets, mode):
+    """Top-1 (%) of ``model`` in ``mode`` on uint8 images, through the model's own eval transform."""
+    from PIL import Image
+
+    from timm_longtail.data import create_eval_transform
+
+    transform = create_eval_transform(model)
+    batch = torch.stack([transform(Image.fromarray(image)) for image in images])
+    with torch.no_grad():
+        logits = model.forward_routed(batch)[0] if mode == "routed" else model.eval()(batch, mode=mode)
+    return 100.0 * float((logits.argmax(-1) == torch.as_tensor(targets)).double().mean())
+
+
+def test_lossless_subset_scores_both_versions_of_the_same_rows(analyze, capsys, tmp_path, routed_checkpoint):
+    """Images altered in the folder (a stand-in for lossless originals) against the demo set's own copy
+    of the same rows, in every forward mode; each figure checked against the model run directly."""
+    from conftest import write_row_subset
+    from timm_longtail.checkpoint import build_model_from_checkpoint
+
+    test = build_dataset("demo", split="test")
+    images = test.images[LOSSLESS_ROWS]
+    altered = images[:, ::-1].copy()  # upside down: the model's answers change on many images
+    folder = write_row_subset(tmp_path / "originals", altered, test.targets[LOSSLESS_ROWS], test.class_names,
+                              LOSSLESS_ROWS)
+    results = tmp_path / "out" / "lossless.json"
+    code, out, err = _run(analyze, capsys, "lossless-subset", "--checkpoint", str(routed_checkpoint), *DEMO,
+                          "--lossless-dir", str(folder), "--results-file", str(results))
+    assert code == 0, err
+    payload = json.loads(results.read_text())
+    assert payload["num_samples"] == 100 and payload["row_range"] == [40, 139]
+    assert payload["lossless_dir"] == "originals"  # a path outside the checkout: its name only
+    model, _ = build_model_from_checkpoint(routed_checkpoint)
+    targets = test.targets[LOSSLESS_ROWS]
+    assert list(payload["result"]) == model.forward_modes()
+    for mode, row in payload["result"].items():
+        assert row["n"] == 100
+        assert row["top1_lossless"] == pytest.approx(_top1_on(model, altered, targets, mode), abs=1e-9)
+        assert row["top1_dataset"] == pytest.approx(_top1_on(model, images, targets, mode), abs=1e-9)
+        assert row["delta"] == pytest.approx(row["top1_lossless"] - row["top1_dataset"])
+        assert row["delta"] == pytest.approx(100 * (row["lossless_only"] - row["dataset_only"]) / 100)
+        assert row["delta_ci95"][0] <= row["delta"] <= row["delta_ci95"][1]
+    assert any(row["lossless_only"] + row["dataset_only"] > 0 for row in payload["result"].values())
+    csv_lines = results.with_suffix(".csv").read_text().splitlines()
+    assert csv_lines[0].startswith("forward_mode,n,top1_lossless,top1_dataset,delta") and len(csv_lines) == 6
+    assert results.with_suffix(".png").read_bytes()[:4] == b"\x89PNG" and "lossless-subset:" in out
+
+    # the same pixels stored losslessly: nothing changes, image by image
+    same = write_row_subset(tmp_path / "same", images, targets, test.class_names, LOSSLESS_ROWS)
+    code, out, err = _run(analyze, capsys, "lossless-subset", "--checkpoint", str(routed_checkpoint), *DEMO,
+                          "--lossless-dir", str(same), "--forward-mode", "ensemble,routed")
+    assert code == 0, err
+    assert [line.split()[:6] for line in out.splitlines()[2:4]] == [
+        [mode, "100", f"{_top1_on(model, images, targets, mode):.4g}", f"{_top1_on(model, images, targets, mode):.4g}",
+         "0", "0"] for mode in ("ensemble", "routed")]
+
+
+def test_lossless_subset_bad_input_is_one_error_line(analyze, capsys, tmp_path, routed_checkpoint):
+    from conftest import write_row_subset
+
+    test = build_dataset("demo", split="test")
+    shifted = write_row_subset(tmp_path / "shifted", test.images[:50], test.targets[1:51], test.class_names)
+    for extra, message in (([], "not the same images"), (["--num-samples", "100"], "drop --num-samples")):
+        code, out, err = _run(analyze, capsys, "lossless-subset", "--checkpoint", str(routed_checkpoint), *DEMO,
+                              "--lossless-dir", str(shifted), *extra, "--results-file", str(tmp_path / "x.json"))
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "x.json").exists()
+    with pytest.raises(SystemExit):  # --lossless-dir is required (argparse's usage error)
+        analyze.main(["lossless-subset", "--checkpoint", str(routed_checkpoint), *DEMO])

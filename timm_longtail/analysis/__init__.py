@@ -3,7 +3,9 @@
 One module per analysis, each a pure function of logits (and labels, class counts, shot split):
 :mod:`.hardest_negative` (RIDE Fig. 1b), :mod:`.expert_usage` (RIDE Fig. 6),
 :mod:`.disagreement` (NCL++ Fig. 2a), :mod:`.agnostic` (SADE's test-agnostic protocol),
-:mod:`.calibration` and :mod:`.bias_variance` (RIDE Fig. 1a, over several models). :func:`collect_outputs` runs a model once over a set in every mode needed.
+:mod:`.calibration`, :mod:`.bias_variance` (RIDE Fig. 1a, over several models) and :mod:`.lossless`
+(two versions of the same images: a dataset's copy and the lossless originals). :func:`collect_outputs`
+runs a model once over a set in every mode needed.
 """
 from .agnostic import TEST_DISTRIBUTIONS, agnostic_accuracy, agnostic_class_counts
 from .bias_variance import bias_variance, main_prediction
@@ -12,6 +14,7 @@ from .disagreement import expert_disagreement, pairwise_kl
 from .expert_usage import expert_usage
 from .groups import SPLITS, split_masks
 from .hardest_negative import hardest_negative, hardest_negative_scores
+from .lossless import measure_lossless_subset, paired_accuracy
 from .outputs import ModelOutputs, collect_outputs, expert_modes
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
     "hardest_negative",
     "hardest_negative_scores",
     "main_prediction",
+    "measure_lossless_subset",
     "pairwise_kl",
+    "paired_accuracy",
     "split_masks",
 ]

@@ -25,9 +25,21 @@ from .disagreement import expert_disagreement
 from .expert_usage import expert_usage
 from .groups import SPLITS
 from .hardest_negative import hardest_negative
+from .lossless import measure_lossless_subset
 from .outputs import ModelOutputs, collect_outputs, expert_modes
 
-__all__ = ["ANALYSES", "Analysis", "add_analysis_args", "build_parser", "format_rows", "run_analysis"]
+__all__ = ["ANALYSES", "Analysis", "Evaluated", "add_analysis_args", "build_parser", "format_rows", "run_analysis"]
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What an analysis with its own ``evaluate`` measured (see :class:`Analysis`)."""
+
+    result: Dict[str, Any]
+    setup: EvalSetup
+    modes: List[str]
+    extra: Dict[str, Any]
+    num_samples: int
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,9 @@ class Analysis:
     plot: Callable[[Dict[str, Any], str], bytes]
     per_mode: bool = True  # takes --forward-mode
     many_models: bool = False  # evaluates --checkpoints (several models), not one model
+    # instead of modes + compute on one pass over the test split: evaluates on its own (several models,
+    # two versions of the images) and returns the result, a set-up, the modes, extra keys and the images
+    evaluate: Optional[Callable[[argparse.Namespace], Evaluated]] = None
 
 
 def _requested_modes(setup: EvalSetup, args: argparse.Namespace) -> List[str]:
@@ -68,6 +83,67 @@ def _usage_table(result: Dict[str, Any]) -> List[Dict[str, Any]]:
         return out
     return ([row(split, result["splits"][split]) for split in SPLITS]
             + [row(f"class {c}", usage) for c, usage in enumerate(result["per_class"])])
+
+
+def _bias_variance(args: argparse.Namespace) -> Evaluated:
+    """Evaluate every ``--checkpoints`` model on the same test rows in one forward mode; refuse
+    models that differ in architecture, classes or test split."""
+    paths = list(args.checkpoints or [])
+    if args.checkpoint:
+        raise UserInputError("bias-variance takes the models as --checkpoints a.pth b.pth ..., not --checkpoint")
+    if len(paths) < 2:
+        raise UserInputError(f"bias-variance compares several models trained on resampled sets: pass at least 2 "
+                             f"with --checkpoints (got {len(paths)})")
+    first: EvalSetup | None = None
+    targets = None
+    predictions, models = [], []
+    for path in paths:
+        setup = prepare_evaluation(argparse.Namespace(**{**vars(args), "checkpoint": path}))
+        modes = resolve_forward_modes(setup.model, args.forward_mode)
+        if len(modes) != 1:
+            raise UserInputError(f"bias-variance uses one forward mode per model; --forward-mode gave {modes}")
+        if first is not None:
+            for what, ours, theirs in (
+                    ("model", setup.context["model"], first.context["model"]),
+                    ("classes", setup.class_counts, first.class_counts),
+                    ("test split", (setup.context["dataset"], setup.context["split"], len(setup.dataset)),
+                     (first.context["dataset"], first.context["split"], len(first.dataset)))):
+                if ours != theirs:
+                    raise UserInputError(f"{path} differs from {paths[0]} in {what} ({ours} vs {theirs}): "
+                                         f"bias and variance compare models of one recipe on one test split")
+        outputs = collect_outputs(setup.model, setup.loader, modes, device=setup.device, amp=args.amp,
+                                  channels_last=args.channels_last, num_classes=len(setup.class_counts))
+        if targets is not None and not bool((outputs.targets == targets).all()):
+            raise UserInputError(f"{path} was evaluated on other test images than {paths[0]}")
+        first, targets = first or setup, outputs.targets
+        predictions.append(outputs.logits[modes[0]].argmax(dim=-1))
+        dataset = setup.checkpoint.get("dataset") if isinstance(setup.checkpoint.get("dataset"), dict) else {}
+        models.append(dict(checkpoint=path, longtail_seed=dataset.get("seed"),
+                           seed=(setup.checkpoint.get("recipe") or {}).get("seed")))
+    assert first is not None and targets is not None
+    result = bias_variance(torch.stack(predictions), targets, first.class_counts, first.shot_split)
+    result["class_order"] = classes_by_count(first.class_counts)
+    return Evaluated(result, first, modes, dict(models=models), sum(row["n"] for row in result["per_class"]))
+
+
+def _lossless_subset(args: argparse.Namespace) -> Evaluated:
+    """The model on ``--lossless-dir``'s original images and on the same rows of the dataset's split."""
+    if args.num_samples is not None:
+        raise UserInputError("lossless-subset scores every image of --lossless-dir: drop --num-samples")
+    setup = prepare_evaluation(args)
+    modes = resolve_forward_modes(setup.model, args.forward_mode)
+    measured = measure_lossless_subset(setup.model, setup.dataset, args.lossless_dir, modes,
+                                       batch_size=args.batch_size, workers=args.workers, device=setup.device,
+                                       amp=args.amp, channels_last=args.channels_last)
+    return Evaluated(measured["result"], setup, modes,
+                     dict(lossless_dir=args.lossless_dir, row_range=measured["row_range"]), measured["num_samples"])
+
+
+def _lossless_rows(by_mode: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [dict(forward_mode=mode, n=r["n"], top1_lossless=r["top1_lossless"], top1_dataset=r["top1_dataset"],
+                 delta=r["delta"], delta_ci95_low=r["delta_ci95"][0], delta_ci95_high=r["delta_ci95"][1],
+                 right_on_lossless_only=r["lossless_only"], right_on_dataset_only=r["dataset_only"])
+            for mode, r in by_mode.items()]
 
 
 ANALYSES: Dict[str, Analysis] = {
@@ -113,52 +189,17 @@ ANALYSES: Dict[str, Analysis] = {
     "bias-variance": Analysis(
         help="bias and variance of the 0-1 loss over models trained on resampled long-tailed sets "
              "(--checkpoints a.pth b.pth ...; RIDE Fig. 1a)",
-        modes=_requested_modes, compute=None,  # run by _bias_variance
+        modes=_requested_modes, compute=None,
         table=lambda result: [dict(group=s, **result["splits"][s]) for s in SPLITS]
         + [dict(group=f"class {c}", **row) for c, row in enumerate(result["per_class"])],
-        plot=plots.plot_bias_variance, many_models=True),
+        plot=plots.plot_bias_variance, many_models=True, evaluate=_bias_variance),
+    "lossless-subset": Analysis(
+        help="top-1 on a folder of some test images' original lossless pixels (--lossless-dir, e.g. "
+             "cifar10-lossless-test-head) and on the same rows of the dataset's own copy (JPEG for the shared "
+             "CIFAR-10), image by image",
+        modes=_requested_modes, compute=None, table=_lossless_rows, plot=plots.plot_lossless_subset,
+        evaluate=_lossless_subset),
 }
-
-
-def _bias_variance(args: argparse.Namespace) -> tuple[Dict[str, Any], EvalSetup, List[str], Dict[str, Any]]:
-    """Evaluate every ``--checkpoints`` model on the same test rows in one forward mode; refuse
-    models that differ in architecture, classes or test split."""
-    paths = list(args.checkpoints or [])
-    if args.checkpoint:
-        raise UserInputError("bias-variance takes the models as --checkpoints a.pth b.pth ..., not --checkpoint")
-    if len(paths) < 2:
-        raise UserInputError(f"bias-variance compares several models trained on resampled sets: pass at least 2 "
-                             f"with --checkpoints (got {len(paths)})")
-    first: EvalSetup | None = None
-    targets = None
-    predictions, models = [], []
-    for path in paths:
-        setup = prepare_evaluation(argparse.Namespace(**{**vars(args), "checkpoint": path}))
-        modes = resolve_forward_modes(setup.model, args.forward_mode)
-        if len(modes) != 1:
-            raise UserInputError(f"bias-variance uses one forward mode per model; --forward-mode gave {modes}")
-        if first is not None:
-            for what, ours, theirs in (
-                    ("model", setup.context["model"], first.context["model"]),
-                    ("classes", setup.class_counts, first.class_counts),
-                    ("test split", (setup.context["dataset"], setup.context["split"], len(setup.dataset)),
-                     (first.context["dataset"], first.context["split"], len(first.dataset)))):
-                if ours != theirs:
-                    raise UserInputError(f"{path} differs from {paths[0]} in {what} ({ours} vs {theirs}): "
-                                         f"bias and variance compare models of one recipe on one test split")
-        outputs = collect_outputs(setup.model, setup.loader, modes, device=setup.device, amp=args.amp,
-                                  channels_last=args.channels_last, num_classes=len(setup.class_counts))
-        if targets is not None and not bool((outputs.targets == targets).all()):
-            raise UserInputError(f"{path} was evaluated on other test images than {paths[0]}")
-        first, targets = first or setup, outputs.targets
-        predictions.append(outputs.logits[modes[0]].argmax(dim=-1))
-        dataset = setup.checkpoint.get("dataset") if isinstance(setup.checkpoint.get("dataset"), dict) else {}
-        models.append(dict(checkpoint=path, longtail_seed=dataset.get("seed"),
-                           seed=(setup.checkpoint.get("recipe") or {}).get("seed")))
-    assert first is not None and targets is not None
-    result = bias_variance(torch.stack(predictions), targets, first.class_counts, first.shot_split)
-    result["class_order"] = classes_by_count(first.class_counts)
-    return result, first, modes, dict(models=models)
 
 
 def _columns(rows: List[Dict[str, Any]]) -> List[str]:
@@ -200,9 +241,10 @@ def run_analysis(name: str, args: argparse.Namespace) -> Dict[str, Any]:
     if getattr(args, "num_bins", 1) < 1:
         raise UserInputError(f"--num-bins must be >= 1, got {args.num_bins}")
     extra: Dict[str, Any] = {}
-    if analysis.many_models:
-        result, setup, modes, extra = _bias_variance(args)
-        num_samples = sum(row["n"] for row in result["per_class"])
+    if analysis.evaluate is not None:
+        evaluated = analysis.evaluate(args)
+        result, setup, modes, extra, num_samples = (evaluated.result, evaluated.setup, evaluated.modes,
+                                                    evaluated.extra, evaluated.num_samples)
     else:
         setup = prepare_evaluation(args)
         modes = analysis.modes(setup, args)
@@ -243,6 +285,11 @@ def add_analysis_args(parser: argparse.ArgumentParser, name: str) -> None:
     if name in ("hardest-negative", "calibration"):
         parser.add_argument("--num-bins", type=int, default=20 if name == "hardest-negative" else 15,
                             help="equal-width bins over [0, 1]")
+    if name == "lossless-subset":
+        parser.add_argument("--lossless-dir", required=True,
+                            help="folder of the original pixels of some rows of --split (parquet in the Hub layout; "
+                                 "row i is the split's row <split>_index[i], else row i), e.g. "
+                                 "../shared/data/cifar10-lossless-test-head")
     if name == "test-agnostic":
         parser.add_argument("--sample-seed", type=int, default=0, help="seed of the per-class subsampling (SADE: 0)")
     group = parser.add_argument_group("output")

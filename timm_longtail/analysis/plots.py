@@ -5,7 +5,7 @@ import io
 from typing import Any, Dict, Mapping, Sequence
 
 __all__ = ["plot_bias_variance", "plot_hardest_negative", "plot_calibration", "plot_expert_usage",
-           "plot_disagreement", "plot_test_agnostic"]
+           "plot_disagreement", "plot_lossless_subset", "plot_test_agnostic"]
 
 _SPLITS = ("many", "medium", "few")
 
@@ -145,4 +145,26 @@ def plot_bias_variance(result: Mapping[str, Any], title: str) -> bytes:
     class_axis.set_xlabel("classes sorted by training images (head left)")
     class_axis.legend(fontsize=8, frameon=False)
     figure.suptitle(f"{title} ({result['num_models']} models)", fontsize=10)
+    return _png(figure)
+
+
+def plot_lossless_subset(by_mode: Mapping[str, Dict[str, Any]], title: str) -> bytes:
+    """Per mode, top-1 on the lossless originals beside top-1 on the dataset's copy of the same images,
+    with the paired difference and its 95 % interval."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(max(5.0, 1.2 * len(by_mode) + 2), 3.8), dpi=110)
+    positions = range(len(by_mode))
+    for offset, key, label in ((-0.2, "top1_lossless", "original (lossless) pixels"),
+                               (0.2, "top1_dataset", "the dataset's copy")):
+        axis.bar([p + offset for p in positions], [r[key] for r in by_mode.values()], width=0.4, label=label)
+    for position, result in zip(positions, by_mode.values()):
+        low, high = result["delta_ci95"]
+        axis.text(position, max(result["top1_lossless"], result["top1_dataset"]) + 1,
+                  f"{result['delta']:+.2f}\n[{low:+.2f}, {high:+.2f}]", ha="center", fontsize=7)
+    axis.set_xticks(list(positions))
+    axis.set_xticklabels(list(by_mode), fontsize=8)
+    axis.set_ylim(0, 112)
+    axis.set_ylabel(f"top-1 accuracy (%), n = {next(iter(by_mode.values()))['n']:,}")
+    axis.legend(fontsize=8, frameon=False, loc="lower right")
+    axis.set_title(title, fontsize=10)
     return _png(figure)

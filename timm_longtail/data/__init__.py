@@ -14,6 +14,7 @@ from .sources import (
     InMemoryImageDataset,
     LongTailDataset,
     build_dataset,
+    build_row_subset,
     canonical_dataset_name,
     read_split_list,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "ShotSplit",
     "TRAIN_RECIPES",
     "build_dataset",
+    "build_row_subset",
     "canonical_dataset_name",
     "create_eval_transform",
     "create_loader",

@@ -39,6 +39,7 @@ __all__ = [
     "InMemoryImageDataset",
     "LongTailDataset",
     "build_dataset",
+    "build_row_subset",
     "canonical_dataset_name",
     "read_split_list",
 ]
@@ -250,6 +251,7 @@ def _decode_rows(hf_dataset, image_column: str, indices: Sequence[int], what: st
     return np.stack(arrays)
 
 
+_SPLIT_FILE_PREFIXES = {"validation": ["valid", "validation", "val"]}  # parquet file names of a split
 _CIFAR = {
     "cifar10_lt": dict(hub_id="uoft-cs/cifar10", num_classes=10, label_column="label"),
     "cifar100_lt": dict(hub_id="uoft-cs/cifar100", num_classes=100, label_column="fine_label"),
@@ -314,7 +316,7 @@ def _build_tiny_imagenet_lt(root: Optional[PathLike], split: str, imbalance_fact
     if split == "train":
         source, indices = train, np.concatenate(first_rows)
     else:
-        source = _load_parquet_split(root, ["valid", "validation", "val"], None, "validation", what)
+        source = _load_parquet_split(root, _SPLIT_FILE_PREFIXES["validation"], None, "validation", what)
         image_column, label_column = _find_columns(source, None)
         indices = np.arange(len(source))
     labels = _labels(source, label_column)[indices]
@@ -338,6 +340,48 @@ def _build_demo(split: str, transform: Transform) -> InMemoryImageDataset:
     info = dict(name="demo", split=split, imbalance_factor=float(max(class_counts) / min(class_counts)),
                 root=str(DEMO_DIR), source="CIFAR-10-LT subset shipped with timm_longtail")
     return InMemoryImageDataset(images, labels, class_names, class_counts, transform, info)
+
+
+def build_row_subset(root: PathLike, of: LongTailDataset) -> Tuple[InMemoryImageDataset, np.ndarray]:
+    """Some rows of ``of``'s split stored another way, e.g. the lossless originals of the first 1,017
+    images of the JPEG CIFAR-10 test split (``shared/data/cifar10-lossless-test-head``): the folder's
+    images as a dataset with ``of``'s classes, training counts and transform, and the rows of ``of``
+    they are, so that both can be scored image by image.
+
+    The folder holds ``**/<split>-*.parquet`` in the Hub layout (an image and a label column). Its
+    row i is ``of``'s row ``<split>_index[i]`` when it has that column (``test_index``), else row i.
+    Class names (when stored) and every label must equal ``of``'s, or the folder holds other images.
+    """
+    split = str(of.info.get("split") or "test")
+    what = f"the row subset in {root}"
+    table = _load_parquet_split(root, _SPLIT_FILE_PREFIXES.get(split, [split]), None, split, what)
+    image_column, label_column = _find_columns(table, None)
+    labels = _labels(table, label_column)
+    index_column = f"{split}_index"
+    rows = _labels(table, index_column) if index_column in table.features else np.arange(len(labels))
+    name = f"{of.info.get('name', 'the dataset')} {split}"
+    if rows.size == 0:
+        raise UserInputError(f"{what}: no rows")
+    if rows.min() < 0 or rows.max() >= len(of) or np.unique(rows).size != rows.size:
+        raise UserInputError(f"{what}: its rows must be distinct rows of {name} (0..{len(of) - 1}), "
+                             f"got {int(rows.min())}..{int(rows.max())}")
+    names = getattr(table.features[label_column], "names", None)
+    if names and list(names) != of.class_names:
+        raise UserInputError(f"{what}: its classes {list(names)[:3]}... are not those of {name} "
+                             f"{of.class_names[:3]}...")
+    wrong = np.flatnonzero(labels != of.targets[rows])
+    if wrong.size:
+        i = int(wrong[0])
+        raise UserInputError(f"{what}: row {i} has label {int(labels[i])} but row {int(rows[i])} of {name} has "
+                             f"{int(of.targets[rows[i]])} ({wrong.size} rows differ): not the same images")
+    images = _decode_rows(table, image_column, np.arange(len(labels)), what)
+    stored = getattr(of, "images", None)
+    if stored is not None and images.shape[1:] != stored.shape[1:]:
+        raise UserInputError(f"{what}: images of {images.shape[1]}x{images.shape[2]} pixels, {name} has "
+                             f"{stored.shape[1]}x{stored.shape[2]}: not the same images")
+    info = dict(of.info, split=split, root=str(root), source=str(root), rows_of=name)
+    counts = of.class_counts if of.has_class_counts else None
+    return InMemoryImageDataset(images, labels, of.class_names, counts, of.transform, info), rows
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Command line: ``python -m timm_longtail.hub {export,card,figures,push} ...`` (``--help`` on each)."""
+"""Command line: ``python -m timm_longtail.hub {export,card,figures,lossless,push} ...`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import run_command
-from .export import export_checkpoint, record_card, rewrite_card, table_entry, write_folder_figures
+from .export import (export_checkpoint, record_card, rewrite_card, table_entry, write_folder_figures,
+                     write_folder_lossless_subset)
 from .push import push_folder
 
 EPILOG = """examples:
@@ -15,6 +16,8 @@ EPILOG = """examples:
       --out exports/ride_resnet32_3e.cifar100_lt_if100 --record
   python -m timm_longtail.hub card hub_cards/ride_resnet32_3e.cifar10_lt_if100   (card code changed; no runs needed)
   python -m timm_longtail.hub figures hub_cards/ride_resnet32_3e.cifar10_lt_if100 --data-dir ../shared/data/cifar10
+  python -m timm_longtail.hub lossless hub_cards/ride_resnet32_3e.cifar10_lt_if100 --data-dir ../shared/data/cifar10 \
+      --lossless-dir ../shared/data/cifar10-lossless-test-head
   HF_TOKEN=... python -m timm_longtail.hub push exports/ride_resnet32_3e.cifar100_lt_if100 \\
       --repo-id timm-longtail/ride_resnet32_3e.cifar100_lt_if100
 """
@@ -56,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--workers", type=int, default=2)
     figures.add_argument("--cards-dir", default=None, help="hub_cards/ folder (default: the source checkout's)")
 
+    lossless = commands.add_parser("lossless", help="measure the folder's weights on the original pixels of some test "
+                                                    "images and on the same rows of its data (analyze.py "
+                                                    "lossless-subset) into results.json, and render the card")
+    lossless.add_argument("folder", help="an exported or hub_cards/<model>.<tag>/ folder with its weights")
+    lossless.add_argument("--data-dir", default=None, help="the dataset's folder (not needed for the demo set)")
+    lossless.add_argument("--lossless-dir", required=True,
+                          help="the originals, e.g. ../shared/data/cifar10-lossless-test-head")
+    lossless.add_argument("--device", default="cpu")
+    lossless.add_argument("--batch-size", type=int, default=256)
+    lossless.add_argument("--workers", type=int, default=2)
+    lossless.add_argument("--cards-dir", default=None, help="hub_cards/ folder (default: the source checkout's)")
+
     push = commands.add_parser("push", help="upload an export folder to the Hub as one commit")
     push.add_argument("folder", help="folder written by `export`")
     push.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub (created if missing)")
@@ -84,6 +99,14 @@ def _run(args: argparse.Namespace) -> None:
         card = write_folder_figures(args.folder, args.data_dir, device=args.device, batch_size=args.batch_size,
                                     workers=args.workers, cards_dir=args.cards_dir)
         print(f"wrote {Path(args.folder) / 'analysis'} and {card}")
+    elif args.command == "lossless":
+        block = write_folder_lossless_subset(args.folder, args.data_dir, args.lossless_dir, device=args.device,
+                                             batch_size=args.batch_size, workers=args.workers,
+                                             cards_dir=args.cards_dir)
+        for mode, row in block["result"].items():
+            print(f"{mode}: on the original images {row['top1_lossless']:.2f}, on the same images of its data "
+                  f"{row['top1_dataset']:.2f} (n = {row['n']:,})")
+        print(f"wrote {Path(args.folder) / 'results.json'} and {Path(args.folder) / 'README.md'}")
     else:
         url = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private,
                           commit_message=args.commit_message)

@@ -13,23 +13,24 @@ are shown relative to the checkout, or as bare names, never as absolute paths.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .._paths import CARDS_DIRNAME, SOURCE_ROOT, portable_paths
+from .._paths import CARDS_DIRNAME, SOURCE_ROOT, portable_path, portable_paths
 from .._format import percent
 from ..checkpoint import start_command
 from ..data.longtail import SHOT_RULES, ShotSplit
 from ..errors import UserInputError
 from ..models import dataset_tag
-from .results import ModeResult, RunResults
+from .results import LOSSLESS_KEY, ModeResult, RunResults
 
 __all__ = [
     "CARDS_DIR", "METRIC_DECIMALS", "build_card_context", "build_card_data", "build_front_matter", "load_reference",
-    "parse_model_name",
+    "load_reference_run", "parse_model_name",
     "read_front_matter", "render_card",
 ]
 
@@ -224,15 +225,21 @@ _METRIC_LABELS = (("top1", "Top-1 accuracy"), ("top5", "Top-5 accuracy"), ("top1
 
 
 def build_card_data(*, repo_name: str, method: str, dataset: Mapping[str, Any], tag: str, eval_split: str,
-                    results: RunResults, license_id: str, method_name: str):
+                    results: RunResults, license_id: str, method_name: str,
+                    data_copy: Optional[Mapping[str, Any]] = None):
     """The card's metadata as a ``huggingface_hub.ModelCardData``: library, licence, tags, and one
     ``EvalResult`` per forward mode and metric (named ``"<metric> (<mode>)"``, value in %, rounded to
-    :data:`METRIC_DECIMALS`), which it turns into the ``model-index`` the Hub shows."""
+    :data:`METRIC_DECIMALS`), which it turns into the ``model-index`` the Hub shows.
+
+    Trained and tested on a local copy of the Hub dataset (``data_copy``, e.g. JPEG CIFAR-10): ``datasets``
+    still names the Hub dataset the images come from (the spec has no field for a derived copy), but every
+    evaluation result's dataset name says it was the copy (``"..., JPEG q75 copy"``) and a tag marks it."""
     from huggingface_hub import EvalResult, ModelCardData
 
+    dataset_name = str(dataset.get("name", tag)) + (f", {data_copy['short']}" if data_copy else "")
     eval_results = [
         EvalResult(task_type="image-classification", task_name="Image Classification",
-                   dataset_type=str(dataset.get("hub_id") or tag), dataset_name=str(dataset.get("name", tag)),
+                   dataset_type=str(dataset.get("hub_id") or tag), dataset_name=dataset_name,
                    dataset_split=eval_split, metric_type="accuracy", metric_name=f"{label} ({row.mode})",
                    metric_value=round(float(getattr(row, key)), METRIC_DECIMALS))
         for row in results.modes for key, label in _METRIC_LABELS if getattr(row, key) is not None
@@ -240,7 +247,7 @@ def build_card_data(*, repo_name: str, method: str, dataset: Mapping[str, Any], 
     return ModelCardData(
         library_name="timm", license=license_id, pipeline_tag="image-classification",
         tags=["image-classification", "timm", "timm-longtail", "long-tailed-recognition", "multi-expert",
-              method_name.lower().replace("+", "p")],
+              method_name.lower().replace("+", "p")] + ([data_copy["tag"]] if data_copy else []),
         datasets=[dataset["hub_id"]] if dataset.get("hub_id") else None, metrics=["accuracy"],
         model_name=repo_name, eval_results=eval_results,
     )
@@ -350,6 +357,124 @@ def _run_facts(checkpoint: Mapping[str, Any], recipe: Mapping[str, Any], info: M
     return facts
 
 
+def _dig(value: Any, keys: Sequence[Any], where: str) -> Any:
+    """``value[k0][k1]...`` (keys of mappings, indices of lists); one clear error where one is missing."""
+    for key in keys:
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            raise UserInputError(f"{where} has no {'.'.join(map(str, keys))}: is it the summary of a complete "
+                                 f"run?") from None
+    return value
+
+
+def _read_summary(path: Path) -> Optional[Dict[str, Any]]:
+    """A committed JSON summary, None when it is not there."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"cannot read {path}: {error}") from None
+
+
+def load_reference_run(reference: Mapping[str, Any], key: str, checkout: Optional[Path] = None) -> Dict[str, Any]:
+    """One of ``reference.yaml``'s ``reference_runs`` with its figures read from its committed summary:
+    ``top1`` per forward mode, ``epochs`` and our ``spread`` (empty, ``committed`` False, while the file
+    is not in the checkout: the run is still under way)."""
+    runs = reference.get("reference_runs") or {}
+    if key not in runs:
+        raise UserInputError(f"reference.yaml has no reference run {key!r} (it has {', '.join(runs)})")
+    run = dict(runs[key], key=key)
+    summary = _read_summary(Path(checkout or SOURCE_ROOT) / run["file"])
+    if summary is None:
+        return dict(run, committed=False, top1={}, epochs=None, spread=None)
+    top1 = {mode: float(_dig(summary, keys, run["file"])) for mode, keys in run["top1"].items()}
+    epochs = _dig(summary, run["epochs"], run["file"]) if run.get("epochs") else None
+    return dict(run, committed=True, top1=top1, epochs=epochs, spread=_spread(run.get("spread"), checkout))
+
+
+def _spread(spec: Optional[Mapping[str, Any]], checkout: Optional[Path]) -> Optional[Dict[str, Any]]:
+    """A reference run's ``spread``: the seed-to-seed std of our run of its recipe and its seeds (None
+    where not measured)."""
+    summary = _read_summary(Path(checkout or SOURCE_ROOT) / spec["file"]) if spec else None
+    if summary is None:
+        return None
+    return dict(file=spec["file"], std=_dig(summary, spec["std"], spec["file"]),
+                seeds=_dig(summary, spec["seeds"], spec["file"]), epochs=_dig(summary, spec["epochs"], spec["file"]))
+
+
+def _run_figures(run: Mapping[str, Any]) -> str:
+    """``"71.99 top-1"`` / ``"77.10 ensemble, 76.80 routed"`` (last epoch, after ``epochs`` epochs)."""
+    figures = [f"{_pct(v)}" + (f" {m}" if len(run["top1"]) > 1 else "") for m, v in run["top1"].items()]
+    return ", ".join(figures) + (" top-1" if len(run["top1"]) == 1 else "") + " (last epoch" + (
+        f" of {run['epochs']}" if run.get("epochs") else "") + ")"
+
+
+def _data_copy_view(reference: Mapping[str, Any], dataset_record: Any, method_key: str,
+                    checkout: Path) -> Optional[Dict[str, Any]]:
+    """What the card says about a model trained on one of ``reference.yaml``'s ``data_copies`` (matched
+    by the data folder its checkpoint records): the copy, what it costs (``effect``: the reference run
+    measured against its paper) and the reference run of the model's own method on the same data."""
+    root = dataset_record.get("root") if isinstance(dataset_record, Mapping) else None
+    copy = (reference.get("data_copies") or {}).get(portable_path(root)) if root else None
+    if copy is None:
+        return None
+    view = dict(copy, effect_line="", anchor_lines=[])
+    if copy.get("effect"):
+        run = load_reference_run(reference, copy["effect"], checkout)
+        paper, setting = run.get("paper") or {}, _run_setting(reference, run)
+        if run["committed"] and paper.get("top1") is not None:
+            value = next(iter(run["top1"].values()))
+            view["effect_line"] = (
+                f"{run['code']}, {setting}, built from this copy, ends at {_pct(value)} top-1 (last epoch"
+                + (f" of {run['epochs']}" if run.get("epochs") else "") + f") against {_pct(paper['top1'])} in its "
+                f"paper ({paper['source']}): {_pct(paper['top1'] - value)} points lower with the same code and "
+                f"recipe (`{run['file']}`).")
+        elif paper.get("top1") is not None:
+            view["effect_line"] = (f"{run['code']}, {setting}, on this copy: pending (`{run['file']}` is not "
+                                   f"committed yet); its paper gives {_pct(paper['top1'])} ({paper['source']}).")
+    for key, run in (reference.get("reference_runs") or {}).items():
+        if method_key in (run.get("anchors") or []):
+            run = load_reference_run(reference, key, checkout)
+            figures = (f"{_run_figures(run)}, `{run['file']}`" if run["committed"]
+                       else f"pending (`{run['file']}` is not committed yet)")
+            view["anchor_lines"].append(f"{run['code']}, {_run_setting(reference, run)}: {figures}.")
+    return view
+
+
+def _run_setting(reference: Mapping[str, Any], run: Mapping[str, Any]) -> str:
+    """``"CIFAR ResNet-32, 3 experts, on CIFAR-10-LT (imbalance factor 100)"``."""
+    dataset = ((reference.get("datasets") or {}).get(run["dataset"]) or {}).get("name", run["dataset"])
+    return f"{run['model']}, on {dataset}"
+
+
+def _lossless_view(info: Mapping[str, Any], weights_sha256: str, load_name: str,
+                   data_copy: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The card's view of ``results.json``'s lossless-subset figures (``None`` when it has none; a note
+    only when they were measured on other weights than these)."""
+    block = info.get(LOSSLESS_KEY)
+    if not isinstance(block, Mapping):
+        return None
+    if block.get("weights_sha256") != weights_sha256:
+        return dict(stale=True)
+    stored_as = data_copy.get("stored_as") if data_copy else None
+    rows = [dict(mode=mode, lossless=_pct(r["top1_lossless"]), dataset=_pct(r["top1_dataset"]),
+                 delta=f"{r['delta']:+.2f} ({r['delta_ci95'][0]:+.2f} to {r['delta_ci95'][1]:+.2f})",
+                 only=f"{r['lossless_only']} / {r['dataset_only']}")
+            for mode, r in block["result"].items()]
+    row_range = block.get("row_range")
+    which = (f"the first {block['num_samples']:,} {block['split']} images" if row_range and row_range[0] == 0
+             else f"{block['num_samples']:,} {block['split']} images")
+    command = (f"python analyze.py lossless-subset --model {load_name} --pretrained --dataset {block['dataset']} "
+               + (f"--data-dir {block['data_dir']} " if block.get("data_dir") else "")
+               + f"--lossless-dir {block['lossless_dir']}")
+    return dict(stale=False, rows=rows, summary=[r for r in rows if r["mode"] in ("ensemble", "routed")],
+                stored=f"as {stored_as}" if stored_as else "as its data stores them",
+                stored_short=stored_as or "its data's copy", which=which, n=f"{block['num_samples']:,}",
+                lossless_dir=block["lossless_dir"], command=command)
+
+
 def build_card_context(
         *,
         model: Any,
@@ -361,9 +486,11 @@ def build_card_context(
         registered_name: Optional[str],
         reference: Mapping[str, Any],
         analysis: Optional[Mapping[str, Any]] = None,
+        checkout: Optional[Path] = None,
 ) -> Dict[str, Any]:
     """Everything the template shows, gathered from the model, its checkpoint and its results
-    (and the folder's card figures, :func:`~timm_longtail.analysis.card_figures.load_card_figures`)."""
+    (and the folder's card figures, :func:`~timm_longtail.analysis.card_figures.load_card_figures`);
+    ``checkout`` holds the reference runs' summaries (default: the source checkout)."""
     model_name = checkpoint["model_name"]
     method_key, arch = parse_model_name(model_name)
     method = reference["methods"][method_key]
@@ -404,9 +531,11 @@ def build_card_context(
         note=row.get("note", ""),
     ) for row in paper_rows]
     router_trained = bool(getattr(model, "router_trained", False))
+    data_copy = _data_copy_view(reference, checkpoint.get("dataset"), method_key, Path(checkout or SOURCE_ROOT))
+    lossless = _lossless_view(info, weights_sha256, registered_name or f"hf-hub:{repo_id}", data_copy)
     card_data = build_card_data(repo_name=repo_id.split("/", 1)[1], method=method_key, dataset=dataset, tag=tag,
                                 eval_split=eval_split, results=results, license_id=license_id,
-                                method_name=method["name"])
+                                method_name=method["name"], data_copy=data_copy)
     return dict(
         front_matter=card_data.to_yaml() + "\n",
         repo_id=repo_id, repo_name=repo_id.split("/", 1)[1], model_name=model_name, registered_name=registered_name,
@@ -427,7 +556,7 @@ def build_card_context(
                                  dataset["name"], compared=compared, compared_label=compared_label),
         results=result_rows, any_flops=any(r.flops_per_image is not None for r in results.modes),
         paper_rows=paper_view, license_name={"apache-2.0": "Apache-2.0"}.get(license_id, license_id),
-        analysis=analysis,
+        analysis=analysis, data_copy=data_copy, lossless=lossless,
     )
 
 

@@ -25,16 +25,19 @@ from timm.models._hub import save_config_for_hf
 
 from .._paths import portable_paths
 from ..analysis.card_figures import load_card_figures, write_card_figures
-from ..checkpoint import apply_umask, atomic_write, build_model_from_checkpoint, json_safe, load_weights_file
+from ..analysis.lossless import measure_lossless_subset
+from ..checkpoint import (apply_umask, atomic_write, atomic_write_json, build_model_from_checkpoint, json_safe,
+                          load_weights_file)
 from ..data import ShotSplit, build_dataset, create_eval_transform, create_loader
 from ..evaluation.setup import dataset_from_record
 from ..errors import OutputWriteError, UserInputError
 from ..models import HF_ORG, hub_repo_id
 from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
 from .card import CARDS_DIR, build_card_context, load_reference, render_card
-from .results import RunResults, load_results
+from .results import LOSSLESS_KEY, RunResults, load_results
 
-__all__ = ["ExportResult", "export_checkpoint", "record_card", "rewrite_card", "table_entry", "write_folder_figures"]
+__all__ = ["ExportResult", "export_checkpoint", "record_card", "rewrite_card", "table_entry",
+           "write_folder_figures", "write_folder_lossless_subset"]
 
 PathLike = Union[str, os.PathLike]
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -253,7 +256,8 @@ def export_checkpoint(
         if card:
             context = build_card_context(
                 model=model, checkpoint=ckpt, results=run, tag=tag, repo_id=repo_id, weights_sha256=sha,
-                registered_name=registered_name if registered else None, reference=reference)
+                registered_name=registered_name if registered else None, reference=reference,
+                checkout=cards_dir.parent)
             (tmp / "README.md").write_text(render_card(context, cards_dir), encoding="utf-8")
         apply_umask(tmp)
         _replace_folder(tmp, out, overwrite)
@@ -360,7 +364,7 @@ def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path
     context = build_card_context(
         model=model, checkpoint=checkpoint, results=load_results(results_path), tag=tag, repo_id=repo_id,
         weights_sha256=sha, registered_name=f"{model_name}.{tag}" if registered is not None else None,
-        reference=load_reference(cards_dir), analysis=load_card_figures(folder))
+        reference=load_reference(cards_dir), analysis=load_card_figures(folder), checkout=cards_dir.parent)
     text = render_card(context, cards_dir)
 
     def write(tmp: str) -> None:
@@ -370,16 +374,11 @@ def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path
     return atomic_write(folder / "README.md", write)
 
 
-def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, *, device: str = "cpu",
-                         batch_size: int = 256, workers: int = 2, cards_dir: Optional[PathLike] = None) -> Path:
-    """Measure the card's analyses (hardest negatives, calibration) for an exported or published
-    folder on its dataset's test split, write ``<folder>/analysis/`` and render the card again.
-
-    The model comes from the folder (``config.json`` + ``model.safetensors``, SHA-256 checked);
-    the dataset from ``config.json``'s record, its images from ``data_dir`` (none for the demo set).
-    """
-
-    folder = Path(folder)
+def _folder_test_split(folder: Path, data_dir: Optional[PathLike], device: str) -> Tuple[torch.nn.Module, Any,
+                                                                                         Dict[str, Any]]:
+    """The folder's model with its weights (SHA-256 checked, on ``device``, in eval mode), its dataset's
+    test split (eval transform set) and its ``config.json``; the dataset as ``config.json`` records it,
+    its images from ``data_dir`` (none for the demo set)."""
     config_path, weights = folder / "config.json", folder / WEIGHTS_FILENAME
     if not config_path.is_file() or not weights.is_file():
         raise UserInputError(f"{folder} needs config.json and {WEIGHTS_FILENAME} to measure the card's figures")
@@ -397,6 +396,21 @@ def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, 
     name, data_dir, imbalance = dataset_from_record(recorded, name, None if data_dir is None else str(data_dir))
     dataset = build_dataset(name, data_dir, "test", imbalance_factor=imbalance, seed=int(recorded.get("seed") or 0))
     dataset.transform = create_eval_transform(model)
+    return model, dataset, config
+
+
+def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, *, device: str = "cpu",
+                         batch_size: int = 256, workers: int = 2, cards_dir: Optional[PathLike] = None) -> Path:
+    """Measure the card's analyses (hardest negatives, calibration) for an exported or published
+    folder on its dataset's test split, write ``<folder>/analysis/`` and render the card again.
+
+    The model comes from the folder (``config.json`` + ``model.safetensors``, SHA-256 checked);
+    the dataset from ``config.json``'s record, its images from ``data_dir`` (none for the demo set).
+    """
+
+    folder = Path(folder)
+    model, dataset, config = _folder_test_split(folder, data_dir, device)
+    section = config.get("timm_longtail") or {}
     rule = section.get("shot_split")
     shot_split = ShotSplit(rule["many_threshold"], rule["few_threshold"], rule["inclusive"]) \
         if isinstance(rule, dict) else ShotSplit.from_rule(rule or "standard")
@@ -404,3 +418,31 @@ def write_folder_figures(folder: PathLike, data_dir: Optional[PathLike] = None, 
     write_card_figures(model, loader, config["class_counts"], shot_split, folder, title=section.get("repo_name") or
                        folder.name, split="test", device=device)
     return rewrite_card(folder, cards_dir)
+
+
+def write_folder_lossless_subset(folder: PathLike, data_dir: Optional[PathLike], lossless_dir: PathLike, *,
+                                 device: str = "cpu", batch_size: int = 256, workers: int = 2,
+                                 cards_dir: Optional[PathLike] = None, render: bool = True) -> Dict[str, Any]:
+    """Measure an exported or published folder's weights, every forward mode, on ``lossless_dir``'s
+    original images and on the same rows of its dataset's test split (``analyze.py lossless-subset``'s
+    numbers), record them in ``results.json`` under :data:`LOSSLESS_KEY` with the weights' SHA-256 and
+    both folders, and (``render``) render the card again. Returns the recorded block."""
+    folder = Path(folder)
+    results_path = folder / "results.json"
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"cannot read {results_path}: {error}") from None
+    model, dataset, config = _folder_test_split(folder, data_dir, device)
+    modes = model.forward_modes()
+    measured = measure_lossless_subset(model, dataset, lossless_dir, modes, batch_size=batch_size,
+                                       workers=workers, device=device)
+    block = portable_paths(dict(
+        analysis="lossless-subset", weights_sha256=(config.get("timm_longtail") or {}).get(CONFIG_SHA256_KEY),
+        dataset=dataset.info.get("name"), split="test", data_dir=None if data_dir is None else str(data_dir),
+        lossless_dir=str(lossless_dir), num_samples=measured["num_samples"], row_range=measured["row_range"],
+        forward_modes=modes, result=measured["result"]))
+    atomic_write_json(results_path, dict(results, **{LOSSLESS_KEY: block}))
+    if render:
+        rewrite_card(folder, cards_dir)
+    return block

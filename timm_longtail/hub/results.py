@@ -26,7 +26,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..errors import UserInputError
 
-__all__ = ["ModeResult", "RunResults", "load_results", "parse_results"]
+__all__ = ["LOSSLESS_KEY", "ModeResult", "RunResults", "load_results", "parse_results"]
+
+LOSSLESS_KEY = "lossless_subset"
+"""The run-wide key of a published ``results.json`` holding its weights' figures on the lossless
+originals of some test images and on the same rows of its data (``analyze.py lossless-subset``)."""
 
 ROW_KEYS = ("forward_mode", "mode", "top1", "top5", "top1_many", "top1_medium", "top1_few",
             "macs_per_image", "flops_per_image", "experts_used_hist")

@@ -12,7 +12,7 @@ from .._paths import SOURCE_ROOT
 from ..errors import UserInputError, run_command
 from .build import BuildSettings, build, default_runs_dir, entry_state, park, publish
 from .manifest import DEFAULT_MANIFEST, load_manifest
-from .table import render_tables, replace_tables
+from .table import update_readme
 
 EPILOG = """examples:
   python -m timm_longtail.zoo status
@@ -82,7 +82,7 @@ def _table(manifest, publish_to: Path, check: bool) -> int:
     except OSError as error:
         raise UserInputError(f"cannot read {readme}: {error.strerror or error}") from None
     try:
-        updated = replace_tables(text, render_tables(manifest, publish_to))
+        updated = update_readme(text, manifest, publish_to)
     except ValueError as error:
         raise UserInputError(f"{readme}: {error}") from None
     if check:

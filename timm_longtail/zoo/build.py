@@ -37,11 +37,12 @@ from ..analysis.commands import build_parser as build_analysis_parser, run_analy
 from ..checkpoint import apply_umask, atomic_write, atomic_write_json, exclusive_lock, load_checkpoint, start_command
 from ..errors import UserInputError
 from ..hub.card import CARDS_DIR
-from ..hub.export import export_checkpoint, rewrite_card, write_folder_figures
+from ..hub.export import export_checkpoint, rewrite_card, write_folder_figures, write_folder_lossless_subset
+from ..hub.results import LOSSLESS_KEY
 from ..models.weights import PUBLISHED_WEIGHTS_FILE, WEIGHTS_FILENAME, record_published, sha256_of_file
 from ..training import parse_args
 from .manifest import Entry, Manifest, Stage
-from .table import BEGIN, render_tables, replace_tables
+from .table import BEGIN, update_readme
 
 __all__ = ["BuildSettings", "EntryOutcome", "build", "entry_state", "park", "publish", "stage_status",
            "default_runs_dir"]
@@ -78,6 +79,11 @@ class BuildSettings:
         if dataset in self.data_dirs:
             return Path(self.data_dirs[dataset]).absolute()
         return manifest.data_dir(dataset)
+
+    def lossless_dir(self, manifest: Manifest, dataset: str) -> Optional[Path]:
+        """The folder of the original pixels of some of the dataset's test rows (None: the manifest names none)."""
+        key = manifest.lossless_subsets.get(dataset)
+        return None if key is None else self.data_dir(manifest, key)
 
     @property
     def cards_dir(self) -> Path:
@@ -624,9 +630,11 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         # the card from the published folder itself, as `publish` renders it again once the runs are gone;
         # with the weights at hand, first the card's analyses (hardest negatives, calibration) on the test split
         if size <= MAX_COMMITTED_WEIGHTS:
+            lossless = _measure_lossless_subset(manifest, settings, entry, tmp)
             write_folder_figures(tmp, settings.data_dir(manifest, entry.dataset), device=settings.device, workers=0,
                                  cards_dir=CARDS_DIR)
         else:
+            lossless = ""
             rewrite_card(tmp, cards_dir=CARDS_DIR)
         _check_no_machine_paths(tmp.iterdir())
         # the table first: a folder in place without its table entry would read as published
@@ -637,8 +645,26 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     _refresh_readme(manifest, settings)
-    return f"published {entry.name} (sha256 {exported.sha256[:12]}..., {size / 1e6:.1f} MB) in {folder}" + _unpark(
-        settings, entry)
+    return (f"published {entry.name} (sha256 {exported.sha256[:12]}..., {size / 1e6:.1f} MB) in {folder}{lossless}"
+            + _unpark(settings, entry))
+
+
+def _measure_lossless_subset(manifest: Manifest, settings: BuildSettings, entry: Entry, folder: Path) -> str:
+    """Measure the folder's weights on the original pixels of its dataset's lossless subset, when the
+    manifest names one, into its ``results.json`` (the card is rendered afterwards). Where that folder is
+    missing (a GPU machine given only the dataset) the figures are left out and said so: a later
+    ``zoo publish`` with the folder at hand measures them. Returns what to add to the summary line."""
+    lossless = settings.lossless_dir(manifest, entry.dataset)
+    if lossless is None:
+        return ""
+    if not lossless.is_dir():
+        return (f"; not measured on the original images ({lossless} not found): run `python -m "
+                f"timm_longtail.zoo publish {entry.name}` where it is")
+    block = write_folder_lossless_subset(folder, settings.data_dir(manifest, entry.dataset), lossless,
+                                         device=settings.device, workers=0, render=False)
+    ensemble = block["result"].get("ensemble") or next(iter(block["result"].values()))
+    return (f"; on the original images {ensemble['top1_lossless']:.2f}, on the same images of its data "
+            f"{ensemble['top1_dataset']:.2f} (ensemble, n = {block['num_samples']:,})")
 
 
 # The analyses a one-expert model has (expert usage and disagreement need several experts).
@@ -667,7 +693,7 @@ def _refresh_readme(manifest: Manifest, settings: BuildSettings) -> None:
     """Rewrite the zoo tables of ``<publish_to>/README.md`` when it has them (a checkout's README)."""
     readme = settings.publish_to / "README.md"
     if readme.is_file() and BEGIN in readme.read_text(encoding="utf-8"):
-        text = replace_tables(readme.read_text(encoding="utf-8"), render_tables(manifest, settings.publish_to))
+        text = update_readme(readme.read_text(encoding="utf-8"), manifest, settings.publish_to)
         atomic_write(readme, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
@@ -756,10 +782,21 @@ def _build_entry(manifest: Manifest, settings: BuildSettings, entry: Entry, forw
 
 
 def _rewrite_card(manifest: Manifest, settings: BuildSettings, entry: Entry) -> str:
+    """Render a published entry's card again from its committed folder; first measure its committed
+    weights on the lossless subset when its results lack those figures (or hold another SHA-256's)."""
+    folder = entry.results_path(settings.publish_to).parent
     with _exclusive(settings.runs_dir, ".zoo-publish.lock", wait=True):
-        card = rewrite_card(entry.results_path(settings.publish_to).parent, cards_dir=CARDS_DIR)
+        recorded = _read_json(folder / "results.json").get(LOSSLESS_KEY) or {}
+        weights = _read_json(folder / "weights.json").get("sha256")
+        measured = ""
+        if (folder / WEIGHTS_FILENAME).is_file() and recorded.get("weights_sha256") != weights:
+            measured = _measure_lossless_subset(manifest, settings, entry, folder)
+        card = rewrite_card(folder, cards_dir=CARDS_DIR)
         _refresh_readme(manifest, settings)
-    return f"its runs are gone: card rendered again from the published folder ({card}); weights and results unchanged"
+    if measured.startswith("; on the original"):
+        return f"its runs are gone: measured its weights{measured}; card rendered again ({card}); weights unchanged"
+    return (f"its runs are gone: card rendered again from the published folder ({card}); weights and results "
+            f"unchanged{measured}")
 
 
 def publish(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,

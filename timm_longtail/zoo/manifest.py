@@ -83,6 +83,9 @@ class Manifest:
     root: Path  # folder configs and data dirs are relative to (the repository)
     data_dirs: Dict[str, Optional[str]]  # None: a dataset that needs no folder (the embedded demo)
     entries: List[Entry] = field(default_factory=list)
+    # dataset -> the data_dirs key of the original (lossless) pixels of some of its test rows: published
+    # weights of that dataset are measured there too, beside the same rows (analyze.py lossless-subset)
+    lossless_subsets: Dict[str, str] = field(default_factory=dict)
 
     def entry(self, name: str) -> Entry:
         for entry in self.entries:
@@ -156,6 +159,12 @@ def load_manifest(path: Optional[Path] = None, root: Optional[Path] = None) -> M
     root = Path(root) if root is not None else SOURCE_ROOT
     manifest = Manifest(path=path, root=root, data_dirs={str(k): None if v is None else str(v)
                                                         for k, v in (raw.get("data_dirs") or {}).items()})
+    lossless = raw.get("lossless_subsets") or {}
+    if not isinstance(lossless, dict) or not all(k in manifest.data_dirs and v in manifest.data_dirs
+                                                 for k, v in lossless.items()):
+        raise UserInputError(f"{path}: lossless_subsets maps a dataset of data_dirs to another key of data_dirs "
+                             f"(the folder of its originals), got {lossless!r}")
+    manifest.lossless_subsets = {str(k): str(v) for k, v in lossless.items()}
     names = set()
     for item in raw["entries"]:
         if not isinstance(item, dict):
