@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from timm_longtail.checkpoint import build_model_from_checkpoint
 from timm_longtail.convert.__main__ import main as convert_main
 from timm_longtail.hub import load_local_folder
+from timm_longtail.hub.push import check_export_folder
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # fixture, its file, the model it loads into, keywords, the scale between the reference's outputs and ours
@@ -98,6 +99,8 @@ def test_convert_writes_a_folder_that_loads_with_the_reference_logits(tmp_path, 
     assert "not trained by this project" in card and section["converted_from"]["sha256"] in card
     scale = 30.0 if name.startswith("ldam") else 1.0
     _check_every_mode(load_local_folder(out), name, scale)
+    _check_every_mode(timm.create_model(f"local-dir:{out}", pretrained=True), name, scale)
+    assert [p.name for p in check_export_folder(out)] == ["README.md", "config.json", "model.safetensors"]  # hub push takes it
 
 
 def test_convert_infers_model_and_tag_from_ride_config_and_names_the_authors_figures(tmp_path, capsys):
