@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..errors import UserInputError
+from ..errors import ShortErrorParser, UserInputError
 
 __all__ = ["build_parser", "parse_args", "load_config", "load_recipe", "known_keys"]
 
@@ -30,7 +30,7 @@ def _str2bool(value: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser; ``known_keys()`` and the YAML check are derived from it."""
-    parser = argparse.ArgumentParser(
+    parser = ShortErrorParser(
         description="Train RIDE / NCL++ / baseline long-tailed classifiers (timm_longtail).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -271,7 +271,7 @@ def _convert_one(convert: Any, value: Any, action: argparse.Action, where: str) 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse ``argv``: YAML recipe first, command-line flags on top."""
     parser = build_parser()
-    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser = ShortErrorParser(add_help=False, prog="train.py")
     config_parser.add_argument("-c", "--config", default="")
     known, remaining = config_parser.parse_known_args(argv)
     if known.config:
