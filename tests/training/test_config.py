@@ -67,12 +67,30 @@ def test_yaml_values_get_the_flag_types_and_flags_win(tmp_path):
     ("amp: maybe\n", "true or false"),
     ("lr: fast\n", "lr"),
     ("- a list\n", "mapping"),
+    ("batch_size: 64.5\n", "key 'batch_size': expected an integer, got 64.5"),  # never trained with 64
+    ("epochs: 200.0\n", "key 'epochs': expected an integer, got 200.0"),
+    ("epochs: true\n", "key 'epochs': expected an integer, got True"),
+    ("lr: true\n", "key 'lr': expected a number, got True"),
+    ("decay_milestones: '160 180'\n", "key 'decay_milestones' must be a YAML list such as [a, b]"),
+    ("eval_modes: ensemble routed\n", "key 'eval_modes' must be a YAML list"),
+    ("decay_milestones: [160, 180.5]\n", "expected an integer, got 180.5"),
+    ("model: 32\n", "key 'model': expected text, got 32"),
+    ("loss_kwargs: [1, 2]\n", "expected a YAML mapping"),
 ])
 def test_bad_yaml_values_are_user_errors(tmp_path, text, message):
     path = tmp_path / "r.yaml"
     path.write_text(text)
-    with pytest.raises(UserInputError, match=message):
+    with pytest.raises(UserInputError, match=re.escape(message)):
         load_config(path)
+
+
+def test_yaml_mapping_flags_take_a_mapping_or_its_text(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("loss_kwargs: '{diversity_factor: -0.2}'\nmodel_kwargs: {reduce_dimension: false}\n")
+    args = parse_args(["--config", str(path)])
+    assert args.loss_kwargs == {"diversity_factor": -0.2} and args.model_kwargs == {"reduce_dimension": False}
+    with pytest.raises(SystemExit):
+        parse_args(["--loss-kwargs", "5"])
 
 
 def _header(path: Path) -> str:

@@ -3,7 +3,8 @@
 As in timm's ``train.py``, ``--config recipe.yaml`` sets the parser defaults and any flag given on
 the command line wins. The YAML keys are the argparse destinations (``batch_size``, ``lr``...);
 a dash spelling (``batch-size``) is accepted too. An unknown key is a ``UserInputError`` naming
-the nearest known key, raised before anything is built, so a typo never trains the wrong recipe.
+the nearest known key, raised before anything is built, so a typo never trains the wrong recipe;
+so is a value of the wrong kind (``64.5`` for an integer, a string for a list): never truncated.
 """
 from __future__ import annotations
 
@@ -26,6 +27,18 @@ def _str2bool(value: str) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def _yaml_mapping(value: Any) -> dict[str, Any] | None:
+    """A YAML mapping given as text (``'{a: 1}'``) or already read from the recipe YAML."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise argparse.ArgumentTypeError(f"not valid YAML: {error}") from None
+    if value is not None and not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping such as '{{name: value}}', got {value!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +103,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=None, help="timm model name, e.g. ride_resnet32_3e")
     group.add_argument("--num-experts", type=int, default=None,
                        help="experts of the model (default: the model name's)")
-    group.add_argument("--model-kwargs", type=yaml.safe_load, default=None, metavar="YAML",
+    group.add_argument("--model-kwargs", type=_yaml_mapping, default=None, metavar="YAML",
                        help="extra keyword arguments of timm.create_model, as a YAML mapping, e.g. "
                             "'{reduce_dimension: false}'")
     group.add_argument("--pretrained", action="store_true", default=False,
@@ -129,7 +142,7 @@ def _add_method_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drw-epoch", type=int, default=None,
                        help="ldam_drw / ride: epoch index from which DRW weights and RIDE "
                             "temperatures are on (default: 80%% of --epochs, as the references)")
-    group.add_argument("--loss-kwargs", type=yaml.safe_load, default=None, metavar="YAML",
+    group.add_argument("--loss-kwargs", type=_yaml_mapping, default=None, metavar="YAML",
                        help="extra keyword options of timm_longtail.losses.build_loss, as a YAML "
                             "mapping, e.g. '{diversity_factor: -0.45, reweight_factor: 0.05}'")
     group.add_argument("--router-pos-weight", type=float, default=100.0,
@@ -241,25 +254,40 @@ load_recipe = load_config  # its earlier name (a YAML config was called a recipe
 
 
 def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
-    """Give a YAML value the type its flag would have (PyYAML reads ``5e-4`` as a string)."""
+    """Give a YAML value the type its flag would have (PyYAML reads ``5e-4`` as a string); a value of
+    another kind is an error, never converted with a loss (``64.5`` for an integer, text for a list)."""
     if value is None:
         return None
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
             raise UserInputError(f"{where} must be true or false, got {value!r}")
         return value
-    convert = action.type
     if action.nargs in ("+", "*"):
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return [_convert_one(convert, item, action, where) for item in items]
-    return _convert_one(convert, value, action, where)
+        if isinstance(value, str):
+            raise UserInputError(f"{where} must be a YAML list such as [a, b], got the text {value!r}")
+        items = value if isinstance(value, (list, tuple)) else [value]  # one number: a one-item list, as the flag
+        return [_convert_one(action, item, where) for item in items]
+    return _convert_one(action, value, where)
 
 
-def _convert_one(convert: Any, value: Any, action: argparse.Action, where: str) -> Any:
+def _convert_one(action: argparse.Action, value: Any, where: str) -> Any:
+    convert = action.type
     try:
         if convert is _str2bool:
             value = value if isinstance(value, bool) else _str2bool(str(value))
-        elif convert is not None and convert is not yaml.safe_load:
+        elif convert is _yaml_mapping:
+            value = _yaml_mapping(value)
+        elif convert is int:
+            if isinstance(value, (bool, float)):  # int(64.5) would train with 64
+                raise ValueError(f"expected an integer, got {value!r}")
+            value = int(value)
+        elif convert is float:
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number, got {value!r}")
+            value = float(value)
+        elif convert is None and not isinstance(value, str):
+            raise ValueError(f"expected text, got {value!r} (quote it)")
+        elif convert is not None:
             value = convert(value)
     except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
         raise UserInputError(f"{where}: {exc}") from None
