@@ -1,12 +1,15 @@
-"""train.py end to end on the shipped demo set: every method and stage, resume, errors, SIGINT.
+"""train.py end to end on the shipped demo set: every method and stage, resume, errors, signals, a full disk.
 
 Runs are tiny (batch 8, 2 steps per epoch, 40 test images) and in-process through
-``train.main(argv)`` to skip the import cost; one run goes through a real subprocess and a signal.
+``train.main(argv)`` to skip the import cost; the signal and full-disk runs go through real subprocesses.
 """
 import csv
+import hashlib
 import json
 import math
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,6 +25,8 @@ import torch
 from timm_longtail.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from timm_longtail.data import build_dataset
 from timm_longtail.models import measure_compute
+from timm_longtail.training.config import PER_COMMAND_SETTINGS
+from timm_longtail.training.runner import _Run
 
 TRAIN = REPO_ROOT / "train.py"
 QUICK = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-size", "8", "--eval-batch-size", "20",
@@ -43,6 +48,34 @@ def train(train_module, runs: Path, name: str, *argv: str) -> Path:
     code = train_module.main([*QUICK, "--output", str(runs), "--experiment", name, *argv])
     assert code == 0
     return runs / name
+
+
+def stopped_run(train_module, runs: Path, name: str, *argv: str) -> Path:
+    """A run stopped by SIGINT (as Ctrl-C) right after its first epoch's checkpoint: what a user resumes."""
+    end_epoch = _Run._end_epoch
+
+    def end_then_stop(self, epoch, *rest):
+        end_epoch(self, epoch, *rest)
+        if epoch == 0:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Run, "_end_epoch", end_then_stop)
+        code = train_module.main([*QUICK, "--output", str(runs), "--experiment", name, *argv])
+    assert code == 128 + signal.SIGINT
+    assert load_checkpoint(runs / name / "last.pth")["epoch"] == 1
+    return runs / name
+
+
+def printed_resume_command(text: str) -> list:
+    """The command the stop or full-disk message says resumes the run."""
+    found = re.findall(r"resume with: (.+)$", text, re.MULTILINE)
+    assert found, text
+    return shlex.split(found[-1])
+
+
+def file_hashes(folder: Path) -> dict:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
 
 
 def summary_rows(run: Path) -> list:
@@ -192,21 +225,28 @@ def test_held_out_validation_selects_without_the_test_set(train_module, runs, mo
     assert sum(best["train_class_counts"]) == 1236 - 249
 
 
-def test_resume_continues_exactly(train_module, runs):
+def test_resume_continues_exactly(train_module, runs, caplog):
+    """``--resume last.pth`` alone, as the stop message prints it, ends with the uninterrupted run's weights:
+    the checkpoint's recipe, not the parser's defaults (batch 128, seed 42, warm-up 5, milestones 161 181...)."""
     common = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--no-final-eval",
-              "--decay-milestones", "2"]
-    straight = train(train_module, runs, "straight", *common, "--epochs", "2")
-    half = train(train_module, runs, "half", *common, "--epochs", "1")
-    assert load_checkpoint(half / "last.pth")["epoch"] == 1
-    assert train_module.main([*QUICK, *common, "--epochs", "2", "--resume", str(half / "last.pth")]) == 0
+              "--decay-milestones", "2", "--epochs", "2"]
+    straight = train(train_module, runs, "straight", *common)
+    caplog.clear()
+    half = stopped_run(train_module, runs, "half", *common)
+    command = printed_resume_command(caplog.text)
+    assert command == ["python", "train.py", "--resume", os.path.abspath(half / "last.pth")]
+    assert train_module.main(command[2:]) == 0  # --resume <checkpoint>, no other flag
     a, b = load_checkpoint(straight / "last.pth"), load_checkpoint(half / "last.pth")
     assert b["epoch"] == 2 and b["num_updates"] == a["num_updates"] == 4
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
-    assert b["optimizer"]["param_groups"][0]["lr"] == a["optimizer"]["param_groups"][0]["lr"]
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    recipe = {k: v for k, v in b["recipe"].items() if k not in PER_COMMAND_SETTINGS}
+    assert recipe == {k: v for k, v in a["recipe"].items() if k not in PER_COMMAND_SETTINGS}
     assert len(summary_rows(half)) == 2  # the resumed run appends to its own folder's summary
     # the recorded command reproduces the run (no --resume); the history keeps both commands
-    assert "--resume" not in b["command"] and "--epochs 2" in b["command"]
+    assert "--resume" not in b["command"] and "--epochs 2" in b["command"] and b["command"] == a["command"].replace(
+        "straight", "half")
     assert [("--resume" in c) for c in b["command_history"]] == [False, True]
 
 
@@ -215,19 +255,53 @@ def test_resume_continues_exactly(train_module, runs):
     ["--model", "nclpp_resnet32", "--method", "nclpp", "--num-copies", "2"],  # nclpp_cifar: AutoAugment, Cutout, copies
 ], ids=["ride", "nclpp_two_copies"])
 def test_device_augment_trains_and_resumes_exactly(train_module, runs, method):
-    common = [*method, "--no-final-eval", "--decay-milestones", "2", "--device-augment"]
+    common = [*method, "--no-final-eval", "--decay-milestones", "2", "--device-augment", "--epochs", "2"]
     tag = method[3]
-    straight = train(train_module, runs, f"device_straight_{tag}", *common, "--epochs", "2")
-    half = train(train_module, runs, f"device_half_{tag}", *common, "--epochs", "1")
-    assert train_module.main([*QUICK, *common, "--epochs", "2", "--resume", str(half / "last.pth")]) == 0
+    straight = train(train_module, runs, f"device_straight_{tag}", *common)
+    half = stopped_run(train_module, runs, f"device_half_{tag}", *common)
+    assert train_module.main(["--resume", str(half / "last.pth")]) == 0
     a, b = load_checkpoint(straight / "last.pth"), load_checkpoint(half / "last.pth")
     assert a["recipe"]["device_augment"] is True and b["epoch"] == 2
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     # the flag is what changed the batches: the worker path gives other weights from the same seed
-    workers = train(train_module, runs, f"worker_path_{tag}", *common[:-1], "--epochs", "2")
+    workers = train(train_module, runs, f"worker_path_{tag}", *common[:-3], "--epochs", "2")
     stem = next(key for key in a["state_dict"] if key.endswith("conv1.weight"))
     assert not torch.equal(load_checkpoint(workers / "last.pth")["state_dict"][stem], a["state_dict"][stem])
+
+
+def test_a_resume_that_changes_the_recipe_is_refused_unless_asked(train_module, runs, tmp_path, capsys):
+    """A recipe flag given with --resume that differs from the checkpoint is one error line naming each
+    difference, the run folder untouched; --resume-changes-recipe accepts it and the lineage and card show it."""
+    common = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--epochs", "2",
+              "--decay-milestones", "2", "--eval-modes", "ensemble"]
+    half = stopped_run(train_module, runs, "changed", *common)
+    last = half / "last.pth"
+    before = file_hashes(half)
+    capsys.readouterr()
+    changed = ["--lr", "0.05", "--seed", "2", "--batch-size", "4", "--drw-epoch", "0"]
+    assert train_module.main(["--resume", str(last), *changed, "--workers", "0", "--log-interval", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --resume {last} continues the recipe it records, and these flags change it: "
+                   f"--drw-epoch 0 (checkpoint: 1), --lr 0.05 (checkpoint: 0.1), --batch-size 4 (checkpoint: 8), "
+                   f"--seed 2 (checkpoint: 1); drop them to continue as recorded, or pass --resume-changes-recipe\n")
+    assert file_hashes(half) == before  # nothing written
+    # operational flags (workers, log interval) may be given anew; the recipe changes only when asked to
+    assert train_module.main(["--resume", str(last), "--resume-changes-recipe", "--lr", "0.05", "--log-interval",
+                              "2"]) == 0
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] == 2 and ckpt["recipe"]["lr"] == 0.05 and ckpt["recipe"]["log_interval"] == 2
+    resumed = ckpt["lineage"][-1]
+    assert resumed["role"] == "resumed" and resumed["epoch"] == 1 and resumed["recipe"]["lr"] == 0.1
+    assert resumed["changed"] == {"lr": {"checkpoint": 0.1, "now": 0.05}}
+    assert "--resume-changes-recipe" in ckpt["command"]  # no straight run reproduces it
+    from timm_longtail.hub.__main__ import main as hub_main
+
+    assert hub_main(["export", "--checkpoint", str(last), "--results", str(half / "final.json"), "--out",
+                     str(tmp_path / "export"), "--repo-id", "someone/changed"]) == 0
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "### Stage 1: `ride_resnet32_2e`, experts stage before its recipe changed, 2 epochs" in card
+    assert "Resumed from it with `--resume-changes-recipe`: `lr` 0.1 → 0.05." in card
 
 
 def test_longtail_seed_resamples_the_cifar_lt_draw(train_module, runs, shared_data):
@@ -293,25 +367,34 @@ def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_pa
         assert not (runs / name).exists()  # nothing written, nothing trained
 
 
-def start_long_run(folder: Path, *extra: str) -> tuple[subprocess.Popen, list[str], dict]:
-    """A 50-epoch train.py subprocess into ``folder``, returned once its first last.pth is written."""
+def start_long_run(processes, folder: Path, *extra: str) -> tuple[subprocess.Popen, list[str], dict]:
+    """A 50-epoch train.py subprocess into ``folder``, returned once its first last.pth is written (the
+    ``processes`` fixture ends it if the test does not)."""
     # one thread: a busy CI machine starves OpenMP thread teams of a second process
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
     argv = [sys.executable, str(TRAIN), *QUICK, "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "50",
             "--max-steps-per-epoch", "3", "--no-final-eval", "--workers", "1", *extra,
             "--output", str(folder.parent), "--experiment", folder.name]
-    process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    last = folder / "last.pth"
-    deadline = time.time() + 240
-    while not last.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    assert last.exists(), process.communicate()[0] if process.poll() is not None else "no checkpoint in time"
+    process = processes.start(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    wait_for_a_new_checkpoint(process, folder / "last.pth")
     return process, argv, env
 
 
-def test_sigint_leaves_a_resumable_checkpoint_and_the_folder_is_locked_meanwhile(train_module, tmp_path, capsys):
-    process, argv, env = start_long_run(tmp_path / "stopped")
+def wait_for_a_new_checkpoint(process: subprocess.Popen, last: Path, after: int = -1) -> None:
+    """Until ``last`` is replaced (its modification time passes ``after``), or the process ends."""
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if last.exists() and last.stat().st_mtime_ns > after:
+            return
+        time.sleep(0.2)
+    assert last.exists() and last.stat().st_mtime_ns > after, (
+        process.communicate()[0] if process.poll() is not None else "no checkpoint in time")
+
+
+def test_sigint_leaves_a_resumable_checkpoint_and_the_folder_is_locked_meanwhile(train_module, tmp_path, capsys,
+                                                                                 processes):
+    process, argv, env = start_long_run(processes, tmp_path / "stopped")
     last = tmp_path / "stopped" / "last.pth"
     args_yaml = (tmp_path / "stopped" / "args.yaml").read_text()
     capsys.readouterr()
@@ -324,18 +407,27 @@ def test_sigint_leaves_a_resumable_checkpoint_and_the_folder_is_locked_meanwhile
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the loader worker gets it too
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGINT, output
-    assert "resume with" in output and "Traceback" not in output
+    assert "Traceback" not in output
     ckpt = load_checkpoint(last)
     assert 1 <= ckpt["epoch"] < 50
-    resumed = subprocess.run([*argv[:-4], "--epochs", str(ckpt["epoch"] + 1), "--resume", str(last)], cwd=REPO_ROOT,
-                             env=env, capture_output=True, text=True, timeout=240)
-    assert resumed.returncode == 0, resumed.stderr
-    assert load_checkpoint(last)["epoch"] == ckpt["epoch"] + 1
+    # the printed command continues the same run (in the same folder, with the recorded recipe)
+    command = printed_resume_command(output)
+    assert command == ["python", "train.py", "--resume", str(last)]
+    resumed = processes.start([sys.executable, *command[1:]], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    wait_for_a_new_checkpoint(resumed, last, after=last.stat().st_mtime_ns)
+    os.killpg(resumed.pid, signal.SIGINT)
+    output, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode == 128 + signal.SIGINT, output
+    again = load_checkpoint(last)
+    assert again["epoch"] > ckpt["epoch"] and again["command"] == ckpt["command"]
+    kept = [key for key in ckpt["recipe"] if key not in PER_COMMAND_SETTINGS]
+    assert [again["recipe"][key] for key in kept] == [ckpt["recipe"][key] for key in kept]
 
 
-def test_a_second_signal_exits_at_once_and_keeps_the_checkpoint(tmp_path):
+def test_a_second_signal_exits_at_once_and_keeps_the_checkpoint(tmp_path, processes):
     # batch 128: a step long enough (about a second here) that the second signal lands inside it
-    process, _, _ = start_long_run(tmp_path / "twice", "--batch-size", "128")
+    process, _, _ = start_long_run(processes, tmp_path / "twice", "--batch-size", "128")
     last = tmp_path / "twice" / "last.pth"
     os.killpg(process.pid, signal.SIGTERM)
     seen = []
@@ -347,6 +439,20 @@ def test_a_second_signal_exits_at_once_and_keeps_the_checkpoint(tmp_path):
     output = "".join(seen) + process.communicate(timeout=60)[0]
     assert process.returncode == -signal.SIGTERM, output  # the second one: SIGTERM's own default, at once
     assert load_checkpoint(last)["epoch"] >= 1  # whole (written by rename, never in place): resumable
+
+
+def test_sigkill_leaves_the_last_complete_epoch_whole(train_module, tmp_path, processes):
+    """SIGKILL (the OOM killer) gives no chance to stop: every checkpoint is written aside and renamed into place,
+    so last.pth is the last complete epoch's, whole, and the run resumes from it."""
+    process, _, _ = start_long_run(processes, tmp_path / "killed")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    last = tmp_path / "killed" / "last.pth"
+    epoch = load_checkpoint(last)["epoch"]
+    assert 1 <= epoch < 50
+    assert train_module.main(["--resume", str(last), "--resume-changes-recipe", "--epochs", str(epoch + 1)]) == 0
+    assert load_checkpoint(last)["epoch"] == epoch + 1
 
 
 def limit_file_size(max_bytes: int):
@@ -363,7 +469,8 @@ def test_a_checkpoint_write_that_fails_keeps_the_previous_one(train_module, runs
     last = first / "last.pth"
     before = last.read_bytes()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, str(TRAIN), *QUICK, *common, "--epochs", "2", "--resume", str(last)],
+    done = subprocess.run([sys.executable, str(TRAIN), "--resume", str(last), "--resume-changes-recipe", "--epochs",
+                           "2"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
                           preexec_fn=limit_file_size(len(before) // 2))
     assert done.returncode == 1, done.stderr
@@ -373,7 +480,7 @@ def test_a_checkpoint_write_that_fails_keeps_the_previous_one(train_module, runs
     assert errors[0].endswith(f"--resume {last}")
     assert last.read_bytes() == before  # epoch 1's checkpoint, whole
     assert not [p for p in first.iterdir() if p.name.endswith(".tmp")]
-    assert train_module.main([*QUICK, *common, "--epochs", "2", "--resume", str(last)]) == 0  # and it resumes
+    assert train_module.main(["--resume", str(last), "--resume-changes-recipe", "--epochs", "2"]) == 0  # it resumes
     assert load_checkpoint(last)["epoch"] == 2
 
 

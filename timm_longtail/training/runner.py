@@ -1,17 +1,19 @@
 """``train.py``'s body: build the run's pieces (``assembly``), check them, then run the epochs.
 
 Order matters for users: every check that can fail on bad input (method, model, checkpoints,
-class counts, teacher) runs before the output folder is created and before the first step, so a
-wrong command costs seconds and leaves nothing behind.
+class counts, teacher, a resume's recipe) runs before the output folder is created and before the
+first step, so a wrong command costs seconds and leaves nothing behind.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import yaml
@@ -19,13 +21,18 @@ from timm.utils import ModelEmaV3, random_seed
 from timm.utils.summary import trim_summary, update_summary
 from torch import nn
 
-from ..checkpoint import atomic_write_json, build_model_from_checkpoint, command_history, exclusive_lock, run_lineage
+from ..checkpoint import (
+    atomic_write_json, build_model_from_checkpoint, command_history, exclusive_lock, lineage_entry, load_checkpoint,
+    run_lineage,
+)
 from ..data import create_eval_transform
+from ..errors import UserInputError
 from ..losses import DistillationLoss
 from .assembly import (
     build_data, build_loss, build_optimizer, build_scheduler, build_teacher, common_steps, create_model, eval_loader,
     output_dir_for, read_checkpoints, resolve_model_name, resolve_precision, set_transform, train_loader,
 )
+from .config import continue_recipe, known_keys
 from .distributed import DistContext, cleanup_distributed, setup_distributed
 from .loop import StopFlag, train_one_epoch
 from .saver import LongTailCheckpointSaver
@@ -56,10 +63,16 @@ class History:
 
 
 class _Run:
-    """One training run; ``execute`` returns the process exit code."""
+    """One training run; ``execute`` returns the process exit code.
 
-    def __init__(self, args: argparse.Namespace, spec: MethodSpec, ctx: DistContext, command: str):
+    ``resumed`` is the ``--resume`` checkpoint already read (its recipe is in ``args``: :func:`resume_recipe`)
+    and ``recipe_changes`` the recipe settings given anew with other values, ``{name: (recorded, now)}``.
+    """
+
+    def __init__(self, args: argparse.Namespace, spec: MethodSpec, ctx: DistContext, command: str,
+                 resumed: dict[str, Any] | None = None, recipe_changes: Mapping[str, tuple[Any, Any]] | None = None):
         self.args, self.spec, self.ctx, self.command = args, spec, ctx, command
+        self.resumed, self.recipe_changes = resumed, dict(recipe_changes or {})
         self.started = time.time()
         self.log_handler: logging.Handler | None = None
 
@@ -67,11 +80,22 @@ class _Run:
     def setup(self) -> None:
         args, ctx = self.args, self.ctx
         random_seed(args.seed, 0)  # same initial weights on every rank (DDP also broadcasts them)
-        self.found = read_checkpoints(args)
-        self.command, self.command_history = command_history(self.found.resume, self.command)
+        self.found = read_checkpoints(args, self.resumed)
+        self._check_recipe_changes()
+        self.command, self.command_history = command_history(self.found.resume, self.command,
+                                                             recipe_changed=bool(self.recipe_changes))
+        self.lineage = run_lineage(self.found.resume, self.found.initial, self.found.teacher)
+        if self.recipe_changes:  # the segment before the change, with the recipe it trained with
+            changed = {name: dict(checkpoint=old, now=new) for name, (old, new) in self.recipe_changes.items()}
+            self.lineage.append(dict(lineage_entry(self.found.resume, "resumed"), changed=changed))
         self.model_name = resolve_model_name(args, self.found)
         self.data = build_data(args, self.spec)
         num_classes = len(self.data.full_class_counts)
+        recorded_counts = None if self.found.resume is None else self.found.resume.get("class_counts")
+        if recorded_counts and list(recorded_counts) != list(self.data.full_class_counts):
+            raise UserInputError(f"--resume {args.resume} was trained on other data (training images per class "
+                                 f"{list(recorded_counts)[:5]}...) than --data-dir {args.data_dir} holds "
+                                 f"({self.data.full_class_counts[:5]}...)")
         model, self.model_kwargs = create_model(args, self.model_name, self.found, num_classes)
         check_model(model, self.model_name, self.spec, args.stage)
         if args.stage == "router" and self.found.resume is None:
@@ -118,6 +142,15 @@ class _Run:
                                distillation=self.distillation, compile_backend=args.torchcompile,
                                compile_mode=args.torchcompile_mode, distributed=ctx.distributed)
 
+    def _check_recipe_changes(self) -> None:
+        """A resume continues the recorded recipe: flags that change it need ``--resume-changes-recipe``."""
+        if not self.recipe_changes or self.args.resume_changes_recipe:
+            return
+        listed = ", ".join(f"--{name.replace('_', '-')} {_shown(new)} (checkpoint: {_shown(old)})"
+                           for name, (old, new) in self.recipe_changes.items())
+        raise UserInputError(f"--resume {self.args.resume} continues the recipe it records, and these flags change "
+                             f"it: {listed}; drop them to continue as recorded, or pass --resume-changes-recipe")
+
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.saver.restore(ckpt, source=f"--resume {self.args.resume}")
         self.start_epoch = int(ckpt.get("epoch", 0))
@@ -137,8 +170,7 @@ class _Run:
         best_epoch = None if self.saver.best_epoch is None else self.saver.best_epoch - 1
         return dict(
             epoch=epoch, num_updates=self.num_updates, recipe=self._recipe(), dataset=self.data.info,
-            lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
-            train_class_counts=self.data.train_class_counts, command=self.command,
+            lineage=self.lineage, train_class_counts=self.data.train_class_counts, command=self.command,
             command_history=self.command_history, seed=self.args.seed, reweighting=self._reweighting(epoch - 1),
             history=dict(best_metric=self.saver.best_metric, best_epoch=best_epoch,  # 0-based, as before the saver
                          epoch_times=self.history.epoch_times, images_per_sec=self.history.images_per_sec),
@@ -158,6 +190,11 @@ class _Run:
         with exclusive_lock(self.output_dir, busy):  # two runs would interleave their checkpoints and logs
             return self._train()
 
+    def resume_command(self) -> str:
+        """The command that continues this run exactly: its checkpoint records every setting."""
+        launcher = ["torchrun", "--nproc_per_node", str(self.ctx.world_size)] if self.ctx.distributed else ["python"]
+        return shlex.join([*launcher, "train.py", "--resume", os.path.abspath(self.saver.last_path)])
+
     def _train(self) -> int:
         args, ctx = self.args, self.ctx
         summary_path = self.output_dir / "summary.csv"
@@ -169,6 +206,9 @@ class _Run:
             _logger.info("model %s (%d experts), method %s, stage %s, %d training images, %d steps/epoch",
                          self.model_name, self.model.num_experts, args.method, args.stage, len(self.data.train),
                          self.steps_per_epoch)
+            for name, (old, new) in self.recipe_changes.items():
+                _logger.warning("--resume-changes-recipe: %s %s -> %s from epoch %d on", name, _shown(old),
+                                _shown(new), self.start_epoch)
         if self.scheduler is not None and self.start_epoch > 0:
             if args.sched_on_updates:
                 self.scheduler.step_update(self.num_updates)
@@ -230,7 +270,8 @@ class _Run:
         last = self.output_dir / "last.pth"
         if self.ctx.is_primary:
             if last.is_file():
-                _logger.warning("stopped; resume with: --resume %s (%d complete epochs)", last, completed_epochs)
+                _logger.warning("stopped after %d complete epochs; resume with: %s", completed_epochs,
+                                self.resume_command())
             else:
                 _logger.warning("stopped before the first epoch completed: no checkpoint was written")
         self.ctx.barrier()  # torchrun ends every rank once one exits: none leaves before rank 0 is done
@@ -252,7 +293,7 @@ class _Run:
             selection_rule=("best held-out validation balanced top-1 (split from the training set)"
                             if selected == "best" else "last epoch"),
             epochs=args.epochs, drw_epoch=self.drw_epoch, **self.history.summary(),
-            lineage=run_lineage(self.found.resume, self.found.initial, self.found.teacher),
+            lineage=self.lineage,
             recipe=self._recipe(),  # with it, the card can be rendered again from the results alone
         )
         if self.saver.best_metric is not None:
@@ -279,6 +320,13 @@ class _Run:
         return 0
 
 
+def _shown(value: Any) -> str:
+    """A setting as a user would type it (lists space-separated, as the flag takes them)."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(item) for item in value)
+    return str(value)
+
+
 def _add_file_log(path: Path) -> logging.Handler:
     """Copy the run's log lines into its folder (removed again when the run ends)."""
     handler = logging.FileHandler(path)
@@ -287,12 +335,29 @@ def _add_file_log(path: Path) -> logging.Handler:
     return handler
 
 
-def run(args: argparse.Namespace, command: str = "") -> int:
-    """Train as ``args`` say; returns the exit code (0 done, 128+signal when stopped)."""
+def resume_recipe(args: argparse.Namespace, given: frozenset[str] | None = None,
+                  ) -> tuple[dict[str, Any] | None, dict[str, tuple[Any, Any]]]:
+    """(the ``--resume`` checkpoint, the recipe settings given anew with other values): ``args`` takes the
+    checkpoint's recorded value of every setting not ``given`` (:func:`~.config.continue_recipe`); ``given``
+    None means every setting (a caller that built ``args`` itself)."""
+    if args.resume_changes_recipe and not args.resume:
+        raise UserInputError("--resume-changes-recipe goes with --resume <checkpoint>")
+    if not args.resume:
+        return None, {}
+    checkpoint = load_checkpoint(args.resume)
+    given = frozenset(known_keys()) if given is None else given
+    return checkpoint, continue_recipe(args, given, checkpoint.get("recipe") or {})
+
+
+def run(args: argparse.Namespace, command: str = "", given: frozenset[str] | None = None) -> int:
+    """Train as ``args`` say; returns the exit code (0 done, 128+signal when stopped). ``given``: the
+    settings the command line set (:func:`~.config.given_settings`); on ``--resume`` the others are the
+    checkpoint's."""
     _logger.setLevel(logging.INFO)  # progress lines reach log.txt whatever the root logger's level
+    resumed, recipe_changes = resume_recipe(args, given)
     spec = check_args(args)
     ctx = setup_distributed(args.device)
-    job = _Run(args, spec, ctx, command)
+    job = _Run(args, spec, ctx, command, resumed, recipe_changes)
     try:
         return job.execute()
     finally:
