@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO_ROOT, load_script
 import timm
@@ -304,6 +305,21 @@ def test_a_resume_that_changes_the_recipe_is_refused_unless_asked(train_module, 
     assert "Resumed from it with `--resume-changes-recipe`: `lr` 0.1 → 0.05." in card
 
 
+@pytest.mark.parametrize("finished", [True, False], ids=["finished", "stopped"])
+def test_a_new_run_never_writes_into_a_folder_holding_a_run(train_module, runs, ride_stage1, capsys, finished):
+    folder = ride_stage1 if finished else stopped_run(train_module, runs, "stopped_earlier", "--model",
+                                                      "ride_resnet32_2e", "--method", "ride", "--epochs", "2")
+    before = file_hashes(folder)
+    capsys.readouterr()
+    code = train_module.main([*QUICK, "--model", "nclpp_resnet32", "--method", "nclpp", "--epochs", "1",
+                              "--output", str(runs), "--experiment", folder.name])
+    held = "last.pth, final.json, summary.csv" if finished else "last.pth, summary.csv"
+    assert code == 2 and capsys.readouterr().err == (
+        f"error: {folder} already holds a run ({held}): continue it with --resume {folder / 'last.pth'}, or start a "
+        f"new run with another --experiment\n")
+    assert file_hashes(folder) == before  # byte for byte
+
+
 def test_longtail_seed_resamples_the_cifar_lt_draw(train_module, runs, shared_data):
     """RIDE's bias/variance study trains on independently drawn long-tailed sets: same counts,
     other images; seed 0 stays the standard set."""
@@ -455,33 +471,95 @@ def test_sigkill_leaves_the_last_complete_epoch_whole(train_module, tmp_path, pr
     assert load_checkpoint(last)["epoch"] == epoch + 1
 
 
-def limit_file_size(max_bytes: int):
-    """A ``preexec_fn``: files this process writes may not grow past ``max_bytes`` (RLIMIT_FSIZE; Python
-    ignores SIGXFSZ, so a write past it fails with EFBIG, the way a full disk fails with ENOSPC)."""
-    import resource
+# The disk fills (RLIMIT_FSIZE: no file this process writes may grow past the limit; Python ignores SIGXFSZ, so a
+# write past it fails with EFBIG, as one on a full disk fails with ENOSPC) at start, or after the first epoch.
+FULL_DISK = """
+import os, resource, sys
+import train
+from timm_longtail.training.runner import _Run
 
-    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+when, limit, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+
+def fill(self=None):
+    size = limit + (os.path.getsize(self.output_dir / "log.txt") if when == "log" else 0)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+if when == "start":
+    fill()
+else:
+    end_epoch = _Run._end_epoch
+    def end_then_fill(self, epoch, *rest):
+        end_epoch(self, epoch, *rest)
+        if epoch == 0:
+            fill(self)
+    _Run._end_epoch = end_then_fill
+sys.exit(train.main(argv))
+"""
+CHECKPOINT_DOES_NOT_FIT = 1_000_000  # bytes: args.yaml, log.txt and summary.csv fit, a 4 MB last.pth does not
 
 
-def test_a_checkpoint_write_that_fails_keeps_the_previous_one(train_module, runs):
-    common = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--no-final-eval"]
-    first = train(train_module, runs, "full-disk", *common, "--epochs", "1")
-    last = first / "last.pth"
-    before = last.read_bytes()
+def run_on_a_full_disk(when: str, limit: int, *argv: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, str(TRAIN), "--resume", str(last), "--resume-changes-recipe", "--epochs",
-                           "2"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
-                          preexec_fn=limit_file_size(len(before) // 2))
+    return subprocess.run([sys.executable, "-c", FULL_DISK, when, str(limit), *argv], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def one_error_line(stderr: str) -> str:
+    """The run's one ``error:`` line, last on stderr after the progress log, without a traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and stderr.strip().endswith(errors[0]) and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+def assert_whole_log(path: Path) -> None:
+    text = path.read_text()
+    assert text.endswith("\n") and all(re.match(r"\d{4}-\d\d-\d\d ", line) for line in text.splitlines()), text
+
+
+FULL_DISK_RUN = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--no-final-eval",
+                 "--epochs", "2"]
+
+
+def test_a_full_disk_at_start_writes_nothing(tmp_path):
+    done = run_on_a_full_disk("start", 64, *QUICK, *FULL_DISK_RUN, "--output", str(tmp_path), "--experiment", "full")
     assert done.returncode == 1, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]  # after the progress log
-    assert len(errors) == 1 and done.stderr.strip().endswith(errors[0]) and "Traceback" not in done.stderr
-    assert errors[0].startswith(f"error: could not write {last} (File too large): the previous file is unchanged")
-    assert errors[0].endswith(f"--resume {last}")
-    assert last.read_bytes() == before  # epoch 1's checkpoint, whole
-    assert not [p for p in first.iterdir() if p.name.endswith(".tmp")]
-    assert train_module.main(["--resume", str(last), "--resume-changes-recipe", "--epochs", "2"]) == 0  # it resumes
-    assert load_checkpoint(last)["epoch"] == 2
+    assert one_error_line(done.stderr) == (f"error: could not write {tmp_path / 'full' / 'args.yaml'} (File too "
+                                           f"large): no file was written")
+    assert list(tmp_path.iterdir()) == []  # not even an empty args.yaml or log.txt, nor the folder
+
+
+def test_a_full_disk_at_the_first_checkpoint_leaves_whole_files_and_the_folder_free(train_module, tmp_path):
+    argv = [*QUICK, *FULL_DISK_RUN, "--output", str(tmp_path), "--experiment", "full"]
+    done = run_on_a_full_disk("start", CHECKPOINT_DOES_NOT_FIT, *argv)
+    folder = tmp_path / "full"
+    assert done.returncode == 1, done.stderr
+    assert one_error_line(done.stderr) == (f"error: could not write {folder / 'last.pth'} (File too large): no file "
+                                           f"was written")
+    assert sorted(p.name for p in folder.iterdir()) == ["args.yaml", "log.txt"]  # no checkpoint, summary or temp
+    assert yaml.safe_load((folder / "args.yaml").read_text())["experiment"] == "full"
+    assert_whole_log(folder / "log.txt")
+    assert train_module.main(argv) == 0  # no checkpoint, nothing to keep: the same command starts again there
+    assert load_checkpoint(folder / "last.pth")["epoch"] == 2
+
+
+@pytest.mark.parametrize("when, limit, failing", [
+    ("epoch", CHECKPOINT_DOES_NOT_FIT, "could not write {folder}/last.pth (File too large): the previous file is "
+                                       "unchanged"),
+    ("log", 40, "could not append to {folder}/log.txt (File too large): its earlier lines are kept"),
+], ids=["checkpoint", "log_line"])
+def test_a_full_disk_mid_run_keeps_every_file_whole_and_resumable(train_module, tmp_path, when, limit, failing):
+    folder = tmp_path / "full"
+    done = run_on_a_full_disk(when, limit, *QUICK, *FULL_DISK_RUN, "--output", str(tmp_path), "--experiment", "full")
+    assert done.returncode == 1, done.stderr
+    last = folder / "last.pth"
+    assert one_error_line(done.stderr) == (f"error: {failing.format(folder=folder)}; free space, then resume with: "
+                                           f"python train.py --resume {last}")
+    assert load_checkpoint(last)["epoch"] == 1  # the first epoch's, whole
+    assert len(summary_rows(folder)) == 1 and yaml.safe_load((folder / "args.yaml").read_text())["epochs"] == 2
+    assert_whole_log(folder / "log.txt")
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert train_module.main(printed_resume_command(done.stderr)[2:]) == 0  # and it resumes
+    assert load_checkpoint(last)["epoch"] == 2 and len(summary_rows(folder)) == 2
 
 
 def test_pretrained_backbone_seeds_trunk_and_every_expert(train_module, runs, tmp_path):

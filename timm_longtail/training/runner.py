@@ -2,14 +2,19 @@
 
 Order matters for users: every check that can fail on bad input (method, model, checkpoints,
 class counts, teacher, a resume's recipe) runs before the output folder is created and before the
-first step, so a wrong command costs seconds and leaves nothing behind.
+first step, so a wrong command costs seconds and leaves nothing behind. A run never writes into a
+folder that holds another run, and every file it writes is whole or absent: ``args.yaml``,
+``summary.csv``, checkpoints and ``final.json`` by rename, ``log.txt`` one whole line at a time.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import os
 import shlex
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +27,11 @@ from timm.utils.summary import trim_summary, update_summary
 from torch import nn
 
 from ..checkpoint import (
-    atomic_write_json, build_model_from_checkpoint, command_history, exclusive_lock, lineage_entry, load_checkpoint,
-    run_lineage,
+    apply_umask, atomic_write, atomic_write_json, atomic_write_text, build_model_from_checkpoint, command_history,
+    exclusive_lock, lineage_entry, load_checkpoint, run_lineage,
 )
 from ..data import create_eval_transform
-from ..errors import UserInputError
+from ..errors import OutputWriteError, UserInputError
 from ..losses import DistillationLoss
 from .assembly import (
     build_data, build_loss, build_optimizer, build_scheduler, build_teacher, common_steps, create_model, eval_loader,
@@ -40,9 +45,13 @@ from .methods import MethodSpec, check_args, check_model, freeze_for_stage, reso
 from .tasks import build_task
 from .validation import balanced_top1, evaluate_final, headline
 
-__all__ = ["run"]
+__all__ = ["RUN_FILES", "run"]
 
 _logger = logging.getLogger("train")
+
+RUN_FILES = ("last.pth", "best.pth", "final.json", "summary.csv")
+"""What makes a folder hold a run: a new run never writes there (one that stopped before its first
+checkpoint left only ``args.yaml`` and ``log.txt``: nothing to resume, so the folder may be started again)."""
 
 
 @dataclass
@@ -184,11 +193,34 @@ class _Run:
         self.setup()
         if not self.ctx.is_primary:
             return self._train()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        created = not self.output_dir.exists()
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputWriteError(f"could not create {self.output_dir} ({error.strerror or error})") from None
         busy = (f"{self.output_dir} is in use by another training run: wait for it to finish, or pass another "
                 f"--experiment/--output")
-        with exclusive_lock(self.output_dir, busy):  # two runs would interleave their checkpoints and logs
-            return self._train()
+        try:
+            with exclusive_lock(self.output_dir, busy):  # two runs would interleave their checkpoints and logs
+                self._refuse_another_run()
+                return self._train()
+        except OutputWriteError as error:  # a full disk: what was written stays whole; say how to go on
+            if self.saver.last_path.is_file():
+                raise OutputWriteError(f"{error}; free space, then resume with: {self.resume_command()}") from None
+            raise
+        finally:
+            if created:  # a run that failed before writing anything leaves no folder behind
+                with contextlib.suppress(OSError):
+                    self.output_dir.rmdir()
+
+    def _refuse_another_run(self) -> None:
+        """Never overwrite a run: only a resume of this folder's own checkpoint writes into a folder holding one."""
+        held = [name for name in RUN_FILES if (self.output_dir / name).exists()]
+        resuming_here = self.args.resume and Path(self.args.resume).resolve().parent == self.output_dir.resolve()
+        if held and not resuming_here:
+            raise UserInputError(
+                f"{self.output_dir} already holds a run ({', '.join(held)}): continue it with --resume "
+                f"{self.output_dir / 'last.pth'}, or start a new run with another --experiment")
 
     def resume_command(self) -> str:
         """The command that continues this run exactly: its checkpoint records every setting."""
@@ -199,9 +231,10 @@ class _Run:
         args, ctx = self.args, self.ctx
         summary_path = self.output_dir / "summary.csv"
         if ctx.is_primary:
+            atomic_write_text(self.output_dir / "args.yaml", yaml.safe_dump(vars(args), sort_keys=False))
             self.log_handler = _add_file_log(self.output_dir / "log.txt")
-            (self.output_dir / "args.yaml").write_text(yaml.safe_dump(vars(args), sort_keys=False))
-            trim_summary(str(summary_path), self.start_epoch)
+            if summary_path.is_file():  # a resume drops the rows of epochs it trains again
+                _rewrite(summary_path, lambda tmp: trim_summary(tmp, self.start_epoch))
             _logger.info("output: %s", self.output_dir)
             _logger.info("model %s (%d experts), method %s, stage %s, %d training images, %d steps/epoch",
                          self.model_name, self.model.num_experts, args.method, args.stage, len(self.data.train),
@@ -253,7 +286,7 @@ class _Run:
                                        state=self._training_state(epoch + 1))
             row = dict(metrics)
             row["reweighting"] = int(self._reweighting(epoch))
-            update_summary(epoch, row, val_metrics, str(summary_path), lr=None)
+            _rewrite(summary_path, lambda tmp: update_summary(epoch, row, val_metrics, tmp, lr=None))
             shown = f"  val balanced top-1 {val_metrics['top1_balanced']:.2f}" if val_metrics else ""
             _logger.info("epoch %d done: loss %.4f  %.1f s  %.1f img/s%s", epoch, metrics["loss"],
                          metrics["epoch_time_s"], metrics["images_per_sec"], shown)
@@ -327,9 +360,65 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _rewrite(path: Path, update: Any) -> None:
+    """Change ``path`` (timm's summary helpers write in place) on a copy, renamed over it once whole."""
+    def write(tmp: str) -> None:
+        if path.is_file():
+            shutil.copyfile(path, tmp)
+        update(tmp)
+        apply_umask(tmp)
+
+    atomic_write(path, write)
+
+
+class _LineAppendHandler(logging.Handler):
+    """``log.txt``: each record appended as one whole line (``O_APPEND``, unbuffered), on disk as it is logged.
+
+    Ours, not ``logging.FileHandler``: that one writes through a buffered stream (a full disk leaves half a
+    line) and reports a failed write as a traceback on stderr, then carries on. Here the half line is cut
+    off again and the failure is an :class:`OutputWriteError` (one ``error:`` line, exit status 1). The file
+    is created with its first line, so a run that writes none leaves none.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self._fd: int | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = (self.format(record) + "\n").encode("utf-8")
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            size = os.fstat(self._fd).st_size
+            try:
+                rest = memoryview(line)
+                while rest:  # a short write is followed by one that fails with the reason (ENOSPC, EFBIG)
+                    written = os.write(self._fd, rest)
+                    if written == 0:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    rest = rest[written:]
+            except OSError:
+                os.ftruncate(self._fd, size)  # no half line
+                if size == 0:  # nor an empty file
+                    os.close(self._fd)
+                    self._fd = None
+                    os.unlink(self.path)
+                raise
+        except OSError as error:
+            raise OutputWriteError(f"could not append to {self.path} ({error.strerror or error}): "
+                                   f"its earlier lines are kept") from None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        super().close()
+
+
 def _add_file_log(path: Path) -> logging.Handler:
     """Copy the run's log lines into its folder (removed again when the run ends)."""
-    handler = logging.FileHandler(path)
+    handler = _LineAppendHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler
