@@ -193,7 +193,7 @@ def test_ddp_a_killed_rank_ends_the_run_and_the_checkpoint_resumes_exactly(ddp_r
     assert last.exists(), run.communicate()[0] if run.poll() is not None else "no checkpoint in time"
     os.kill(int((tmp_path / "rank1.pid").read_text()), signal.SIGKILL)
     output = run.communicate(timeout=300)[0]
-    assert run.returncode != 0, output
+    assert run.returncode == 1 and "(SIGKILL)" in output, output  # torchrun's status for a failed worker
     assert torch.load(last, weights_only=True)["epoch"] == 1
     assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
     resumed = torchrun(tmp_path, "--resume", str(last))
