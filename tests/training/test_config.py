@@ -78,22 +78,12 @@ def test_yaml_values_get_the_flag_types_and_flags_win(tmp_path):
     ("eval_modes: ensemble routed\n", "key 'eval_modes' must be a YAML list"),
     ("decay_milestones: [160, 180.5]\n", "expected an integer, got 180.5"),
     ("model: 32\n", "key 'model': expected text, got 32"),
-    ("loss_kwargs: [1, 2]\n", "expected a YAML mapping"),
 ])
 def test_bad_yaml_values_are_user_errors(tmp_path, text, message):
     path = tmp_path / "r.yaml"
     path.write_text(text)
     with pytest.raises(UserInputError, match=re.escape(message)):
         load_config(path)
-
-
-def test_yaml_mapping_flags_take_a_mapping_or_its_text(tmp_path):
-    path = tmp_path / "r.yaml"
-    path.write_text("loss_kwargs: '{diversity_factor: -0.2}'\nmodel_kwargs: {reduce_dimension: false}\n")
-    args = parse_args(["--config", str(path)])
-    assert args.loss_kwargs == {"diversity_factor": -0.2} and args.model_kwargs == {"reduce_dimension": False}
-    with pytest.raises(SystemExit):
-        parse_args(["--loss-kwargs", "5"])
 
 
 def test_every_setting_is_recipe_or_operational_once():

@@ -62,18 +62,6 @@ def _str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
 
 
-def _yaml_mapping(value: Any) -> dict[str, Any] | None:
-    """A YAML mapping given as text (``'{a: 1}'``) or already read from the recipe YAML."""
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            raise argparse.ArgumentTypeError(f"not valid YAML: {error}") from None
-    if value is not None and not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a YAML mapping such as '{{name: value}}', got {value!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The full parser; ``known_keys()`` and the YAML check are derived from it."""
     parser = ShortErrorParser(
@@ -136,7 +124,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=None, help="timm model name, e.g. ride_resnet32_3e")
     group.add_argument("--num-experts", type=int, default=None,
                        help="experts of the model (default: the model name's)")
-    group.add_argument("--model-kwargs", type=_yaml_mapping, default=None, metavar="YAML",
+    group.add_argument("--model-kwargs", type=yaml.safe_load, default=None, metavar="YAML",
                        help="extra keyword arguments of timm.create_model, as a YAML mapping, e.g. "
                             "'{reduce_dimension: false}'")
     group.add_argument("--pretrained", action="store_true", default=False,
@@ -180,7 +168,7 @@ def _add_method_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drw-epoch", type=int, default=None,
                        help="ldam_drw / ride: epoch index from which DRW weights and RIDE "
                             "temperatures are on (default: 80%% of --epochs, as the references)")
-    group.add_argument("--loss-kwargs", type=_yaml_mapping, default=None, metavar="YAML",
+    group.add_argument("--loss-kwargs", type=yaml.safe_load, default=None, metavar="YAML",
                        help="extra keyword options of timm_longtail.losses.build_loss, as a YAML "
                             "mapping, e.g. '{diversity_factor: -0.45, reweight_factor: 0.05}'")
     group.add_argument("--router-pos-weight", type=float, default=100.0,
@@ -313,8 +301,8 @@ def _convert_one(action: argparse.Action, value: Any, where: str) -> Any:
     try:
         if convert is _str2bool:
             value = value if isinstance(value, bool) else _str2bool(str(value))
-        elif convert is _yaml_mapping:
-            value = _yaml_mapping(value)
+        elif convert is yaml.safe_load:  # already read from the YAML (check_args wants a mapping)
+            pass
         elif convert is int:
             if isinstance(value, (bool, float)):  # int(64.5) would train with 64
                 raise ValueError(f"expected an integer, got {value!r}")
