@@ -6,7 +6,9 @@
 
 ``--config`` YAML keys are the argument names (``python train.py --help``); flags override them.
 Bad input prints ``error: <what to fix>`` and exits with status 2; SIGINT/SIGTERM stop after the
-current step and leave ``last.pth`` (the last complete epoch) resumable with ``--resume``.
+current step and leave ``last.pth`` (the last complete epoch), which ``train.py --resume last.pth``
+alone continues exactly: the checkpoint records every setting. A full disk prints one ``error:``
+line and exits with status 1, every file whole or absent.
 """
 from __future__ import annotations
 
@@ -23,14 +25,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), train, return the exit status."""
     from timm.utils import setup_default_logging
 
-    from timm_longtail.training import parse_args, run
+    from timm_longtail.training import given_settings, parse_args, run
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not logging.getLogger().handlers:
         setup_default_logging()
     def train() -> int:
         try:
-            return run(parse_args(argv), command=shlex.join(["train.py", *argv]))
+            args = parse_args(argv)
+            return run(args, command=shlex.join(["train.py", *argv]), given=given_settings(argv))
         except KeyboardInterrupt:  # outside the training steps (set-up, final evaluation)
             print("interrupted; the last complete epoch's last.pth stays resumable", file=sys.stderr)
             return 130

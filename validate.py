@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import timm_longtail  # noqa: F401  (registers the models; makes torchvision importable before timm)
-from timm_longtail.errors import UserInputError, run_command
+from timm_longtail.errors import ShortErrorParser, UserInputError, run_command
 from timm_longtail.evaluation.setup import add_model_data_args, prepare_evaluation
 
 _logger = logging.getLogger("validate")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Long-tail evaluation of timm-longtail models",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ShortErrorParser(description="Long-tail evaluation of timm-longtail models",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_data_args(parser)
     parser.add_argument("--forward-mode", default="ensemble",
                         help="ensemble | expert:<i> | routed | all (comma-separated for several)")

@@ -1,8 +1,12 @@
-"""Test set-up: offline Hub, and torchvision importable before any test imports timm."""
+"""Test set-up: offline Hub, torchvision importable before any test imports timm, and the processes a
+test starts ended with it."""
 import importlib.util
 import os
+import signal
+import subprocess
 from pathlib import Path
 from types import ModuleType
+from typing import Any, List
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a Hub cache miss otherwise hangs ~45 s on this network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -72,3 +76,58 @@ def write_row_subset(folder: Path, images, labels, class_names, rows=None, split
     finally:
         datasets.enable_progress_bars()
     return folder
+
+
+def _descendants(pid: int) -> List[int]:
+    """Every process below ``pid`` (Linux ``/proc``), children first."""
+    found: List[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(child) for child in (task / "children").read_text().split()]
+        except OSError:  # exited meanwhile
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
+
+
+class ProcessReaper:
+    """Starts a test's processes, each in its own session; :meth:`close` kills whatever is still running,
+    descendants included (a train.py's loader workers, the train.py a zoo build starts in a session of its
+    own), and reaps it."""
+
+    def __init__(self) -> None:
+        self.started: List[subprocess.Popen] = []
+
+    def start(self, argv: List[str], **popen_kwargs: Any) -> subprocess.Popen:
+        popen_kwargs.setdefault("start_new_session", True)
+        process = subprocess.Popen(argv, **popen_kwargs)
+        self.started.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                family = [*_descendants(process.pid), process.pid]  # listed first: orphans cannot be found
+                for pid in family:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)  # and anything of its session started meanwhile
+                except (ProcessLookupError, PermissionError):
+                    pass
+            process.wait(timeout=60)
+            for stream in (process.stdin, process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+@pytest.fixture
+def processes():
+    """``processes.start(argv, **Popen kwargs)``: a process that is killed and reaped when the test ends,
+    passed or failed, so a failing signal test leaves no 50-epoch training behind."""
+    reaper = ProcessReaper()
+    yield reaper
+    reaper.close()

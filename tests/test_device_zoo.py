@@ -15,7 +15,8 @@ from timm_longtail.models.weights import sha256_of_file
 from conftest import REPO_ROOT
 
 FAST = ["--max-eval-samples", "100", "--eval-batch-size", "100", "--log-interval", "1"]
-WEIGHTS_ENTRY = "ride_resnet32_3e.cifar10_lt_if100"  # a registered tag (weights need one), trained on the demo set
+WEIGHTS_ENTRY = "ride_resnet32_3e.cifar10_lt_if100"  # a registered tag (weights need one): trained on CIFAR-10-LT
+ON_CIFAR10_LT = ["--dataset", "cifar10_lt", "--imbalance-factor", "100"]  # drawn from the demo folder's CIFAR-10 images
 RESULTS_ENTRY = "ride_resnet32_2e.demo_workers"
 GPU_ENTRY = "nclpp_resnet32.demo_gpu"
 STATED = "0123456789abcdef0123456789abcdef01234567"
@@ -27,10 +28,11 @@ def _manifest(tmp_path: Path) -> Path:
     augmentation on the device): the order must be the GPU-only batched entry, the other batched
     one, then the workers one."""
     short = ["--epochs", "1", "--max-steps-per-epoch", "2", "--warmup-epochs", "0", *FAST]
-    manifest = dict(data_dirs=dict(demo=None), entries=[
-        dict(name=WEIGHTS_ENTRY, dataset="demo", stages=[
-            dict(name="experts", config="configs/demo_ride.yaml", args=[*short, "--drw-epoch", "0"]),
-            dict(name="router", config="configs/demo_ride_router.yaml", init_from="experts", args=short)]),
+    manifest = dict(data_dirs=dict(demo=None, cifar10_lt="timm_longtail/data/demo"), entries=[
+        dict(name=WEIGHTS_ENTRY, dataset="cifar10_lt", stages=[
+            dict(name="experts", config="configs/demo_ride.yaml", args=[*short, "--drw-epoch", "0", *ON_CIFAR10_LT]),
+            dict(name="router", config="configs/demo_ride_router.yaml", init_from="experts",
+                 args=[*short, *ON_CIFAR10_LT])]),
         dict(name=RESULTS_ENTRY, dataset="demo", publish="results", device="gpu", stages=[
             dict(name="experts", config="configs/demo_ride.yaml",
                  args=[*short, "--drw-epoch", "0", "--model", "ride_resnet32_2e",

@@ -2,8 +2,11 @@
 input or an output that could not be written, one ``error:`` line instead of a traceback."""
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
+from conftest import REPO_ROOT, load_script
 from timm_longtail.errors import OutputWriteError, UserInputError, run_command
 
 
@@ -41,3 +44,28 @@ def test_an_output_that_could_not_be_written_is_one_line_and_status_1(capsys):
 def test_other_errors_are_not_swallowed():
     with pytest.raises(RuntimeError):
         run_command(_raise(RuntimeError("a bug")))
+
+
+ENTRY_POINTS = {  # how each command line is called in-process: (script file or None, module, argv)
+    "train.py": ("train.py", None, ["--bogus"]),
+    "train.py YAML flag": ("train.py", None, ["--config"]),
+    "train.py type": ("train.py", None, ["--epochs", "1.5"]),
+    "validate.py": ("validate.py", None, ["--bogus"]),
+    "analyze.py": ("analyze.py", None, ["calibration", "--bogus"]),
+    "zoo": (None, "timm_longtail.zoo.__main__", ["build", "--bogus"]),
+    "hub": (None, "timm_longtail.hub.__main__", ["export", "--bogus"]),
+    "convert": (None, "timm_longtail.convert.__main__", ["model.pth", "--out", "x", "--bogus"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
+def test_a_bad_flag_is_the_usage_line_and_one_error_line(name, capsys):
+    """argparse's own error prints the whole wrapped usage (39 lines for train.py) before the message."""
+    script, module, argv = ENTRY_POINTS[name]
+    main = load_script(REPO_ROOT / script, f"short_errors_{script}").main if script else \
+        importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("usage: ") and lines[1].startswith("error: "), lines

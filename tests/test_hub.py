@@ -431,6 +431,36 @@ def test_an_export_that_cannot_be_written_keeps_the_previous_folder(ride, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
 
 
+@pytest.mark.parametrize("dataset, tag, message", [
+    (dict(name="demo", seed=0), "cifar10_lt_if100", "names cifar10_lt_if100, but {checkpoint} was trained on demo"),
+    (dict(name="cifar10_lt", imbalance_factor=100.0), "cifar10_lt_if50",
+     "names cifar10_lt_if50, but {checkpoint} was trained on cifar10_lt_if100"),
+    (dict(name="cifar10_lt", imbalance_factor=100.0), "distill_cifar100_lt_if100",
+     "names cifar100_lt_if100, but {checkpoint} was trained on cifar10_lt_if100"),
+    (None, "cifar100_lt_if100", "names cifar100_lt_if100 (100 classes), but {checkpoint} has 10 classes"),
+    (dict(name="cifar10_lt", imbalance_factor=100.0), "distill_cifar10_lt_if100", None),  # a recipe prefix: its own
+    (dict(name="demo", seed=0), "demo_check", None),  # names no benchmark
+], ids=["demo", "other_imbalance", "other_dataset", "other_classes", "prefixed", "not_a_benchmark"])
+def test_export_tag_must_be_the_checkpoint_s_own(tmp_path, capsys, dataset, tag, message):
+    """A demo-set checkpoint exported as cifar10_lt_if100 would get a card claiming CIFAR-10-LT accuracy."""
+    model = timm.create_model("ride_resnet32_2e", num_classes=10)
+    model.mark_router_trained()
+    checkpoint = tmp_path / "last.pth"
+    save_checkpoint(checkpoint, model, model_name="ride_resnet32_2e", class_counts=CIFAR10_LT_COUNTS,
+                    class_names=CIFAR10_NAMES, extra={} if dataset is None else dict(dataset=dataset))
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({k: v for k, v in RIDE_RESULTS.items() if k != "dataset"}))
+    out = tmp_path / "export"
+    code = hub_main(["export", "--checkpoint", str(checkpoint), "--results", str(results), "--out", str(out),
+                     "--tag", tag, "--repo-id", "someone/ride"])
+    if message is None:
+        assert code == 0 and json.loads((out / "config.json").read_text())["pretrained_cfg"]["tag"] == tag
+        return
+    assert code == 2 and capsys.readouterr().err == f"error: --tag {tag} {message.format(checkpoint=checkpoint)}" + (
+        "" if "classes" in message else ": export it under a tag of its own data") + "\n"
+    assert not out.exists()
+
+
 def test_export_rejects_bad_results(ride, tmp_path):
     bad = tmp_path / "bad.json"
     for payload, message in (

@@ -1,12 +1,15 @@
-"""train.py end to end on the shipped demo set: every method and stage, resume, errors, SIGINT.
+"""train.py end to end on the shipped demo set: every method and stage, resume, errors, signals, a full disk.
 
 Runs are tiny (batch 8, 2 steps per epoch, 40 test images) and in-process through
-``train.main(argv)`` to skip the import cost; one run goes through a real subprocess and a signal.
+``train.main(argv)`` to skip the import cost; the signal and full-disk runs go through real subprocesses.
 """
 import csv
+import hashlib
 import json
 import math
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -14,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO_ROOT, load_script
 import timm
@@ -22,6 +26,8 @@ import torch
 from timm_longtail.checkpoint import build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from timm_longtail.data import build_dataset
 from timm_longtail.models import measure_compute
+from timm_longtail.training.config import PER_COMMAND_SETTINGS
+from timm_longtail.training.runner import _Run
 
 TRAIN = REPO_ROOT / "train.py"
 QUICK = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-size", "8", "--eval-batch-size", "20",
@@ -43,6 +49,34 @@ def train(train_module, runs: Path, name: str, *argv: str) -> Path:
     code = train_module.main([*QUICK, "--output", str(runs), "--experiment", name, *argv])
     assert code == 0
     return runs / name
+
+
+def stopped_run(train_module, runs: Path, name: str, *argv: str) -> Path:
+    """A run stopped by SIGINT (as Ctrl-C) right after its first epoch's checkpoint: what a user resumes."""
+    end_epoch = _Run._end_epoch
+
+    def end_then_stop(self, epoch, *rest):
+        end_epoch(self, epoch, *rest)
+        if epoch == 0:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Run, "_end_epoch", end_then_stop)
+        code = train_module.main([*QUICK, "--output", str(runs), "--experiment", name, *argv])
+    assert code == 128 + signal.SIGINT
+    assert load_checkpoint(runs / name / "last.pth")["epoch"] == 1
+    return runs / name
+
+
+def printed_resume_command(text: str) -> list:
+    """The command the stop or full-disk message says resumes the run."""
+    found = re.findall(r"resume with: (.+)$", text, re.MULTILINE)
+    assert found, text
+    return shlex.split(found[-1])
+
+
+def file_hashes(folder: Path) -> dict:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
 
 
 def summary_rows(run: Path) -> list:
@@ -192,21 +226,28 @@ def test_held_out_validation_selects_without_the_test_set(train_module, runs, mo
     assert sum(best["train_class_counts"]) == 1236 - 249
 
 
-def test_resume_continues_exactly(train_module, runs):
+def test_resume_continues_exactly(train_module, runs, caplog):
+    """``--resume last.pth`` alone, as the stop message prints it, ends with the uninterrupted run's weights:
+    the checkpoint's recipe, not the parser's defaults (batch 128, seed 42, warm-up 5, milestones 161 181...)."""
     common = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--no-final-eval",
-              "--decay-milestones", "2"]
-    straight = train(train_module, runs, "straight", *common, "--epochs", "2")
-    half = train(train_module, runs, "half", *common, "--epochs", "1")
-    assert load_checkpoint(half / "last.pth")["epoch"] == 1
-    assert train_module.main([*QUICK, *common, "--epochs", "2", "--resume", str(half / "last.pth")]) == 0
+              "--decay-milestones", "2", "--epochs", "2"]
+    straight = train(train_module, runs, "straight", *common)
+    caplog.clear()
+    half = stopped_run(train_module, runs, "half", *common)
+    command = printed_resume_command(caplog.text)
+    assert command == ["python", "train.py", "--resume", os.path.abspath(half / "last.pth")]
+    assert train_module.main(command[2:]) == 0  # --resume <checkpoint>, no other flag
     a, b = load_checkpoint(straight / "last.pth"), load_checkpoint(half / "last.pth")
     assert b["epoch"] == 2 and b["num_updates"] == a["num_updates"] == 4
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
-    assert b["optimizer"]["param_groups"][0]["lr"] == a["optimizer"]["param_groups"][0]["lr"]
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    recipe = {k: v for k, v in b["recipe"].items() if k not in PER_COMMAND_SETTINGS}
+    assert recipe == {k: v for k, v in a["recipe"].items() if k not in PER_COMMAND_SETTINGS}
     assert len(summary_rows(half)) == 2  # the resumed run appends to its own folder's summary
     # the recorded command reproduces the run (no --resume); the history keeps both commands
-    assert "--resume" not in b["command"] and "--epochs 2" in b["command"]
+    assert "--resume" not in b["command"] and "--epochs 2" in b["command"] and b["command"] == a["command"].replace(
+        "straight", "half")
     assert [("--resume" in c) for c in b["command_history"]] == [False, True]
 
 
@@ -215,19 +256,68 @@ def test_resume_continues_exactly(train_module, runs):
     ["--model", "nclpp_resnet32", "--method", "nclpp", "--num-copies", "2"],  # nclpp_cifar: AutoAugment, Cutout, copies
 ], ids=["ride", "nclpp_two_copies"])
 def test_device_augment_trains_and_resumes_exactly(train_module, runs, method):
-    common = [*method, "--no-final-eval", "--decay-milestones", "2", "--device-augment"]
+    common = [*method, "--no-final-eval", "--decay-milestones", "2", "--device-augment", "--epochs", "2"]
     tag = method[3]
-    straight = train(train_module, runs, f"device_straight_{tag}", *common, "--epochs", "2")
-    half = train(train_module, runs, f"device_half_{tag}", *common, "--epochs", "1")
-    assert train_module.main([*QUICK, *common, "--epochs", "2", "--resume", str(half / "last.pth")]) == 0
+    straight = train(train_module, runs, f"device_straight_{tag}", *common)
+    half = stopped_run(train_module, runs, f"device_half_{tag}", *common)
+    assert train_module.main(["--resume", str(half / "last.pth")]) == 0
     a, b = load_checkpoint(straight / "last.pth"), load_checkpoint(half / "last.pth")
     assert a["recipe"]["device_augment"] is True and b["epoch"] == 2
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     # the flag is what changed the batches: the worker path gives other weights from the same seed
-    workers = train(train_module, runs, f"worker_path_{tag}", *common[:-1], "--epochs", "2")
+    workers = train(train_module, runs, f"worker_path_{tag}", *common[:-3], "--epochs", "2")
     stem = next(key for key in a["state_dict"] if key.endswith("conv1.weight"))
     assert not torch.equal(load_checkpoint(workers / "last.pth")["state_dict"][stem], a["state_dict"][stem])
+
+
+def test_a_resume_that_changes_the_recipe_is_refused_unless_asked(train_module, runs, tmp_path, capsys):
+    """A recipe flag given with --resume that differs from the checkpoint is one error line naming each
+    difference, the run folder untouched; --resume-changes-recipe accepts it and the lineage and card show it."""
+    common = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--epochs", "2",
+              "--decay-milestones", "2", "--eval-modes", "ensemble"]
+    half = stopped_run(train_module, runs, "changed", *common)
+    last = half / "last.pth"
+    before = file_hashes(half)
+    capsys.readouterr()
+    changed = ["--lr", "0.05", "--seed", "2", "--batch-size", "4", "--drw-epoch", "0"]
+    assert train_module.main(["--resume", str(last), *changed, "--workers", "0", "--log-interval", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --resume {last} continues the recipe it records, and these flags change it: "
+                   f"--drw-epoch 0 (checkpoint: 1), --lr 0.05 (checkpoint: 0.1), --batch-size 4 (checkpoint: 8), "
+                   f"--seed 2 (checkpoint: 1); drop them to continue as recorded, or pass --resume-changes-recipe\n")
+    assert file_hashes(half) == before  # nothing written
+    # operational flags (workers, log interval) may be given anew; the recipe changes only when asked to
+    assert train_module.main(["--resume", str(last), "--resume-changes-recipe", "--lr", "0.05", "--log-interval",
+                              "2"]) == 0
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] == 2 and ckpt["recipe"]["lr"] == 0.05 and ckpt["recipe"]["log_interval"] == 2
+    resumed = ckpt["lineage"][-1]
+    assert resumed["role"] == "resumed" and resumed["epoch"] == 1 and resumed["recipe"]["lr"] == 0.1
+    assert resumed["changed"] == {"lr": {"checkpoint": 0.1, "now": 0.05}}
+    assert "--resume-changes-recipe" in ckpt["command"]  # no straight run reproduces it
+    from timm_longtail.hub.__main__ import main as hub_main
+
+    assert hub_main(["export", "--checkpoint", str(last), "--results", str(half / "final.json"), "--out",
+                     str(tmp_path / "export"), "--repo-id", "someone/changed"]) == 0
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "### Stage 1: `ride_resnet32_2e`, experts stage before its recipe changed, 2 epochs" in card
+    assert "Resumed from it with `--resume-changes-recipe`: `lr` 0.1 → 0.05." in card
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["finished", "stopped"])
+def test_a_new_run_never_writes_into_a_folder_holding_a_run(train_module, runs, ride_stage1, capsys, finished):
+    folder = ride_stage1 if finished else stopped_run(train_module, runs, "stopped_earlier", "--model",
+                                                      "ride_resnet32_2e", "--method", "ride", "--epochs", "2")
+    before = file_hashes(folder)
+    capsys.readouterr()
+    code = train_module.main([*QUICK, "--model", "nclpp_resnet32", "--method", "nclpp", "--epochs", "1",
+                              "--output", str(runs), "--experiment", folder.name])
+    held = "last.pth, final.json, summary.csv" if finished else "last.pth, summary.csv"
+    assert code == 2 and capsys.readouterr().err == (
+        f"error: {folder} already holds a run ({held}): continue it with --resume {folder / 'last.pth'}, or start a "
+        f"new run with another --experiment\n")
+    assert file_hashes(folder) == before  # byte for byte
 
 
 def test_longtail_seed_resamples_the_cifar_lt_draw(train_module, runs, shared_data):
@@ -293,25 +383,34 @@ def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_pa
         assert not (runs / name).exists()  # nothing written, nothing trained
 
 
-def start_long_run(folder: Path, *extra: str) -> tuple[subprocess.Popen, list[str], dict]:
-    """A 50-epoch train.py subprocess into ``folder``, returned once its first last.pth is written."""
+def start_long_run(processes, folder: Path, *extra: str) -> tuple[subprocess.Popen, list[str], dict]:
+    """A 50-epoch train.py subprocess into ``folder``, returned once its first last.pth is written (the
+    ``processes`` fixture ends it if the test does not)."""
     # one thread: a busy CI machine starves OpenMP thread teams of a second process
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
     argv = [sys.executable, str(TRAIN), *QUICK, "--model", "ride_resnet32_2e", "--method", "ride", "--epochs", "50",
             "--max-steps-per-epoch", "3", "--no-final-eval", "--workers", "1", *extra,
             "--output", str(folder.parent), "--experiment", folder.name]
-    process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    last = folder / "last.pth"
-    deadline = time.time() + 240
-    while not last.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    assert last.exists(), process.communicate()[0] if process.poll() is not None else "no checkpoint in time"
+    process = processes.start(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    wait_for_a_new_checkpoint(process, folder / "last.pth")
     return process, argv, env
 
 
-def test_sigint_leaves_a_resumable_checkpoint_and_the_folder_is_locked_meanwhile(train_module, tmp_path, capsys):
-    process, argv, env = start_long_run(tmp_path / "stopped")
+def wait_for_a_new_checkpoint(process: subprocess.Popen, last: Path, after: int = -1) -> None:
+    """Until ``last`` is replaced (its modification time passes ``after``), or the process ends."""
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if last.exists() and last.stat().st_mtime_ns > after:
+            return
+        time.sleep(0.2)
+    assert last.exists() and last.stat().st_mtime_ns > after, (
+        process.communicate()[0] if process.poll() is not None else "no checkpoint in time")
+
+
+def test_sigint_leaves_a_resumable_checkpoint_and_the_folder_is_locked_meanwhile(train_module, tmp_path, capsys,
+                                                                                 processes):
+    process, argv, env = start_long_run(processes, tmp_path / "stopped")
     last = tmp_path / "stopped" / "last.pth"
     args_yaml = (tmp_path / "stopped" / "args.yaml").read_text()
     capsys.readouterr()
@@ -324,18 +423,27 @@ def test_sigint_leaves_a_resumable_checkpoint_and_the_folder_is_locked_meanwhile
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the loader worker gets it too
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGINT, output
-    assert "resume with" in output and "Traceback" not in output
+    assert "Traceback" not in output
     ckpt = load_checkpoint(last)
     assert 1 <= ckpt["epoch"] < 50
-    resumed = subprocess.run([*argv[:-4], "--epochs", str(ckpt["epoch"] + 1), "--resume", str(last)], cwd=REPO_ROOT,
-                             env=env, capture_output=True, text=True, timeout=240)
-    assert resumed.returncode == 0, resumed.stderr
-    assert load_checkpoint(last)["epoch"] == ckpt["epoch"] + 1
+    # the printed command continues the same run (in the same folder, with the recorded recipe)
+    command = printed_resume_command(output)
+    assert command == ["python", "train.py", "--resume", str(last)]
+    resumed = processes.start([sys.executable, *command[1:]], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    wait_for_a_new_checkpoint(resumed, last, after=last.stat().st_mtime_ns)
+    os.killpg(resumed.pid, signal.SIGINT)
+    output, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode == 128 + signal.SIGINT, output
+    again = load_checkpoint(last)
+    assert again["epoch"] > ckpt["epoch"] and again["command"] == ckpt["command"]
+    kept = [key for key in ckpt["recipe"] if key not in PER_COMMAND_SETTINGS]
+    assert [again["recipe"][key] for key in kept] == [ckpt["recipe"][key] for key in kept]
 
 
-def test_a_second_signal_exits_at_once_and_keeps_the_checkpoint(tmp_path):
+def test_a_second_signal_exits_at_once_and_keeps_the_checkpoint(tmp_path, processes):
     # batch 128: a step long enough (about a second here) that the second signal lands inside it
-    process, _, _ = start_long_run(tmp_path / "twice", "--batch-size", "128")
+    process, _, _ = start_long_run(processes, tmp_path / "twice", "--batch-size", "128")
     last = tmp_path / "twice" / "last.pth"
     os.killpg(process.pid, signal.SIGTERM)
     seen = []
@@ -349,32 +457,109 @@ def test_a_second_signal_exits_at_once_and_keeps_the_checkpoint(tmp_path):
     assert load_checkpoint(last)["epoch"] >= 1  # whole (written by rename, never in place): resumable
 
 
-def limit_file_size(max_bytes: int):
-    """A ``preexec_fn``: files this process writes may not grow past ``max_bytes`` (RLIMIT_FSIZE; Python
-    ignores SIGXFSZ, so a write past it fails with EFBIG, the way a full disk fails with ENOSPC)."""
-    import resource
+def test_sigkill_leaves_the_last_complete_epoch_whole(train_module, tmp_path, processes):
+    """SIGKILL (the OOM killer) gives no chance to stop: every checkpoint is written aside and renamed into place,
+    so last.pth is the last complete epoch's, whole, and the run resumes from it."""
+    process, _, _ = start_long_run(processes, tmp_path / "killed")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    last = tmp_path / "killed" / "last.pth"
+    epoch = load_checkpoint(last)["epoch"]
+    assert 1 <= epoch < 50
+    assert train_module.main(["--resume", str(last), "--resume-changes-recipe", "--epochs", str(epoch + 1)]) == 0
+    assert load_checkpoint(last)["epoch"] == epoch + 1
 
-    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+# The disk fills (RLIMIT_FSIZE: no file this process writes may grow past the limit; Python ignores SIGXFSZ, so a
+# write past it fails with EFBIG, as one on a full disk fails with ENOSPC) at start, or after the first epoch.
+FULL_DISK = """
+import os, resource, sys
+import train
+from timm_longtail.training.runner import _Run
+
+when, limit, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+
+def fill(self=None):
+    size = limit + (os.path.getsize(self.output_dir / "log.txt") if when == "log" else 0)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+if when == "start":
+    fill()
+else:
+    end_epoch = _Run._end_epoch
+    def end_then_fill(self, epoch, *rest):
+        end_epoch(self, epoch, *rest)
+        if epoch == 0:
+            fill(self)
+    _Run._end_epoch = end_then_fill
+sys.exit(train.main(argv))
+"""
+CHECKPOINT_DOES_NOT_FIT = 1_000_000  # bytes: args.yaml, log.txt and summary.csv fit, a 4 MB last.pth does not
 
 
-def test_a_checkpoint_write_that_fails_keeps_the_previous_one(train_module, runs):
-    common = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--no-final-eval"]
-    first = train(train_module, runs, "full-disk", *common, "--epochs", "1")
-    last = first / "last.pth"
-    before = last.read_bytes()
+def run_on_a_full_disk(when: str, limit: int, *argv: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, str(TRAIN), *QUICK, *common, "--epochs", "2", "--resume", str(last)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
-                          preexec_fn=limit_file_size(len(before) // 2))
+    return subprocess.run([sys.executable, "-c", FULL_DISK, when, str(limit), *argv], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def one_error_line(stderr: str) -> str:
+    """The run's one ``error:`` line, last on stderr after the progress log, without a traceback."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and stderr.strip().endswith(errors[0]) and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+def assert_whole_log(path: Path) -> None:
+    text = path.read_text()
+    assert text.endswith("\n") and all(re.match(r"\d{4}-\d\d-\d\d ", line) for line in text.splitlines()), text
+
+
+FULL_DISK_RUN = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1", "--no-final-eval",
+                 "--epochs", "2"]
+
+
+def test_a_full_disk_at_start_writes_nothing(tmp_path):
+    done = run_on_a_full_disk("start", 64, *QUICK, *FULL_DISK_RUN, "--output", str(tmp_path), "--experiment", "full")
     assert done.returncode == 1, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]  # after the progress log
-    assert len(errors) == 1 and done.stderr.strip().endswith(errors[0]) and "Traceback" not in done.stderr
-    assert errors[0].startswith(f"error: could not write {last} (File too large): the previous file is unchanged")
-    assert errors[0].endswith(f"--resume {last}")
-    assert last.read_bytes() == before  # epoch 1's checkpoint, whole
-    assert not [p for p in first.iterdir() if p.name.endswith(".tmp")]
-    assert train_module.main([*QUICK, *common, "--epochs", "2", "--resume", str(last)]) == 0  # and it resumes
-    assert load_checkpoint(last)["epoch"] == 2
+    assert one_error_line(done.stderr) == (f"error: could not write {tmp_path / 'full' / 'args.yaml'} (File too "
+                                           f"large): no file was written")
+    assert list(tmp_path.iterdir()) == []  # not even an empty args.yaml or log.txt, nor the folder
+
+
+def test_a_full_disk_at_the_first_checkpoint_leaves_whole_files_and_the_folder_free(train_module, tmp_path):
+    argv = [*QUICK, *FULL_DISK_RUN, "--output", str(tmp_path), "--experiment", "full"]
+    done = run_on_a_full_disk("start", CHECKPOINT_DOES_NOT_FIT, *argv)
+    folder = tmp_path / "full"
+    assert done.returncode == 1, done.stderr
+    assert one_error_line(done.stderr) == (f"error: could not write {folder / 'last.pth'} (File too large): no file "
+                                           f"was written")
+    assert sorted(p.name for p in folder.iterdir()) == ["args.yaml", "log.txt"]  # no checkpoint, summary or temp
+    assert yaml.safe_load((folder / "args.yaml").read_text())["experiment"] == "full"
+    assert_whole_log(folder / "log.txt")
+    assert train_module.main(argv) == 0  # no checkpoint, nothing to keep: the same command starts again there
+    assert load_checkpoint(folder / "last.pth")["epoch"] == 2
+
+
+@pytest.mark.parametrize("when, limit, failing", [
+    ("epoch", CHECKPOINT_DOES_NOT_FIT, "could not write {folder}/last.pth (File too large): the previous file is "
+                                       "unchanged"),
+    ("log", 40, "could not append to {folder}/log.txt (File too large): its earlier lines are kept"),
+], ids=["checkpoint", "log_line"])
+def test_a_full_disk_mid_run_keeps_every_file_whole_and_resumable(train_module, tmp_path, when, limit, failing):
+    folder = tmp_path / "full"
+    done = run_on_a_full_disk(when, limit, *QUICK, *FULL_DISK_RUN, "--output", str(tmp_path), "--experiment", "full")
+    assert done.returncode == 1, done.stderr
+    last = folder / "last.pth"
+    assert one_error_line(done.stderr) == (f"error: {failing.format(folder=folder)}; free space, then resume with: "
+                                           f"python train.py --resume {last}")
+    assert load_checkpoint(last)["epoch"] == 1  # the first epoch's, whole
+    assert len(summary_rows(folder)) == 1 and yaml.safe_load((folder / "args.yaml").read_text())["epochs"] == 2
+    assert_whole_log(folder / "log.txt")
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    assert train_module.main(printed_resume_command(done.stderr)[2:]) == 0  # and it resumes
+    assert load_checkpoint(last)["epoch"] == 2 and len(summary_rows(folder)) == 2
 
 
 def test_pretrained_backbone_seeds_trunk_and_every_expert(train_module, runs, tmp_path):

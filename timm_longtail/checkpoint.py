@@ -196,17 +196,25 @@ _RESUME_FLAG = re.compile(r"\s--resume(?:=|\s+)(?:'[^']*'|\S+)")
 
 def start_command(command: Any) -> Any:
     """A train.py command as the recipe that reproduces its run: ``--resume <checkpoint>`` removed (a
-    resumed run ends as a straight run of the same arguments would)."""
-    return _RESUME_FLAG.sub("", command) if isinstance(command, str) else command
+    resumed run ends as a straight run of the same arguments would), unless the resume changed the
+    recipe (``--resume-changes-recipe``): no straight run reproduces that one."""
+    if not isinstance(command, str) or "--resume-changes-recipe" in command:
+        return command
+    return _RESUME_FLAG.sub("", command)
 
 
-def command_history(resume: Optional[Mapping[str, Any]], command: str) -> Tuple[str, List[str]]:
-    """(the command that reproduces the run, every command that trained it, oldest first): this process's
-    command without ``--resume`` (a resume may extend ``--epochs``), after the resumed checkpoint's history."""
+def command_history(resume: Optional[Mapping[str, Any]], command: str,
+                    recipe_changed: bool = False) -> Tuple[str, List[str]]:
+    """(the command that reproduces the run, every command that trained it, oldest first). A resume that
+    continues the recorded recipe keeps the command its checkpoint records (``--resume <ckpt>`` alone names
+    no setting); one that changed it keeps its own. Both come after the resumed checkpoint's history."""
     earlier: List[str] = []
+    reproducing = start_command(command)
     if resume is not None:
         earlier = list(resume.get("command_history") or ([resume["command"]] if resume.get("command") else []))
-    return start_command(command), [*earlier, command]
+        if not recipe_changed and resume.get("command"):
+            reproducing = resume["command"]
+    return reproducing, [*earlier, command]
 
 
 def lineage_entry(checkpoint: Mapping[str, Any], role: str) -> Dict[str, Any]:

@@ -1,8 +1,9 @@
 """The error types users see: bad input, and an output that could not be written."""
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 
 class UserInputError(ValueError):
@@ -50,3 +51,18 @@ def run_command(body: Callable[[], Optional[int]]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0 if status is None else status
+
+
+class ShortErrorParser(argparse.ArgumentParser):
+    """argparse's parser whose error is one usage line and one ``error:`` line (exit status 2).
+
+    argparse prints the whole wrapped usage (39 lines for train.py) before ``prog: error: ...``; a
+    mistyped flag then scrolls the message away. ``--help`` still prints everything. Sub-commands
+    (``add_subparsers``) are parsers of this class too.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        usage = self.format_usage().strip()
+        if "\n" in usage:  # too long for one line: name the command and where the flags are listed
+            usage = f"usage: {self.prog} [options] ({self.prog} --help lists them)"
+        self.exit(2, f"{usage}\nerror: {message}\n")

@@ -24,21 +24,22 @@ import torch
 from timm.utils import setup_default_logging
 
 from timm_longtail.checkpoint import unwrap_model
-from timm_longtail.training import parse_args
+from timm_longtail.training import given_settings, parse_args
 from timm_longtail.training.distributed import cleanup_distributed, setup_distributed
 from timm_longtail.training.methods import check_args
-from timm_longtail.training.runner import _Run
+from timm_longtail.training.runner import _Run, resume_recipe
 from timm_longtail.training.tasks import ExpertsForward
 
 
 def main(out: Path, argv: list[str]) -> int:
     setup_default_logging()
     args = parse_args(argv)
+    resumed, recipe_changes = resume_recipe(args, given_settings(argv))
     spec = check_args(args)
     ctx = setup_distributed(args.device)
     (out / f"rank{ctx.rank}.pid").write_text(str(os.getpid()))
     delay = float(os.environ.get("TIMM_LT_PROBE_STEP_DELAY", "0")) if ctx.rank == ctx.world_size - 1 else 0.0
-    job = _Run(args, spec, ctx, shlex.join(["train.py", *argv]))
+    job = _Run(args, spec, ctx, shlex.join(["train.py", *argv]), resumed, recipe_changes)
     if ctx.rank == 0 and (stop_delay := float(os.environ.get("TIMM_LT_PROBE_STOP_DELAY", "0"))):
         stopping = job._interrupted
 

@@ -8,7 +8,10 @@ import timm
 import timm_longtail  # noqa: F401  (registers the models)
 from timm_longtail.errors import UserInputError
 from timm_longtail.losses import LOSS_OPTIONS
-from timm_longtail.training import METHODS, known_keys, load_config, parse_args
+from timm_longtail.training import METHODS, build_parser, given_settings, known_keys, load_config, parse_args
+from timm_longtail.training.config import (
+    OPERATIONAL_SETTINGS, PER_COMMAND_SETTINGS, RECIPE_SETTINGS, continue_recipe,
+)
 from timm_longtail.training.methods import check_args
 from conftest import CONFIG_DIR
 
@@ -67,12 +70,53 @@ def test_yaml_values_get_the_flag_types_and_flags_win(tmp_path):
     ("amp: maybe\n", "true or false"),
     ("lr: fast\n", "lr"),
     ("- a list\n", "mapping"),
+    ("batch_size: 64.5\n", "key 'batch_size': expected an integer, got 64.5"),  # never trained with 64
+    ("epochs: 200.0\n", "key 'epochs': expected an integer, got 200.0"),
+    ("epochs: true\n", "key 'epochs': expected an integer, got True"),
+    ("lr: true\n", "key 'lr': expected a number, got True"),
+    ("decay_milestones: '160 180'\n", "key 'decay_milestones' must be a YAML list such as [a, b]"),
+    ("eval_modes: ensemble routed\n", "key 'eval_modes' must be a YAML list"),
+    ("decay_milestones: [160, 180.5]\n", "expected an integer, got 180.5"),
+    ("model: 32\n", "key 'model': expected text, got 32"),
 ])
 def test_bad_yaml_values_are_user_errors(tmp_path, text, message):
     path = tmp_path / "r.yaml"
     path.write_text(text)
-    with pytest.raises(UserInputError, match=message):
+    with pytest.raises(UserInputError, match=re.escape(message)):
         load_config(path)
+
+
+def test_every_setting_is_recipe_or_operational_once():
+    """The list beside the parser that a resume follows: each argument in exactly one group."""
+    dests = [action.dest for action in build_parser()._actions if action.dest != "help"]
+    assert len(RECIPE_SETTINGS) == len(set(RECIPE_SETTINGS))
+    assert len(OPERATIONAL_SETTINGS) == len(set(OPERATIONAL_SETTINGS))
+    assert sorted(RECIPE_SETTINGS + OPERATIONAL_SETTINGS) == sorted(dests)
+    assert set(PER_COMMAND_SETTINGS) <= set(OPERATIONAL_SETTINGS)
+
+
+def test_given_settings_are_the_flags_and_the_yaml_keys(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("lr: 0.2\nworkers: 1\n")
+    assert given_settings(["--resume", "x.pth"]) == {"resume"}
+    assert given_settings(["-c", str(path), "--seed", "3", "--amp", "--torchcompile"]) == {
+        "config", "lr", "workers", "seed", "amp", "torchcompile"}
+
+
+def test_a_resume_takes_what_is_not_given_and_reports_recipe_changes():
+    recorded = vars(parse_args(["--model", "ride_resnet32_2e", "--batch-size", "32", "--seed", "0", "--workers", "2",
+                                "--decay-milestones", "13", "--loss-kwargs", "{reweight_factor: 0.05}",
+                                "--output", "elsewhere", "--experiment", "old"]))
+    argv = ["--resume", "old/last.pth", "--workers", "0", "--seed", "0", "--lr", "0.01"]
+    args = parse_args(argv)
+    changed = continue_recipe(args, given_settings(argv), recorded)
+    assert changed == {"lr": (0.1, 0.01)}  # the seed given equals the recorded one; workers are operational
+    assert (args.batch_size, args.decay_milestones, args.loss_kwargs) == (32, [13], {"reweight_factor": 0.05})
+    assert (args.model, args.workers, args.lr) == ("ride_resnet32_2e", 0, 0.01)
+    assert (args.output, args.experiment, args.resume) == ("runs", None, "old/last.pth")  # this command's own
+    older = {k: v for k, v in recorded.items() if k != "model_dtype"}  # a checkpoint from before a flag existed
+    args = parse_args(["--resume", "x.pth"])
+    assert continue_recipe(args, {"resume"}, older) == {} and args.model_dtype is None
 
 
 def _header(path: Path) -> str:

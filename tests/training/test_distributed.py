@@ -2,6 +2,8 @@
 import csv
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -33,8 +35,9 @@ DDP_ARGS = ["--dataset", "demo", "--device", "cpu", "--workers", "0", "--batch-s
             "--drw-epoch", "1", "--epochs", str(EPOCHS), "--eval-modes", "ensemble", "--val-split-fraction", "0.1"]
 
 
-def torchrun(out: Path, *argv: str, delay: float = 0.0, stop_delay: float = 0.0, wait: bool = True):
-    """The probe under ``torchrun --nproc_per_node 2``; returns the finished (or running) process."""
+def torchrun(out: Path, *argv: str, delay: float = 0.0, stop_delay: float = 0.0, processes=None):
+    """The probe under ``torchrun --nproc_per_node 2``; returns the finished process, or with ``processes``
+    (the fixture, which ends it with the test) the running one."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -43,10 +46,12 @@ def torchrun(out: Path, *argv: str, delay: float = 0.0, stop_delay: float = 0.0,
                TIMM_LT_PROBE_STEP_DELAY=str(delay), TIMM_LT_PROBE_STOP_DELAY=str(stop_delay))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_port",
                str(port), str(PROBE), str(out), *argv]
+    if processes is not None:
+        return processes.start(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
-    if wait:
-        process.output = process.communicate(timeout=400)[0]
+    process.output = process.communicate(timeout=400)[0]
     return process
 
 
@@ -148,11 +153,11 @@ def test_ddp_each_rank_trains_on_its_own_shard(ddp_run):
         assert not shards[0] & shards[1], epoch  # disjoint shards of one permutation
 
 
-def test_ddp_a_signal_to_one_rank_stops_both_and_the_resume_is_exact(ddp_run, tmp_path):
+def test_ddp_a_signal_to_one_rank_stops_both_and_the_resume_is_exact(ddp_run, tmp_path, processes):
     out, _ = ddp_run
     # rank 0 slow to stop: rank 1 must wait for it, or torchrun ends rank 0 before it has said how to resume
     run = torchrun(tmp_path, *DDP_ARGS, "--output", str(tmp_path), "--experiment", "run", delay=1.0, stop_delay=3.0,
-                   wait=False)
+                   processes=processes)
     last = tmp_path / "run" / "last.pth"
     deadline = time.time() + 300
     while not last.exists() and run.poll() is None and time.time() < deadline:
@@ -164,10 +169,35 @@ def test_ddp_a_signal_to_one_rank_stops_both_and_the_resume_is_exact(ddp_run, tm
     stopped = rank_results(tmp_path)
     assert [r["code"] for r in stopped] == [128 + signal.SIGTERM] * WORLD, output
     assert abs(stopped[0]["left"] - stopped[1]["left"]) < 1.5  # rank 1 waited out rank 0's 3 s, not left first
-    assert "resume with" in output
+    resume = re.findall(r"resume with: (.+)$", output, re.MULTILINE)
+    assert [shlex.split(line) for line in resume] == [["torchrun", "--nproc_per_node", str(WORLD), "train.py",
+                                                       "--resume", str(last)]], output  # rank 0 alone says it
     assert torch.load(last, weights_only=True)["epoch"] == 1  # epoch 0 kept, epoch 1 not finished
-    resumed = torchrun(tmp_path, *DDP_ARGS, "--output", str(tmp_path), "--experiment", "run", "--resume", str(last))
+    resumed = torchrun(tmp_path, *shlex.split(resume[0])[4:])  # the probe in place of train.py: --resume alone
     assert resumed.returncode == 0, resumed.output
     uninterrupted, final = rank_results(out)[0]["state"], rank_results(tmp_path)[0]["state"]
     for name, value in uninterrupted.items():  # resume under DDP is exact: as if never stopped
+        assert torch.equal(final[name], value), name
+
+
+def test_ddp_a_killed_rank_ends_the_run_and_the_checkpoint_resumes_exactly(ddp_run, tmp_path, processes):
+    """SIGKILL (the OOM killer, a lost node) gives a rank no chance to stop cleanly: torchrun ends the others,
+    and the last complete epoch's checkpoint, written by rename, is whole."""
+    out, _ = ddp_run
+    run = torchrun(tmp_path, *DDP_ARGS, "--output", str(tmp_path), "--experiment", "run", delay=1.0,
+                   processes=processes)
+    last = tmp_path / "run" / "last.pth"
+    deadline = time.time() + 300
+    while not last.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), run.communicate()[0] if run.poll() is not None else "no checkpoint in time"
+    os.kill(int((tmp_path / "rank1.pid").read_text()), signal.SIGKILL)
+    output = run.communicate(timeout=300)[0]
+    assert run.returncode == 1 and "(SIGKILL)" in output, output  # torchrun's status for a failed worker
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
+    resumed = torchrun(tmp_path, "--resume", str(last))
+    assert resumed.returncode == 0, resumed.output
+    uninterrupted, final = rank_results(out)[0]["state"], rank_results(tmp_path)[0]["state"]
+    for name, value in uninterrupted.items():
         assert torch.equal(final[name], value), name

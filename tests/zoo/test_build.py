@@ -1,4 +1,5 @@
-"""The zoo build end to end on the embedded demo set: builds, publishes, skips, resumes exactly."""
+"""The zoo build end to end on the shipped demo folder (CIFAR-10-LT drawn from its images, and the demo set):
+builds, publishes, skips, resumes exactly."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,10 @@ from timm_longtail.zoo.manifest import DEFAULT_MANIFEST
 
 ENTRY = "ride_resnet32_3e.cifar10_lt_if100"
 FAST = ["--max-eval-samples", "100", "--eval-batch-size", "100", "--workers", "0", "--log-interval", "1"]
+# Weights published as cifar10_lt_if100 must be trained on CIFAR-10-LT (IF 100): here a draw from the CIFAR-10
+# images of the demo folder (small and shipped), not the demo set itself, whose export under that tag is refused.
+DEMO_FOLDER = "timm_longtail/data/demo"
+ON_CIFAR10_LT = ["--dataset", "cifar10_lt", "--imbalance-factor", "100"]
 
 
 def _originals(tmp_path: Path) -> Path:
@@ -36,14 +41,14 @@ def _originals(tmp_path: Path) -> Path:
 
 
 def _manifest(tmp_path: Path, experts_steps: int = 3) -> Path:
-    """RIDE 3 experts on the demo set: a 3-epoch experts stage, then a 1-epoch router stage; measured on
-    :func:`_originals` as the shared CIFAR-10's weights are on its lossless test head."""
+    """RIDE 3 experts on CIFAR-10-LT drawn from the demo folder: a 3-epoch experts stage, then a 1-epoch router
+    stage; measured on :func:`_originals` as the shared CIFAR-10's weights are on its lossless test head."""
     experts_args = ["--epochs", "3", "--drw-epoch", "2", "--decay-milestones", "3", "--warmup-epochs", "0",
-                    "--max-steps-per-epoch", str(experts_steps), *FAST]
-    router_args = ["--epochs", "1", "--max-steps-per-epoch", "2", *FAST]
-    manifest = dict(data_dirs=dict(demo=None, demo_originals=str(_originals(tmp_path))),
-                    lossless_subsets=dict(demo="demo_originals"), entries=[dict(
-        name=ENTRY, dataset="demo",
+                    "--max-steps-per-epoch", str(experts_steps), *ON_CIFAR10_LT, *FAST]
+    router_args = ["--epochs", "1", "--max-steps-per-epoch", "2", *ON_CIFAR10_LT, *FAST]
+    manifest = dict(data_dirs=dict(cifar10_lt=DEMO_FOLDER, cifar10_lt_originals=str(_originals(tmp_path))),
+                    lossless_subsets=dict(cifar10_lt="cifar10_lt_originals"), entries=[dict(
+        name=ENTRY, dataset="cifar10_lt",
         stages=[dict(name="experts", config="configs/demo_ride.yaml", args=experts_args),
                 dict(name="router", config="configs/demo_ride_router.yaml", init_from="experts", args=router_args)],
     )])
@@ -52,20 +57,22 @@ def _manifest(tmp_path: Path, experts_steps: int = 3) -> Path:
     return path
 
 
-def _zoo(*args: str, **kwargs) -> subprocess.Popen:
+def _zoo(*args: str, processes=None, **kwargs) -> subprocess.Popen:
+    """``python -m timm_longtail.zoo``; started through ``processes`` (the fixture) when the test signals it."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "timm_longtail.zoo", *args], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    start = subprocess.Popen if processes is None else processes.start
+    return start([sys.executable, "-m", "timm_longtail.zoo", *args], cwd=REPO_ROOT, env=env,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def _build(manifest: Path, runs: Path, publish: Path) -> subprocess.Popen:
+def _build(manifest: Path, runs: Path, publish: Path, processes=None) -> subprocess.Popen:
     return _zoo("build", "--manifest", str(manifest), "--runs-dir", str(runs), "--publish-to", str(publish),
-                "--allow-dirty")
+                "--allow-dirty", processes=processes)
 
 
-def _interrupted_build(manifest: Path, runs: Path, pub: Path) -> None:
+def _interrupted_build(manifest: Path, runs: Path, pub: Path, processes) -> None:
     """Start a build and stop it with SIGTERM once the experts stage has written a checkpoint."""
-    proc = _build(manifest, runs, pub)
+    proc = _build(manifest, runs, pub, processes)
     checkpoint = runs / ENTRY / "experts" / "last.pth"
     deadline = time.time() + 300
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
@@ -141,11 +148,11 @@ def test_second_build_skips_the_published_entry(built):
     assert time.time() - started < 60
 
 
-def test_interrupted_build_resumes_to_the_same_weights(built, tmp_path):
+def test_interrupted_build_resumes_to_the_same_weights(built, tmp_path, processes):
     _, manifest, _, reference_pub, _ = built
     runs, pub = tmp_path / "runs", tmp_path / "pub"
     # more steps per epoch than a signal needs to land mid-stage; same weights as the uninterrupted build
-    _interrupted_build(manifest, runs, pub)
+    _interrupted_build(manifest, runs, pub, processes)
     assert not (pub / "hub_cards" / ENTRY).exists()
     statuses = [p.name for p in (runs / ENTRY).iterdir() if (p / "final.json").exists()]
     assert "router" not in statuses  # the build stopped before finishing
@@ -163,12 +170,12 @@ def test_interrupted_build_resumes_to_the_same_weights(built, tmp_path):
     assert [s["resumed"] for s in record["segments"]][:2] == [False, True]
 
 
-def test_a_parked_stage_resumes_without_its_runs_folder(built, tmp_path):
+def test_a_parked_stage_resumes_without_its_runs_folder(built, tmp_path, processes):
     import shutil
 
     _, manifest, _, reference_pub, _ = built
     runs, pub = tmp_path / "runs", tmp_path / "pub"
-    _interrupted_build(manifest, runs, pub)
+    _interrupted_build(manifest, runs, pub, processes)
     common = ["--manifest", str(manifest), "--publish-to", str(pub)]
     proc = _zoo("status", *common, "--runs-dir", str(runs))  # the run is in the runs folder only, and says so
     out, err = proc.communicate(timeout=120)
@@ -258,7 +265,7 @@ def test_publish_again_from_the_runs_gives_the_same_weights(built, tmp_path):
     assert (again / "hub_cards" / ENTRY / "model.safetensors").read_bytes() == weights
     # where the originals are missing, the card is rendered without them and the output says so
     moved = yaml.safe_load(manifest.read_text())
-    moved["data_dirs"]["demo_originals"] = str(tmp_path / "nowhere")
+    moved["data_dirs"]["cifar10_lt_originals"] = str(tmp_path / "nowhere")
     elsewhere = tmp_path / "elsewhere.yaml"
     elsewhere.write_text(yaml.safe_dump(moved))
     results_path.write_text(json.dumps({k: v for k, v in measured.items() if k != "lossless_subset"}))
@@ -431,7 +438,7 @@ def test_every_published_entry_is_a_registered_model_tag():
 def _plain_train(runs: Path, stage_args, *extra: str) -> subprocess.CompletedProcess:
     """The experts stage run by plain train.py, as before the zoo build adopts it."""
     command = [sys.executable, "train.py", "-c", "configs/demo_ride.yaml", "--output", str(runs / ENTRY),
-               "--experiment", "experts", "--device", "cpu", *stage_args, *extra]
+               "--experiment", "experts", "--device", "cpu", "--data-dir", DEMO_FOLDER, *stage_args, *extra]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, HF_HUB_OFFLINE="1"))
 
@@ -508,8 +515,9 @@ def test_data_dir_and_source_commit_refuse_bad_values_with_one_line(tmp_path):
     common = ["build", "--manifest", str(manifest), "--runs-dir", str(tmp_path / "runs"), "--publish-to",
               str(tmp_path / "pub"), "--allow-dirty"]
     cases = [(["--data-dir", "demo"], "--data-dir takes DATASET=PATH"),
-             (["--data-dir", f"cifar10={tmp_path}"], "the manifest has no dataset 'cifar10' (it has demo, demo_originals)"),
-             (["--data-dir", f"demo={tmp_path / 'nowhere'}"], "is not a folder"),
+             (["--data-dir", f"cifar10={tmp_path}"],
+              "the manifest has no dataset 'cifar10' (it has cifar10_lt, cifar10_lt_originals)"),
+             (["--data-dir", f"cifar10_lt={tmp_path / 'nowhere'}"], "is not a folder"),
              (["--source-commit", "0" * 40], "is not this checkout's HEAD")]
     for extra, message in cases:
         proc = _zoo(*common, *extra)
@@ -569,6 +577,6 @@ def test_a_path_recorded_through_a_worktree_gets_the_same_label(tmp_path):
     ``zoo publish`` from the main checkout labels it as the build did, not as ``../shared/data/c10``."""
     manifest = load_manifest(_manifest(tmp_path))
     runs, data = tmp_path / "zoo-runs", tmp_path / "shared" / "data" / "c10"
-    settings = BuildSettings(runs_dir=runs, data_dirs={"demo": data})
+    settings = BuildSettings(runs_dir=runs, data_dirs={"cifar10_lt": data})
     text = f"--data-dir {tmp_path}/zoo-src-54/../shared/data/c10 --output {tmp_path}/zoo-src-54/../zoo-runs/x"
-    assert _relative_text(text, manifest, settings) == "--data-dir <data:demo> --output <runs>/x"
+    assert _relative_text(text, manifest, settings) == "--data-dir <data:cifar10_lt> --output <runs>/x"

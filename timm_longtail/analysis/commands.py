@@ -14,7 +14,7 @@ import torch
 
 from .._paths import portable_paths
 from ..data import classes_by_count
-from ..errors import UserInputError
+from ..errors import ShortErrorParser, UserInputError
 from ..evaluation import atomic_write_bytes, resolve_forward_modes
 from ..evaluation.setup import EvalSetup, add_model_data_args, prepare_evaluation
 from . import plots
@@ -301,7 +301,7 @@ def add_analysis_args(parser: argparse.ArgumentParser, name: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """``analyze.py``'s command line: one subcommand per analysis, each with ``validate.py``'s model
     and data flags (here, not in the script, so that the zoo build runs the same commands)."""
-    parser = argparse.ArgumentParser(description="Analyses of timm-longtail models (RIDE, NCL++, SADE figures)")
+    parser = ShortErrorParser(description="Analyses of timm-longtail models (RIDE, NCL++, SADE figures)")
     commands = parser.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     for name, analysis in ANALYSES.items():
         sub = commands.add_parser(name, help=analysis.help, description=analysis.help,

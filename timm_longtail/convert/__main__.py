@@ -7,7 +7,7 @@ import sys
 from typing import List, Optional
 
 import timm_longtail  # noqa: F401  (registers the models; torchvision importable before timm)
-from timm_longtail.errors import run_command
+from timm_longtail.errors import ShortErrorParser, run_command
 
 from .export import convert_checkpoint
 
@@ -21,7 +21,7 @@ then: python -m timm_longtail.hub push converted/ride3e --repo-id <you>/<model>.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ShortErrorParser(
         prog="python -m timm_longtail.convert", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Convert a checkpoint of RIDE's, NCL's or LDAM-DRW's own code into a timm-longtail folder "
                     "(model.safetensors, config.json, README.md). Its pickled code is never run.")

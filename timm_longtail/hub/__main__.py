@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..errors import run_command
+from ..errors import ShortErrorParser, run_command
 from .export import (export_checkpoint, record_card, rewrite_card, table_entry, write_folder_figures,
                      write_folder_lossless_subset)
 from .push import push_folder
@@ -24,7 +24,7 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ShortErrorParser(
         prog="python -m timm_longtail.hub",
         description="Export trained weights for the Hugging Face Hub and push them.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -277,17 +277,28 @@ def _flatten_lineage(lineage: Any, prefix: str = "", own: bool = True,
         if entry.get("role") == "teacher":
             out.extend(_flatten_lineage(entry.get("lineage"), f"{prefix}the teacher's earlier stage: ", own=False))
             out.append((f"{prefix}teacher {model}, {_stage_name(recipe)}", entry, False))
+        elif entry.get("role") == "resumed":  # --resume-changes-recipe: the segment before the change
+            out.append((f"{prefix}{model}, {_stage_name(recipe)} before its recipe changed", entry, own))
         else:
             out.append((f"{prefix}{model}, {_stage_name(recipe)}", entry, own))
     return out
 
 
+def _changes(changed: Any) -> str:
+    """``--resume-changes-recipe``'s record as text: ``lr` 0.1 → 0.05, ...``."""
+    if not isinstance(changed, Mapping):
+        return ""
+    return ", ".join(f"`{name}` {_value(change.get('checkpoint'))} → {_value(change.get('now'))}"
+                     for name, change in changed.items() if isinstance(change, Mapping))
+
+
 def _stage_view(number: int, label: str, recipe: Mapping[str, Any], epoch: Any, command: Any,
-                role: str = "", own: bool = True) -> Dict[str, Any]:
+                role: str = "", own: bool = True, changed: Any = None) -> Dict[str, Any]:
     # "resume" is where a resumed segment started from, not part of the recipe (the command omits it too)
     full = {k: v for k, v in recipe.items() if v is not None and k not in ("notes", "differences_from_paper", "resume")}
     return dict(
-        number=number, label=label, role=role, own=own, epoch=epoch, epochs=recipe.get("epochs"), command=command, built="",
+        number=number, label=label, role=role, own=own, epoch=epoch, epochs=recipe.get("epochs"), command=command,
+        built="", changed=_changes(changed),
         summary=[(k, _value(recipe[k])) for k in _RECIPE_SUMMARY_KEYS if recipe.get(k) is not None],
         full=full, yaml=yaml.safe_dump(full, sort_keys=True, default_flow_style=False) if full else "",
     )
@@ -323,7 +334,8 @@ def _training_stages(lineage: Any, recipe: Mapping[str, Any], epoch: Any, comman
     paper's recipe is compared with (``None`` when it is not recorded), with its label."""
     ancestors = _flatten_lineage(lineage)
     stages = [_stage_view(i, label, portable_paths(dict(entry.get("recipe") or {})), entry.get("epoch"),
-                          start_command(portable_paths(entry.get("command"))), str(entry.get("role") or ""), own)
+                          start_command(portable_paths(entry.get("command"))), str(entry.get("role") or ""), own,
+                          entry.get("changed"))
               for i, (label, entry, own) in enumerate(ancestors, start=1)]
     stages.append(_stage_view(len(stages) + 1, f"this checkpoint, {_stage_name(recipe)}", recipe, epoch, command))
     if recipe.get("stage") in (None, "experts"):

@@ -26,12 +26,15 @@ from timm.models._hub import save_config_for_hf
 from .._paths import portable_paths
 from ..analysis.card_figures import load_card_figures, write_card_figures
 from ..analysis.lossless import measure_lossless_subset
-from ..checkpoint import (apply_umask, atomic_write, atomic_write_json, build_model_from_checkpoint, json_safe,
-                          load_weights_file)
+from ..checkpoint import (
+    apply_umask, atomic_write, atomic_write_json, atomic_write_text, build_model_from_checkpoint, json_safe,
+    load_weights_file,
+)
 from ..data import ShotSplit, build_dataset, create_eval_transform, create_loader
 from ..evaluation.setup import dataset_from_record
 from ..errors import OutputWriteError, UserInputError
 from ..models import HF_ORG, hub_repo_id
+from ..models._cfgs import DATASET_TAGS
 from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
 from .card import CARDS_DIR, build_card_context, load_reference, render_card
 from .results import LOSSLESS_KEY, RunResults, load_results
@@ -45,6 +48,10 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _CONSTRUCTED_LT = ("cifar10_lt", "cifar100_lt", "tiny_imagenet_lt")  # long tail built with an imbalance factor
 _DATA_CFG_KEYS = ("mean", "std", "input_size", "crop_pct", "crop_mode", "interpolation")
 _COMMIT_IN_VERSION = re.compile(r"\+g([0-9a-f]{7,40})\b")
+# The dataset part that ends a benchmark tag (after an optional recipe prefix such as ``distill_``): a long tail
+# built with an imbalance factor, or a benchmark with a fixed split.
+_BENCHMARK_TAG = re.compile(rf"(?:^|_)(?P<tag>(?:{'|'.join(_CONSTRUCTED_LT)})_if\d+(?:\.\d+)?"
+                            rf"|imagenet_lt|places_lt|inat2018)$")
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,34 @@ def _tag_of(checkpoint: Mapping[str, Any], info: Mapping[str, Any]) -> Optional[
         if tag:
             return tag
     return None
+
+
+def _benchmark_of(tag: Optional[str]) -> Optional[str]:
+    """The benchmark a tag names (``distill_cifar10_lt_if100.0`` -> ``cifar10_lt_if100``), or None."""
+    match = _BENCHMARK_TAG.search(tag) if isinstance(tag, str) else None
+    if match is None:
+        return None
+    name, _, imbalance = match.group("tag").rpartition("_if")
+    return f"{name}_if{float(imbalance):g}" if name else match.group("tag")
+
+
+def _check_tag(tag: str, checkpoint: PathLike, ckpt: Mapping[str, Any], info: Mapping[str, Any],
+               num_classes: int) -> None:
+    """A tag that names a benchmark must be the checkpoint's own: its dataset, imbalance factor and classes
+    (a demo-set checkpoint's card would otherwise claim benchmark accuracy)."""
+    benchmark = _benchmark_of(tag)
+    if benchmark is None:
+        return
+    recorded = _tag_of(ckpt, info)
+    trained_on = _benchmark_of(recorded) or recorded
+    if trained_on is not None and trained_on != benchmark:
+        raise UserInputError(f"--tag {tag} names {benchmark}, but {checkpoint} was trained on {trained_on}: "
+                             f"export it under a tag of its own data")
+    name = benchmark.split("_if")[0]
+    classes = next((cfg["num_classes"] for key, cfg in DATASET_TAGS.items() if key.split("_if")[0] == name), None)
+    if classes is not None and classes != num_classes:
+        raise UserInputError(f"--tag {tag} names {benchmark} ({classes} classes), but {checkpoint} has "
+                             f"{num_classes} classes")
 
 
 def _data_config(checkpoint: Mapping[str, Any], registered: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -226,6 +261,7 @@ def export_checkpoint(
     if evaluated and ":" not in evaluated and "/" not in evaluated and evaluated.split(".")[0] != model_name:
         raise UserInputError(f"{results} holds results of {evaluated!r}, but the checkpoint is a {model_name}")
     tag, repo_id = _export_target(checkpoint, ckpt, run, model_name, tag, repo_id)
+    _check_tag(tag, checkpoint, ckpt, run.info, model.num_classes)
     counts, names = _export_labels(ckpt, model, run, results)
 
     registered_name = f"{model_name}.{tag}"
@@ -295,18 +331,19 @@ def record_card(result: ExportResult, cards_dir: Optional[PathLike] = None, *, w
     ``model.safetensors`` itself, which ``pretrained=True`` then loads from a source checkout without
     the network once the table lists its SHA-256 (:func:`~timm_longtail.models.weights.record_published`)."""
     target = Path(cards_dir or CARDS_DIR) / result.repo_name
-    target.mkdir(parents=True, exist_ok=True)
     names = ("README.md", "config.json") + ((WEIGHTS_FILENAME,) if weights else ())
-    for name in names:
-        tmp = target / f".{name}.tmp"
-        shutil.copyfile(result.folder / name, tmp)
-        os.replace(tmp, target / name)
+    for name in names:  # each file whole (copied aside, then renamed); a full disk is one error line
+        def copy(tmp: str, source: Path = result.folder / name) -> None:
+            shutil.copyfile(source, tmp)
+            apply_umask(tmp)
+
+        atomic_write(target / name, copy)
     if weights and sha256_of_file(target / WEIGHTS_FILENAME) != result.sha256:
         raise UserInputError(f"{result.folder / WEIGHTS_FILENAME} changed after export: export it again")
-    (target / "weights.json").write_text(json.dumps(
+    atomic_write_text(target / "weights.json", json.dumps(
         dict(repo_id=result.repo_id, file=WEIGHTS_FILENAME, sha256=result.sha256,
              size=(result.folder / WEIGHTS_FILENAME).stat().st_size, commit=result.commit),
-        indent=2) + "\n", encoding="utf-8")
+        indent=2) + "\n")
     return target
 
 

@@ -4,8 +4,9 @@
 ``assembly`` builds the run's pieces, ``tasks`` holds each stage as a timm task, ``loop`` runs one
 epoch, ``runner`` ties them together; ``train.main(argv)`` is the entry point.
 """
-from .config import build_parser, known_keys, load_config, load_recipe, parse_args
+from .config import build_parser, given_settings, known_keys, load_config, load_recipe, parse_args
 from .methods import METHODS, MethodSpec
 from .runner import run
 
-__all__ = ["METHODS", "MethodSpec", "build_parser", "known_keys", "load_config", "load_recipe", "parse_args", "run"]
+__all__ = ["METHODS", "MethodSpec", "build_parser", "given_settings", "known_keys", "load_config", "load_recipe",
+           "parse_args", "run"]

@@ -84,10 +84,13 @@ class Data:
     img_size: int | None
 
 
-def read_checkpoints(args: argparse.Namespace) -> Checkpoints:
+def read_checkpoints(args: argparse.Namespace, resumed: dict[str, Any] | None = None) -> Checkpoints:
+    """The checkpoints the flags name (``resumed``: the ``--resume`` one, when already read). A resume does not
+    read ``--initial-checkpoint``: its weights and lineage are the resumed checkpoint's."""
+    resume = resumed if resumed is not None or not args.resume else load_checkpoint(args.resume)
     found = Checkpoints(
-        resume=load_checkpoint(args.resume) if args.resume else None,
-        initial=load_checkpoint(args.initial_checkpoint) if args.initial_checkpoint else None,
+        resume=resume,
+        initial=load_checkpoint(args.initial_checkpoint) if args.initial_checkpoint and resume is None else None,
         teacher=load_checkpoint(args.teacher) if args.teacher else None,
     )
     if found.resume is not None:

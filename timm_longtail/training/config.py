@@ -3,20 +3,54 @@
 As in timm's ``train.py``, ``--config recipe.yaml`` sets the parser defaults and any flag given on
 the command line wins. The YAML keys are the argparse destinations (``batch_size``, ``lr``...);
 a dash spelling (``batch-size``) is accepted too. An unknown key is a ``UserInputError`` naming
-the nearest known key, raised before anything is built, so a typo never trains the wrong recipe.
+the nearest known key, raised before anything is built, so a typo never trains the wrong recipe;
+so is a value of the wrong kind (``64.5`` for an integer, a string for a list): never truncated.
+
+Every setting is either part of the *recipe* (what the run learns and reports) or *operational*
+(where and how fast it runs): ``RECIPE_SETTINGS`` and ``OPERATIONAL_SETTINGS`` below, which a test
+checks against the parser. A checkpoint records both; ``--resume <ckpt>`` alone continues with them
+(:func:`continue_recipe`).
 """
 from __future__ import annotations
 
 import argparse
 import difflib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
-from ..errors import UserInputError
+from ..errors import ShortErrorParser, UserInputError
 
-__all__ = ["build_parser", "parse_args", "load_config", "load_recipe", "known_keys"]
+__all__ = [
+    "OPERATIONAL_SETTINGS", "PER_COMMAND_SETTINGS", "RECIPE_SETTINGS", "build_parser", "continue_recipe",
+    "given_settings", "known_keys", "load_config", "load_recipe", "parse_args",
+]
+
+# What a run learns and what its figures mean: a resume keeps them unless --resume-changes-recipe says otherwise.
+RECIPE_SETTINGS = (
+    "dataset", "imbalance_factor", "train_split", "test_split", "val_split_fraction", "select_by", "train_transform",
+    "img_size", "longtail_seed", "num_copies", "max_train_samples", "max_eval_samples",
+    "model", "num_experts", "model_kwargs", "pretrained", "pretrained_backbone", "grad_checkpointing", "sync_bn",
+    "model_ema", "model_ema_decay",
+    "method", "stage", "drw_epoch", "loss_kwargs", "router_pos_weight", "distill_temperature", "distill_factor",
+    "distill_on", "teacher_bn",
+    "opt", "lr", "momentum", "weight_decay", "wd_skip_bias_bn", "clip_grad",
+    "sched", "epochs", "decay_milestones", "decay_rate", "warmup_epochs", "warmup_lr", "min_lr", "sched_on_updates",
+    "batch_size", "amp", "amp_dtype", "model_dtype", "seed", "max_steps_per_epoch",
+)
+# Where the inputs are (what they hold is recorded: the dataset's class counts, the lineage), how fast the
+# same steps run (equal up to rounding; --device-augment draws the same augmentations on the device, from other
+# random numbers), what is logged and evaluated at the end: may be given anew on resume.
+OPERATIONAL_SETTINGS = (
+    "config", "data_dir", "initial_checkpoint", "resume", "resume_changes_recipe", "teacher",
+    "channels_last", "torchcompile", "torchcompile_mode", "opt_foreach", "opt_fused", "device_augment",
+    "eval_batch_size", "workers", "pin_mem", "device", "output", "experiment", "log_interval", "eval_modes",
+    "no_final_eval",
+)
+# Operational settings of one command that a resume never takes from the checkpoint (the folder is the
+# checkpoint's unless --experiment is given; the YAML's values are recorded one by one).
+PER_COMMAND_SETTINGS = ("config", "resume", "resume_changes_recipe", "output", "experiment")
 
 
 def _str2bool(value: str) -> bool:
@@ -30,7 +64,7 @@ def _str2bool(value: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser; ``known_keys()`` and the YAML check are derived from it."""
-    parser = argparse.ArgumentParser(
+    parser = ShortErrorParser(
         description="Train RIDE / NCL++ / baseline long-tailed classifiers (timm_longtail).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -101,7 +135,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--initial-checkpoint", default=None,
                        help="timm_longtail checkpoint to start from (required by --stage router)")
     group.add_argument("--resume", default=None,
-                       help="continue a run from its last.pth: epoch, optimizer, scheduler, scaler")
+                       help="continue a run from its last.pth with the recipe it records (epoch, optimizer, "
+                            "scheduler, scaler, every setting not given anew); recipe flags that differ from "
+                            "the checkpoint's are refused")
+    group.add_argument("--resume-changes-recipe", action="store_true", default=False,
+                       help="with --resume: accept recipe flags that differ from the checkpoint's (the lineage "
+                            "records the change)")
     group.add_argument("--teacher", default=None,
                        help="RIDE distillation: checkpoint of the teacher (e.g. a 6-expert model)")
     group.add_argument("--channels-last", action="store_true", default=False)
@@ -241,25 +280,40 @@ load_recipe = load_config  # its earlier name (a YAML config was called a recipe
 
 
 def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
-    """Give a YAML value the type its flag would have (PyYAML reads ``5e-4`` as a string)."""
+    """Give a YAML value the type its flag would have (PyYAML reads ``5e-4`` as a string); a value of
+    another kind is an error, never converted with a loss (``64.5`` for an integer, text for a list)."""
     if value is None:
         return None
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
             raise UserInputError(f"{where} must be true or false, got {value!r}")
         return value
-    convert = action.type
     if action.nargs in ("+", "*"):
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return [_convert_one(convert, item, action, where) for item in items]
-    return _convert_one(convert, value, action, where)
+        if isinstance(value, str):
+            raise UserInputError(f"{where} must be a YAML list such as [a, b], got the text {value!r}")
+        items = value if isinstance(value, (list, tuple)) else [value]  # one number: a one-item list, as the flag
+        return [_convert_one(action, item, where) for item in items]
+    return _convert_one(action, value, where)
 
 
-def _convert_one(convert: Any, value: Any, action: argparse.Action, where: str) -> Any:
+def _convert_one(action: argparse.Action, value: Any, where: str) -> Any:
+    convert = action.type
     try:
         if convert is _str2bool:
             value = value if isinstance(value, bool) else _str2bool(str(value))
-        elif convert is not None and convert is not yaml.safe_load:
+        elif convert is yaml.safe_load:  # already read from the YAML (check_args wants a mapping)
+            pass
+        elif convert is int:
+            if isinstance(value, (bool, float)):  # int(64.5) would train with 64
+                raise ValueError(f"expected an integer, got {value!r}")
+            value = int(value)
+        elif convert is float:
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number, got {value!r}")
+            value = float(value)
+        elif convert is None and not isinstance(value, str):
+            raise ValueError(f"expected text, got {value!r} (quote it)")
+        elif convert is not None:
             value = convert(value)
     except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
         raise UserInputError(f"{where}: {exc}") from None
@@ -268,14 +322,59 @@ def _convert_one(convert: Any, value: Any, action: argparse.Action, where: str) 
     return value
 
 
+def _split_config(argv: Sequence[str] | None) -> tuple[str, list[str]]:
+    """(the ``--config`` YAML, the other arguments)."""
+    config_parser = ShortErrorParser(add_help=False, prog="train.py")
+    config_parser.add_argument("-c", "--config", default="")
+    known, remaining = config_parser.parse_known_args(argv)
+    return known.config, remaining
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse ``argv``: YAML recipe first, command-line flags on top."""
     parser = build_parser()
-    config_parser = argparse.ArgumentParser(add_help=False)
-    config_parser.add_argument("-c", "--config", default="")
-    known, remaining = config_parser.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**load_config(known.config, parser))
+    config, remaining = _split_config(argv)
+    if config:
+        parser.set_defaults(**load_config(config, parser))
     args = parser.parse_args(remaining)
-    args.config = known.config
+    args.config = config
     return args
+
+
+def given_settings(argv: Sequence[str] | None = None) -> frozenset[str]:
+    """The settings ``argv`` sets, on the command line or in its ``--config`` YAML (the others keep their
+    defaults, or on ``--resume`` the checkpoint's values). Call after :func:`parse_args` has checked ``argv``."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    config, remaining = _split_config(argv)
+    given = set(vars(parser.parse_args(remaining)))
+    if config:
+        given |= {"config", *load_config(config, parser)}
+    return frozenset(given)
+
+
+def _same_setting(recorded: Any, value: Any) -> bool:
+    """Equal settings, a tuple equal to its list (YAML and the parser give lists)."""
+    def plain(item: Any) -> Any:
+        return list(item) if isinstance(item, tuple) else item
+
+    return plain(recorded) == plain(value)
+
+
+def continue_recipe(args: argparse.Namespace, given: frozenset[str] | set[str],
+                    recorded: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Resume ``args`` from a checkpoint's ``recorded`` recipe: every setting not ``given`` anew (but those of
+    ``PER_COMMAND_SETTINGS``) takes its recorded value, so ``--resume <ckpt>`` alone continues the run as it
+    was. Returns the recipe settings given with another value than recorded, ``{name: (recorded, given)}``;
+    the caller refuses them unless ``--resume-changes-recipe``. A setting the checkpoint does not record
+    (a flag newer than it) keeps its value."""
+    changed: dict[str, tuple[Any, Any]] = {}
+    for name in (*RECIPE_SETTINGS, *OPERATIONAL_SETTINGS):
+        if name in PER_COMMAND_SETTINGS or name not in recorded:
+            continue
+        if name not in given:
+            setattr(args, name, recorded[name])
+        elif name in RECIPE_SETTINGS and not _same_setting(recorded[name], getattr(args, name)):
+            changed[name] = (recorded[name], getattr(args, name))
+    return changed

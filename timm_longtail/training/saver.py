@@ -17,7 +17,7 @@ from timm.utils import CheckpointSaver
 from torch import nn
 
 from ..checkpoint import save_checkpoint
-from ..errors import OutputWriteError, UserInputError
+from ..errors import UserInputError
 
 __all__ = ["LongTailCheckpointSaver"]
 
@@ -74,12 +74,8 @@ class LongTailCheckpointSaver(CheckpointSaver):
                      scaler=None if self.amp_scaler is None else self.amp_scaler.state_dict())
         if self.model_ema is not None:
             extra["state_dict_ema"] = {k: v.detach().cpu() for k, v in self.model_ema.module.state_dict().items()}
-        try:
-            save_checkpoint(save_path, self.model, model_name=self.model_name, class_counts=self.class_counts,
-                            class_names=self.class_names, model_kwargs=self.model_kwargs, extra=extra)
-        except OutputWriteError as error:
-            resume = f"; free space, then resume with --resume {self.last_path}" if self.last_path.is_file() else ""
-            raise OutputWriteError(f"{error}{resume}") from None
+        save_checkpoint(save_path, self.model, model_name=self.model_name, class_counts=self.class_counts,
+                        class_names=self.class_names, model_kwargs=self.model_kwargs, extra=extra)
 
     def state_dict(self, epoch: Optional[int] = None, metric: Optional[float] = None) -> dict:
         """The best metric and its epoch (no numbered files: nothing pending)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .._paths import SOURCE_ROOT
-from ..errors import UserInputError, run_command
+from ..errors import ShortErrorParser, UserInputError, run_command
 from .build import BuildSettings, build, default_runs_dir, entry_state, park, publish
 from .manifest import DEFAULT_MANIFEST, load_manifest
 from .table import update_readme
@@ -24,7 +24,7 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m timm_longtail.zoo", description="Build the model zoo.",
+    parser = ShortErrorParser(prog="python -m timm_longtail.zoo", description="Build the model zoo.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("status", "where every entry stands"), ("build", "train, evaluate and publish entries"),

@@ -41,6 +41,7 @@ from ..hub.export import export_checkpoint, rewrite_card, write_folder_figures, 
 from ..hub.results import LOSSLESS_KEY
 from ..models.weights import PUBLISHED_WEIGHTS_FILE, WEIGHTS_FILENAME, record_published, sha256_of_file
 from ..training import parse_args
+from ..training.config import RECIPE_SETTINGS
 from .manifest import Entry, Manifest, Stage
 from .table import BEGIN, update_readme
 
@@ -320,22 +321,13 @@ def _stage_record(manifest: Manifest, entry: Entry, stage: Stage, folder: Path) 
     return record
 
 
-# Recipe keys that change what a stage learns: a resume must not mix two recipes.
-_RECIPE_KEYS = ("model", "method", "stage", "dataset", "imbalance_factor", "longtail_seed", "train_transform",
-                "num_experts", "model_kwargs", "num_copies", "loss_kwargs", "drw_epoch", "epochs", "max_steps_per_epoch",
-                "batch_size", "opt", "lr",
-                "momentum", "weight_decay", "sched", "decay_milestones", "decay_rate", "warmup_epochs",
-                "warmup_lr", "min_lr", "seed", "amp", "amp_dtype", "max_train_samples", "val_split_fraction",
-                "select_by", "distill_temperature", "distill_factor", "distill_on", "teacher_bn", "router_pos_weight")
-
-
 def _recipe_differences(checkpoint: Path, command: Sequence[str]) -> List[str]:
     """How the recipe recorded in ``checkpoint`` differs from the one ``command`` (train.py argv) asks for."""
 
     recorded = load_checkpoint(checkpoint).get("recipe") or {}
     wanted = vars(parse_args(list(command[2:])))
     differ = [f"{k}: {recorded.get(k)!r} (checkpoint) vs {wanted.get(k)!r} (manifest)"
-              for k in _RECIPE_KEYS if k in recorded and k != "model" and recorded.get(k) != wanted.get(k)]
+              for k in RECIPE_SETTINGS if k in recorded and k != "model" and recorded.get(k) != wanted.get(k)]
     if recorded.get("model") and wanted.get("model") and recorded["model"] != wanted["model"]:
         differ.append(f"model: {recorded['model']!r} vs {wanted['model']!r}")
     return differ
