@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from timm_longtail.checkpoint import atomic_write_json
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _reference_shims import DEFAULT_DATA, channels_last, cifar10_from_parquet, cuda_calls_on_cpu  # noqa: E402
 
@@ -148,9 +150,7 @@ def _summarize(log: Path, out: Path, run: dict) -> dict:
         median_images_per_sec=float(np.median([e["images_per_sec"] for e in epochs])),
         evaluations=evaluations)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, summary)
     return summary
 
 

@@ -55,6 +55,8 @@ import torch
 
 from timm_longtail.data.longtail import ShotSplit
 
+from timm_longtail.checkpoint import atomic_write_json
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _reference_shims import (MetricTracker, channels_last, cifar10_from_parquet, cuda_calls_on_cpu,  # noqa: E402
                               DEFAULT_DATA, seed_everything)
@@ -152,9 +154,7 @@ def _test_pass(trainer, out: Path) -> dict:
         result["images_by_experts_used"] = experts_used[1:].tolist()
         result["mean_experts_used"] = round(float((experts_used * torch.arange(len(experts_used))).sum()
                                                   / experts_used.sum()), 4)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, result)
     return result
 
 
@@ -177,9 +177,7 @@ def _run(stage: str, run_dir: Path, seed: int, data: Path, epochs: int | None) -
 
     reference = EXPERTS_CONFIG if stage == "experts" else ROUTER_CONFIG
     config_file = stage_dir / "config.json"
-    tmp = config_file.with_name(".config.json.tmp")
-    tmp.write_text(json.dumps(cifar10_config(src, reference, run_dir, stage, epochs), indent=4) + "\n")
-    os.replace(tmp, config_file)
+    atomic_write_json(config_file, cifar10_config(src, reference, run_dir, stage, epochs))
 
     module_arch.ResNet32Model = channels_last(module_arch.ResNet32Model)
     module_arch.ResNet32EAModel = channels_last(module_arch.ResNet32EAModel)
@@ -283,9 +281,7 @@ def _summarize(run_dir: Path, out: Path, run: dict) -> dict:
             test=dict(test, **by_split, shot_split=ShotSplit.from_rule("standard").describe()),
             epochs=epochs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, summary)
     return summary
 
 

@@ -153,16 +153,21 @@ def test_ddp_each_rank_trains_on_its_own_shard(ddp_run):
         assert not shards[0] & shards[1], epoch  # disjoint shards of one permutation
 
 
+def _first_checkpoint(run, last: Path) -> Path:
+    """Wait (5 min at most) until the torchrun ``run`` has written ``last``."""
+    deadline = time.time() + 300
+    while not last.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), run.communicate()[0] if run.poll() is not None else "no checkpoint in time"
+    return last
+
+
 def test_ddp_a_signal_to_one_rank_stops_both_and_the_resume_is_exact(ddp_run, tmp_path, processes):
     out, _ = ddp_run
     # rank 0 slow to stop: rank 1 must wait for it, or torchrun ends rank 0 before it has said how to resume
     run = torchrun(tmp_path, *DDP_ARGS, "--output", str(tmp_path), "--experiment", "run", delay=1.0, stop_delay=3.0,
                    processes=processes)
-    last = tmp_path / "run" / "last.pth"
-    deadline = time.time() + 300
-    while not last.exists() and run.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert last.exists(), run.communicate()[0] if run.poll() is not None else "no checkpoint in time"
+    last = _first_checkpoint(run, tmp_path / "run" / "last.pth")
     os.kill(int((tmp_path / "rank1.pid").read_text()), signal.SIGTERM)  # rank 1 alone: rank 0 never hears it
     output = run.communicate(timeout=300)[0]
     # both ranks returned (no exception) with SIGTERM's status; torchrun then reports the failed workers
@@ -186,11 +191,7 @@ def test_ddp_a_killed_rank_ends_the_run_and_the_checkpoint_resumes_exactly(ddp_r
     out, _ = ddp_run
     run = torchrun(tmp_path, *DDP_ARGS, "--output", str(tmp_path), "--experiment", "run", delay=1.0,
                    processes=processes)
-    last = tmp_path / "run" / "last.pth"
-    deadline = time.time() + 300
-    while not last.exists() and run.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert last.exists(), run.communicate()[0] if run.poll() is not None else "no checkpoint in time"
+    last = _first_checkpoint(run, tmp_path / "run" / "last.pth")
     os.kill(int((tmp_path / "rank1.pid").read_text()), signal.SIGKILL)
     output = run.communicate(timeout=300)[0]
     assert run.returncode == 1 and "(SIGKILL)" in output, output  # torchrun's status for a failed worker
