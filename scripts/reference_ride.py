@@ -72,7 +72,7 @@ removed once the next one is written."""
 
 def cifar10_config(src: Path, reference_config: str, run_dir: Path, stage: str, epochs: int | None = None) -> dict:
     """The reference's CIFAR-100 config turned into the CIFAR-10-LT one (the module docstring's list);
-    ``epochs`` shortens stage 1 for a trial (not the recipe)."""
+    ``epochs`` shortens the stage for a trial (not the recipe)."""
     config = json.loads((src / reference_config).read_text())
     config["name"] = f"Imbalance_CIFAR10_LT_RIDE_{stage}"
     config["arch"]["args"]["num_classes"] = 10
@@ -81,10 +81,10 @@ def cifar10_config(src: Path, reference_config: str, run_dir: Path, stage: str, 
     if stage == "experts":
         config["trainer"]["save_period"] = 1
         config["trainer"]["monitor"] = "off"
-        if epochs is not None:
-            config["trainer"]["epochs"] = epochs
     else:
         config["arch"]["args"]["top_choices_num"] = 10
+    if epochs is not None:
+        config["trainer"]["epochs"] = epochs
     return config
 
 
@@ -293,7 +293,7 @@ def main() -> None:
     run.add_argument("--run-dir", type=Path, required=True)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    run.add_argument("--epochs", type=int, default=None, help="stage 1 shortened, for a trial only")
+    run.add_argument("--epochs", type=int, default=None, help="the stage shortened, for a trial only")
     park = commands.add_parser("park", help="copy the newest stage-1 checkpoint into the checkout (commit it)")
     park.add_argument("--run-dir", type=Path, required=True)
     summarize = commands.add_parser("summarize", help="the run's test figures as JSON")

@@ -105,6 +105,10 @@ def _zoo_entry(reference: ReferenceCheckpoint, dataset: str, cards: Mapping[str,
     return found[0] if len(found) == 1 else None
 
 
+def _epochs(count: int) -> str:
+    return f"{count} epoch{'' if count == 1 else 's'}"
+
+
 def _lineage_lines(lineage: Mapping[str, Any]) -> List[str]:
     lines = []
     if lineage.get("stage"):
@@ -114,7 +118,7 @@ def _lineage_lines(lineage: Mapping[str, Any]) -> List[str]:
                      + (f" of its config's {lineage['epochs_in_config']}" if lineage.get("epochs_in_config") else ""))
     if lineage.get("started_from"):
         lines.append(f"**Started from:** `{lineage['started_from']}`"
-                     + (f" (the experts stage, {lineage['experts_stage_epochs']} epochs)" if lineage.get("experts_stage_epochs") else ""))
+                     + (f" (the experts stage, {_epochs(lineage['experts_stage_epochs'])})" if lineage.get("experts_stage_epochs") else ""))
     if lineage.get("distilled_from"):
         teacher = lineage["distilled_from"]
         lines.append(f"**Distilled from:** a {teacher.get('experts')}-expert {teacher.get('arch')}"
