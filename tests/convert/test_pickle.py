@@ -100,3 +100,13 @@ def test_an_unknown_class_is_refused(tmp_path):
 
 class ForeignClassOutsideTheList:
     pass
+
+
+def test_bytes_that_are_no_checkpoint_are_unreadable_not_refused(tmp_path):
+    """torch's weights-only unpickler raises the same error type for garbage as for a forbidden global;
+    garbage must read as unreadable, with the unpickler's own reason, not as a file asking to run code."""
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserInputError, match=r"not a readable checkpoint .*Unsupported operand") as caught:
+        load_foreign_checkpoint(garbage)
+    assert "Weights only load failed" not in str(caught.value)

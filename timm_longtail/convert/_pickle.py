@@ -82,6 +82,17 @@ def foreign_pickle_globals() -> Iterator[None]:
         yield
 
 
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+
+
+def _unpickler_reason(error: pickle.UnpicklingError) -> str:
+    """What torch's weights-only error says was wrong, without the lines around it that advise
+    ``weights_only=False`` (exactly what must not be done here)."""
+    lines = [line.strip().removeprefix("WeightsUnpickler error:").strip() for line in str(error).splitlines()]
+    specific = [line for line in lines if line and not line.startswith(_TORCH_ADVICE)]
+    return specific[0] if specific else type(error).__name__
+
+
 def load_foreign_checkpoint(path: Union[str, os.PathLike], mmap: bool = False) -> Dict[str, Any]:
     """A checkpoint file as a dict, loaded weights-only with the foreign allow-list. A file that asks
     for any other global, is truncated or is not a checkpoint: one :class:`UserInputError`, nothing run.
@@ -93,7 +104,10 @@ def load_foreign_checkpoint(path: Union[str, os.PathLike], mmap: bool = False) -
         with foreign_pickle_globals():
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = _unpickler_reason(error)
+        if "GLOBAL" not in reason:  # no forbidden global named: bytes the unpickler cannot parse
+            raise UserInputError(f"{path} is not a readable checkpoint (corrupt or not a checkpoint?): "
+                                 f"{reason[:200]}") from None
         raise UserInputError(f"{path} was refused: it asks to run code or build an object a checkpoint does not "
                              f"hold ({reason[:200]}); nothing in it was run") from None
     except Exception as error:  # torch raises many types for truncated or foreign files: one message for all
