@@ -46,7 +46,7 @@ OPERATIONAL_SETTINGS = (
     "config", "data_dir", "initial_checkpoint", "resume", "resume_changes_recipe", "teacher",
     "channels_last", "torchcompile", "torchcompile_mode", "opt_foreach", "opt_fused", "device_augment",
     "eval_batch_size", "workers", "pin_mem", "device", "output", "experiment", "log_interval", "eval_modes",
-    "no_final_eval",
+    "no_final_eval", "log_wandb", "wandb_project", "wandb_tags", "log_tensorboard",
 )
 # Operational settings of one command that a resume never takes from the checkpoint (the folder is the
 # checkpoint's unless --experiment is given; the YAML's values are recorded one by one).
@@ -236,6 +236,15 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
                        help="run folder name (default: method-model-dataset-time; a --resume "
                             "run continues in its checkpoint's folder)")
     group.add_argument("--log-interval", type=int, default=50, help="steps between log lines")
+    group.add_argument("--log-wandb", action="store_true", default=False,
+                       help="log the recipe, every epoch's summary.csv row and the final test figures to Weights & "
+                            "Biases (pip install 'timm-longtail[wandb]'); WANDB_MODE=offline keeps the run in "
+                            "<run folder>/wandb for `wandb sync`")
+    group.add_argument("--wandb-project", default=None, help="W&B project of the run (default: W&B's)")
+    group.add_argument("--wandb-tags", nargs="+", default=None, metavar="TAG", help="W&B tags of the run")
+    group.add_argument("--log-tensorboard", default=None, metavar="DIR",
+                       help="also write the same figures as TensorBoard event files to DIR/<run name> (pip install "
+                            "'timm-longtail[tensorboard]'; view with tensorboard --logdir DIR)")
     group.add_argument("--max-steps-per-epoch", type=int, default=None,
                        help="cut every epoch after this many steps (smoke runs)")
     group.add_argument("--eval-modes", nargs="+", default=None,

@@ -39,6 +39,7 @@ from .assembly import (
 )
 from .config import continue_recipe, known_keys
 from .distributed import DistContext, cleanup_distributed, setup_distributed
+from .loggers import ExperimentLoggers, require_logger_packages
 from .loop import StopFlag, train_one_epoch
 from .saver import LongTailCheckpointSaver
 from .methods import MethodSpec, check_args, check_model, freeze_for_stage, resolve_drw_epoch
@@ -84,6 +85,7 @@ class _Run:
         self.resumed, self.recipe_changes = resumed, dict(recipe_changes or {})
         self.started = time.time()
         self.log_handler: logging.Handler | None = None
+        self.loggers = ExperimentLoggers()  # --log-wandb / --log-tensorboard, opened by the primary process
 
     # ---- set-up: everything that can reject the input --------------------------------------
     def setup(self) -> None:
@@ -227,7 +229,25 @@ class _Run:
         launcher = ["torchrun", "--nproc_per_node", str(self.ctx.world_size)] if self.ctx.distributed else ["python"]
         return shlex.join([*launcher, "train.py", "--resume", os.path.abspath(self.saver.last_path)])
 
+    def _run_name(self) -> str:
+        """The run folder under ``--output`` (``main_job/experts``), or its own name when it lies elsewhere."""
+        try:
+            return self.output_dir.resolve().relative_to(Path(self.args.output).resolve()).as_posix()
+        except ValueError:
+            return self.output_dir.name
+
     def _train(self) -> int:
+        if self.ctx.is_primary:  # first: a W&B run that cannot start leaves the folder as it was
+            self.loggers = ExperimentLoggers.open(self.args, self.output_dir, self._run_name(), self._recipe(),
+                                                  self.start_epoch)
+        status = 1  # an exception marks the W&B run failed
+        try:
+            status = self._epochs()
+        finally:
+            self.loggers.close(status)
+        return status
+
+    def _epochs(self) -> int:
         args, ctx = self.args, self.ctx
         summary_path = self.output_dir / "summary.csv"
         if ctx.is_primary:
@@ -287,6 +307,7 @@ class _Run:
             row = dict(metrics)
             row["reweighting"] = int(self._reweighting(epoch))
             _rewrite(summary_path, lambda tmp: update_summary(epoch, row, val_metrics, tmp, lr=None))
+            self.loggers.log_epoch(epoch, row, val_metrics)
             shown = f"  val balanced top-1 {val_metrics['top1_balanced']:.2f}" if val_metrics else ""
             _logger.info("epoch %d done: loss %.4f  %.1f s  %.1f img/s%s", epoch, metrics["loss"],
                          metrics["epoch_time_s"], metrics["images_per_sec"], shown)
@@ -346,6 +367,7 @@ class _Run:
                 result["ema"] = evaluate_final(self.model_ema.module, loader, self.data.full_class_counts,
                                                args.eval_modes, self.ctx.device, self.data.img_size,
                                                args.channels_last, self.precision, dict(context, ema=True))
+        self.loggers.log_final(result, epoch=args.epochs - 1)
         result["wall_time_s"] = time.time() - self.started
         atomic_write_json(self.output_dir / "final.json", result)
         _logger.info("final: %s", headline(result))
@@ -445,6 +467,7 @@ def run(args: argparse.Namespace, command: str = "", given: frozenset[str] | Non
     _logger.setLevel(logging.INFO)  # progress lines reach log.txt whatever the root logger's level
     resumed, recipe_changes = resume_recipe(args, given)
     spec = check_args(args)
+    require_logger_packages(args)
     ctx = setup_distributed(args.device)
     job = _Run(args, spec, ctx, command, resumed, recipe_changes)
     try:
