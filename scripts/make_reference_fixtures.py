@@ -42,7 +42,6 @@ import ast
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import types

@@ -32,10 +32,12 @@ from timm_longtail.hub import (
     push_folder, read_front_matter, record_card, verify_sha256,
 )
 from timm_longtail.hub.__main__ import main as hub_main
-from timm_longtail.hub.card import CARDS_DIR
+from timm_longtail._paths import cards_dir
 from timm_longtail.models import weights as published
 from timm_longtail.models._cfgs import HF_ORG
 from conftest import REPO_ROOT
+
+CARDS_DIR = cards_dir()  # the checkout's hub_cards/
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_LT_COUNTS = [int(5000 * 100 ** (-i / 9)) for i in range(10)]

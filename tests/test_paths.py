@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from timm_longtail._paths import portable_path, portable_paths
+import pytest
+
+from timm_longtail._paths import REPO_ROOT_ENV, cards_dir, portable_path, portable_paths
+from timm_longtail.errors import UserInputError
+from timm_longtail.hub.card import load_reference
+from timm_longtail.models.weights import committed_weights_file
 
 
 def _checkout(folder: Path) -> Path:
@@ -57,3 +62,18 @@ def test_a_path_in_a_removed_worktree_is_relative_to_this_checkout(tmp_path):
         "train.py --output <runs>/x --notes 'a b' --c configs/a.yaml")  # quotes only where a shell splits
     kept = "train.py -c ../present/configs/a.yaml --output <runs>/x"  # nothing to rewrite: quoting kept too
     assert portable_paths(kept, root=main) == kept
+
+
+def test_cards_and_committed_weights_follow_the_same_checkout(tmp_path, monkeypatch):
+    """$TIMM_LONGTAIL_REPO_ROOT moves the cards' templates and reference data with the committed weights
+    (before, the cards kept reading the package's own checkout)."""
+    checkout = tmp_path / "other_checkout"
+    (checkout / "hub_cards" / "ride_resnet32_3e.x").mkdir(parents=True)
+    (checkout / "hub_cards" / "ride_resnet32_3e.x" / "model.safetensors").write_bytes(b"")
+    monkeypatch.setenv(REPO_ROOT_ENV, str(checkout))
+    assert cards_dir() == checkout.resolve() / "hub_cards"
+    assert committed_weights_file("ride_resnet32_3e.x") == cards_dir() / "ride_resnet32_3e.x" / "model.safetensors"
+    with pytest.raises(UserInputError, match="reference.yaml"):
+        load_reference()  # this checkout has none
+    (checkout / "hub_cards" / "reference.yaml").write_text("methods: {ride: {title: from the other checkout}}\n")
+    assert load_reference()["methods"]["ride"]["title"] == "from the other checkout"

@@ -14,13 +14,28 @@ import shlex
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional
 
-__all__ = ["CARDS_DIRNAME", "SOURCE_ROOT", "portable_path", "portable_paths"]
+__all__ = ["CARDS_DIRNAME", "REPO_ROOT_ENV", "SOURCE_ROOT", "cards_dir", "portable_path", "portable_paths", "repo_root"]
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 """The folder above the package: the source checkout (configs/, hub_cards/) in an editable install."""
 
 CARDS_DIRNAME = "hub_cards"
 """The checkout's folder of published model cards and committed weights, ``hub_cards/<model>.<tag>/``."""
+
+REPO_ROOT_ENV = "TIMM_LONGTAIL_REPO_ROOT"
+"""Environment variable naming the source checkout whose ``hub_cards/`` is meant (weights, cards, templates)."""
+
+
+def repo_root() -> Path:
+    """The source checkout: ``$TIMM_LONGTAIL_REPO_ROOT`` if set, else the folder above the ``timm_longtail``
+    package (a wheel install has no ``hub_cards/`` there, so nothing is found)."""
+    override = os.environ.get(REPO_ROOT_ENV)
+    return Path(override).expanduser().resolve() if override else SOURCE_ROOT
+
+
+def cards_dir() -> Path:
+    """``<repo root>/hub_cards``: committed weights, model cards, card templates and ``reference.yaml``."""
+    return repo_root() / CARDS_DIRNAME
 
 
 def _is_absolute(text: str) -> bool:

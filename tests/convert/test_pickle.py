@@ -2,7 +2,6 @@
 a truncated one or an unknown class is one clear error, with nothing run and nothing written."""
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -3,7 +3,6 @@ scripts/make_reference_fixtures.py from RIDE's, NCL's and LDAM-DRW's own code) l
 reference's logits in every forward mode: through timm.create_model, through the converted folder,
 and through validate.py's checkpoint loader."""
 import json
-import os
 from pathlib import Path
 
 import pytest

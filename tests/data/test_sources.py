@@ -174,8 +174,8 @@ def test_inat2018_reader(shared_data, tmp_path):
     assert len(val) == 24_426 and val.num_classes == 8142
     assert val.class_names[int(listed[0][1])] == "/".join(listed[0][0].split("/")[1:3])
     assert val[1][1] == int(listed[1][1])
-    with pytest.raises(UserInputError, match="iNaturalist18_test.txt"):
-        build_dataset("inat2018", tmp_path, "test", split_dir=lists)
+    test = build_dataset("inat2018", tmp_path, "test", split_dir=lists)  # no labelled test set: papers test on val
+    assert test.info["split"] == "val" and test.info["split_file"] == val.info["split_file"] and len(test) == len(val)
 
 
 def test_split_list_errors(shared_data, tmp_path):

@@ -79,3 +79,10 @@ def test_pretrained_without_published_weights_is_clear():
     with pytest.raises(UserInputError, match="no trained weights are published for ride_resnet32_3e.cifar100_lt_if100"):
         timm.create_model("ride_resnet32_3e.cifar100_lt_if100", pretrained=True)
     # a variant without any weights: tests/test_hub.py::test_pretrained_without_published_weights_raises_clear_error
+
+
+@pytest.mark.parametrize("model_name", ["ride_resnet32_3e", "nclpp_resnet32"])
+@pytest.mark.parametrize("num_experts", [0, -1, 1.5, True])
+def test_num_experts_is_checked_once_in_the_model(model_name, num_experts):
+    with pytest.raises(UserInputError, match=r"^num_experts must be an integer >= 1"):
+        timm.create_model(model_name, num_experts=num_experts)

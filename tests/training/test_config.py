@@ -8,9 +8,10 @@ import timm
 import timm_longtail  # noqa: F401  (registers the models)
 from timm_longtail.errors import UserInputError
 from timm_longtail.losses import LOSS_OPTIONS
+from timm_longtail.losses.ride import DISTILL_TARGETS
 from timm_longtail.training import METHODS, build_parser, given_settings, known_keys, load_config, parse_args
 from timm_longtail.training.config import (
-    OPERATIONAL_SETTINGS, PER_COMMAND_SETTINGS, RECIPE_SETTINGS, continue_recipe,
+    OPERATIONAL_SETTINGS, PER_COMMAND_SETTINGS, RECIPE_SETTINGS, check_choices, continue_recipe,
 )
 from timm_longtail.training.methods import check_args
 from conftest import CONFIG_DIR
@@ -310,3 +311,20 @@ def test_the_cpu_nclpp_card_lists_each_shortened_setting():
     assert lines == ["`epochs`: ours 200, the NCL++ paper's recipe 400.",
                      "`decay_milestones`: ours [160, 180], the NCL++ paper's recipe [320, 360].",
                      "`num_copies`: ours 2, the NCL++ paper's recipe 4."]
+
+
+@pytest.mark.parametrize("name, value, flag", [("distill_on", "logits", "--distill-on"), ("stage", "teacher", "--stage"),
+                                               ("select_by", "best", "--select-by"),
+                                               ("amp_dtype", "float8", "--amp-dtype")])
+def test_a_setting_outside_its_choices_is_refused_whoever_set_it(name, value, flag):
+    """The parser's choices are the one list: a Namespace built in code (or read back) is held to them."""
+    args = parse_args(["--model", "ride_resnet32_3e", "--method", "ride"])
+    check_choices(args)
+    setattr(args, name, value)
+    with pytest.raises(UserInputError, match=f"^{flag} must be one of"):
+        check_choices(args)
+
+
+def test_distillation_targets_have_one_home():
+    action = next(a for a in build_parser()._actions if a.dest == "distill_on")
+    assert tuple(action.choices) == DISTILL_TARGETS

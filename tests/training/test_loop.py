@@ -9,7 +9,8 @@ from torch import nn
 
 from timm_longtail.losses import DistillationLoss, RIDELoss
 from timm_longtail.training.distributed import DistContext
-from timm_longtail.training.loop import Precision, StopFlag, copy_major, train_one_epoch
+from timm_longtail.precision import Precision
+from timm_longtail.training.loop import StopFlag, copy_major, train_one_epoch
 from timm_longtail.training.tasks import ExpertsObjective, StageTask
 
 

@@ -7,10 +7,12 @@ import shutil
 import yaml
 
 from conftest import REPO_ROOT
-from timm_longtail.hub.card import CARDS_DIR
+from timm_longtail._paths import cards_dir
 from timm_longtail.zoo import load_manifest
 from timm_longtail.zoo.table import (BEGIN, END, RUNNING, TRUST_BEGIN, TRUST_END, render_tables, render_trust_tables,
                                      update_readme)
+
+CARDS_DIR = cards_dir()  # the checkout's hub_cards/
 
 
 def test_trust_tables_put_ours_beside_the_reference_code_and_the_paper(tmp_path):

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..errors import UserInputError
-from ..evaluation import autocast_for, resolve_forward_modes
+from ..evaluation import resolve_forward_modes
+from ..precision import autocast_for
 
 __all__ = ["ModelOutputs", "collect_outputs", "expert_modes"]
 

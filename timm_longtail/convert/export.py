@@ -22,10 +22,11 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import timm
 import torch
 
+from .._paths import cards_dir as checkout_cards_dir
 from ..checkpoint import apply_umask, json_safe
 from ..data.longtail import longtail_class_counts
 from ..errors import OutputWriteError, UserInputError
-from ..hub.card import CARDS_DIR, build_card_data, load_reference, render_card
+from ..hub.card import build_card_data, load_reference, render_card
 from ..hub.export import _replace_folder, _write_config, _write_weights  # the export folder's own writers
 from ..models._cfgs import DATASET_TAGS, dataset_tag
 from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME
@@ -173,7 +174,7 @@ def convert_checkpoint(file: PathLike, out: PathLike, *, model_name: Optional[st
                        device: str = "cpu", workers: int = 2, cards_dir: Optional[PathLike] = None) -> ConvertResult:
     """Write ``out`` (``model.safetensors``, ``config.json``, ``README.md``; with ``eval_data_dir`` also
     ``results.json``) for one reference checkpoint. Nothing is written on any error."""
-    cards_dir = Path(cards_dir) if cards_dir else CARDS_DIR
+    cards_dir = Path(cards_dir) if cards_dir else checkout_cards_dir()
     cards = load_reference(cards_dir)
     reference = require_reference_checkpoint(file)
     layout = reference.layout

@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import UserInputError
+from .benchmarks import BENCHMARKS
 from .longtail import longtail_class_counts, make_longtail_indices
 
 __all__ = [
@@ -252,10 +253,6 @@ def _decode_rows(hf_dataset, image_column: str, indices: Sequence[int], what: st
 
 
 _SPLIT_FILE_PREFIXES = {"validation": ["valid", "validation", "val"]}  # parquet file names of a split
-_CIFAR = {
-    "cifar10_lt": dict(hub_id="uoft-cs/cifar10", num_classes=10, label_column="label"),
-    "cifar100_lt": dict(hub_id="uoft-cs/cifar100", num_classes=100, label_column="fine_label"),
-}
 
 
 def _split_name(split: str, allowed: Dict[str, str], what: str) -> str:
@@ -267,13 +264,12 @@ def _split_name(split: str, allowed: Dict[str, str], what: str) -> str:
 
 def _build_cifar_lt(name: str, root: Optional[PathLike], split: str, imbalance_factor: float,
                     transform: Transform, seed: int) -> InMemoryImageDataset:
-    spec = _CIFAR[name]
-    what = name.replace("_lt", "").upper().replace("CIFAR", "CIFAR-") + "-LT"
+    row = BENCHMARKS[name]
+    spec, what, num_classes = row.source, row.title, row.num_classes
     split = _split_name(split, {"train": "train", "test": "test", "val": "test", "validation": "test"}, what)
     train = _load_parquet_split(root, ["train"], spec["hub_id"], "train", what)
     image_column, label_column = _find_columns(train, spec["label_column"])
     train_labels = _labels(train, label_column)
-    num_classes = spec["num_classes"]
     if train_labels.size == 0 or train_labels.max() + 1 != num_classes:
         raise UserInputError(f"{what}: the training labels do not span {num_classes} classes; is this the right folder?")
     selected = make_longtail_indices(train_labels, imbalance_factor, seed=seed, num_classes=num_classes)
@@ -294,13 +290,13 @@ def _build_cifar_lt(name: str, root: Optional[PathLike], split: str, imbalance_f
 
 def _build_tiny_imagenet_lt(root: Optional[PathLike], split: str, imbalance_factor: float,
                             transform: Transform) -> InMemoryImageDataset:
-    what = "Tiny-ImageNet-LT"
+    row = BENCHMARKS["tiny_imagenet_lt"]
+    what, num_classes = row.title, row.num_classes
     split = _split_name(split, {"train": "train", "val": "validation", "validation": "validation",
-                                "valid": "validation", "test": "validation"}, what)
+                                "valid": "validation", "test": row.test_split}, what)
     train = _load_parquet_split(root, ["train"], None, "train", what)
     image_column, label_column = _find_columns(train, None)
     train_labels = _labels(train, label_column)
-    num_classes = 200
     wanted = longtail_class_counts(500, num_classes, imbalance_factor)
     available = np.bincount(train_labels, minlength=num_classes)
     short = [i for i in range(num_classes) if available[i] < wanted[i]]
@@ -326,7 +322,7 @@ def _build_tiny_imagenet_lt(root: Optional[PathLike], split: str, imbalance_fact
 
 
 def _build_demo(split: str, transform: Transform) -> InMemoryImageDataset:
-    what = "the demo set"
+    what = BENCHMARKS["demo"].title
     split = _split_name(split, {"train": "train", "test": "test", "val": "test", "validation": "test"}, what)
     train = _load_parquet_split(DEMO_DIR, ["train"], None, "train", what)
     _, label_column = _find_columns(train, None)
@@ -388,11 +384,7 @@ def build_row_subset(root: PathLike, of: LongTailDataset) -> Tuple[InMemoryImage
 # Split-list benchmarks (ImageNet-LT, Places-LT, iNaturalist 2018)
 # --------------------------------------------------------------------------------------------
 
-_SPLIT_LISTS = {
-    "imagenet_lt": dict(prefix="ImageNet_LT", num_classes=1000, title="ImageNet-LT"),
-    "places_lt": dict(prefix="Places_LT", num_classes=365, title="Places-LT"),
-    "inat2018": dict(prefix="iNaturalist18", num_classes=8142, title="iNaturalist 2018"),
-}
+_SPLIT_LISTS = tuple(name for name, row in BENCHMARKS.items() if "list_prefix" in row.source)
 
 
 def read_split_list(path: PathLike, num_classes: Optional[int] = None) -> Tuple[List[str], np.ndarray]:
@@ -429,31 +421,31 @@ def _class_name_from_path(relative_path: str) -> str:
 
 def _build_split_list(name: str, root: Optional[PathLike], split: str, transform: Transform,
                       split_dir: Optional[PathLike], split_file: Optional[PathLike]) -> FileListDataset:
-    spec = _SPLIT_LISTS[name]
-    what = spec["title"]
+    row = BENCHMARKS[name]
+    what, prefix, num_classes = row.title, row.source["list_prefix"], row.num_classes
     image_root = _require_folder(root, f"{what} (the folder holding the images)")
     list_dir = Path(split_dir).expanduser() if split_dir is not None else image_root
-    split = _split_name(split, {"train": "train", "val": "val", "validation": "val", "test": "test"}, what)
-    list_file = Path(split_file) if split_file is not None else list_dir / f"{spec['prefix']}_{split}.txt"
+    split = _split_name(split, {"train": "train", "val": "val", "validation": "val", "test": row.test_split}, what)
+    list_file = Path(split_file) if split_file is not None else list_dir / f"{prefix}_{split}.txt"
     if not list_file.is_file():
         raise UserInputError(
             f"split list not found: {list_file}; download the {what} split lists (e.g. from "
             f"facebookresearch/classifier-balancing) and pass their folder with --split-dir")
-    paths, labels = read_split_list(list_file, spec["num_classes"])
+    paths, labels = read_split_list(list_file, num_classes)
     first = image_root / paths[0]
     if not first.is_file():
         raise UserInputError(
             f"image not found: {first}; --data-dir must be the folder that the paths in {list_file.name} "
             f"are relative to")
-    train_file = list_file if split == "train" else list_dir / f"{spec['prefix']}_train.txt"
+    train_file = list_file if split == "train" else list_dir / f"{prefix}_train.txt"
     names_from = [(paths, labels)]
     class_counts = None
     if train_file.is_file():
         train_paths, train_labels = (paths, labels) if train_file == list_file else read_split_list(
-            train_file, spec["num_classes"])
-        class_counts = np.bincount(train_labels, minlength=spec["num_classes"]).tolist()
+            train_file, num_classes)
+        class_counts = np.bincount(train_labels, minlength=num_classes).tolist()
         names_from.append((train_paths, train_labels))
-    class_names = [str(i) for i in range(spec["num_classes"])]
+    class_names = [str(i) for i in range(num_classes)]
     for some_paths, some_labels in names_from:
         for relative_path, label in zip(some_paths, some_labels.tolist()):
             if class_names[label] == str(label):
@@ -528,19 +520,9 @@ def _build_folder(root: Optional[PathLike], split: str, imbalance_factor: Option
 # Entry point
 # --------------------------------------------------------------------------------------------
 
-_ALIASES = {
-    "cifar10_lt": "cifar10_lt", "cifar10": "cifar10_lt",
-    "cifar100_lt": "cifar100_lt", "cifar100": "cifar100_lt",
-    "tiny_imagenet_lt": "tiny_imagenet_lt", "tinyimagenet_lt": "tiny_imagenet_lt", "tiny_imagenet": "tiny_imagenet_lt",
-    "imagenet_lt": "imagenet_lt",
-    "places_lt": "places_lt",
-    "inat2018": "inat2018", "inaturalist2018": "inat2018", "inaturalist18": "inat2018", "inat": "inat2018",
-    "folder": "folder", "imagefolder": "folder", "image_folder": "folder",
-    "demo": "demo",
-}
-DATASET_NAMES = ("cifar10_lt", "cifar100_lt", "tiny_imagenet_lt", "imagenet_lt", "places_lt", "inat2018",
-                 "folder", "demo")
-_DEFAULT_IMBALANCE = {"cifar10_lt": 100.0, "cifar100_lt": 100.0, "tiny_imagenet_lt": 100.0}
+_ALIASES = {alias: row.name for row in BENCHMARKS.values() for alias in (row.name, *row.aliases)}
+_ALIASES.update({"folder": "folder", "imagefolder": "folder", "image_folder": "folder"})
+DATASET_NAMES = (*(name for name in BENCHMARKS if name != "demo"), "folder", "demo")
 
 
 def canonical_dataset_name(name: str) -> str:
@@ -571,12 +553,12 @@ def build_dataset(name: str, root: Optional[PathLike] = None, split: str = "trai
         CIFAR-LT / folder subsampling seed (0 reproduces the published CIFAR-LT sets).
     """
     key = canonical_dataset_name(name)
-    if key in _SPLIT_LISTS or key == "demo":
-        if imbalance_factor is not None:
-            raise UserInputError(f"{key} has a fixed long tail; drop the imbalance factor")
-    if imbalance_factor is None:
-        imbalance_factor = _DEFAULT_IMBALANCE.get(key)
-    if key in _CIFAR:
+    row = BENCHMARKS.get(key)
+    if row is not None and not row.constructed and imbalance_factor is not None:
+        raise UserInputError(f"{key} has a fixed long tail; drop the imbalance factor")
+    if imbalance_factor is None and row is not None:
+        imbalance_factor = row.default_imbalance
+    if row is not None and "hub_id" in row.source:
         return _build_cifar_lt(key, root, split, float(imbalance_factor), transform, seed)
     if key == "tiny_imagenet_lt":
         return _build_tiny_imagenet_lt(root, split, float(imbalance_factor), transform)

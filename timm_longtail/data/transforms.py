@@ -38,7 +38,7 @@ from timm.data.auto_augment import rand_augment_transform  # noqa: E402
 from timm.data.transforms import RandomResizedCropAndInterpolation  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
-from ..models import CIFAR_MEAN, CIFAR_STD  # noqa: E402  (the CIFAR cfgs' normalisation, one home)
+from .benchmarks import CIFAR_MEAN, CIFAR_STD  # noqa: E402
 
 __all__ = [
     "CIFAR_MEAN",

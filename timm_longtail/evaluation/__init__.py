@@ -4,11 +4,11 @@
 Everything public of ``passes`` and ``report`` is importable from here.
 """
 from .passes import (
-    ComputeCounter, autocast_for, default_amp_dtype, evaluate_model, evaluate_mode, resolve_forward_modes,
+    ComputeCounter, evaluate_model, evaluate_mode, resolve_forward_modes,
 )
 from .report import CSV_COLUMNS, atomic_write_bytes, format_table, plot_per_class_accuracy, write_results
 
 __all__ = [
-    "CSV_COLUMNS", "ComputeCounter", "atomic_write_bytes", "autocast_for", "default_amp_dtype", "evaluate_model",
+    "CSV_COLUMNS", "ComputeCounter", "atomic_write_bytes", "evaluate_model",
     "evaluate_mode", "format_table", "plot_per_class_accuracy", "resolve_forward_modes", "write_results",
 ]

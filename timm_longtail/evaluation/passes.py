@@ -15,7 +15,6 @@ routed mode's cost follows the measured histogram of experts used.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -27,9 +26,10 @@ from ..data.longtail import ShotSplit
 from ..errors import UserInputError
 from ..metrics import load_lt_accuracy
 from ..models import count_macs, measure_compute, parse_forward_mode
+from ..precision import autocast_for
 
 __all__ = [
-    "ComputeCounter", "autocast_for", "default_amp_dtype", "evaluate_model", "evaluate_mode", "resolve_forward_modes",
+    "ComputeCounter", "evaluate_model", "evaluate_mode", "resolve_forward_modes",
 ]
 
 def _is_multi_expert(model: nn.Module) -> bool:
@@ -89,18 +89,6 @@ class ComputeCounter:
         if self.profile is None:
             return float(self._plain_macs)
         return float(self.profile.macs_per_image(mode, experts_used_hist))
-
-
-def default_amp_dtype(device: torch.device) -> torch.dtype:
-    """``--amp`` without ``--amp-dtype`` (training and evaluation): float16 on CUDA, bfloat16 elsewhere."""
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
-
-
-def autocast_for(device: torch.device, amp: bool, amp_dtype: Optional[torch.dtype] = None):
-    """Autocast for evaluation (``default_amp_dtype`` unless given), or nothing without ``amp``."""
-    if not amp:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype or default_amp_dtype(device))
 
 
 def _synchronize(device: torch.device) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from .._paths import CARDS_DIRNAME, SOURCE_ROOT, portable_path, portable_paths
+from .._paths import cards_dir as checkout_cards_dir, portable_path, portable_paths, repo_root
 from .._format import percent
 from ..checkpoint import start_command
 from ..data.longtail import SHOT_RULES, ShotSplit
@@ -29,13 +29,10 @@ from ..models import dataset_tag
 from .results import LOSSLESS_KEY, ModeResult, RunResults
 
 __all__ = [
-    "CARDS_DIR", "METRIC_DECIMALS", "build_card_context", "build_card_data", "build_front_matter", "load_reference",
+    "METRIC_DECIMALS", "build_card_context", "build_card_data", "build_front_matter", "load_reference",
     "load_reference_run", "parse_model_name",
     "read_front_matter", "render_card",
 ]
-
-CARDS_DIR = SOURCE_ROOT / CARDS_DIRNAME
-"""``hub_cards/`` of the source checkout: templates, reference data and the cards of published weights."""
 
 TEMPLATE_NAME = "model_card.md.j2"
 _ARCH_ALIASES = {"resnext50": "resnext50_32x4d"}
@@ -62,7 +59,7 @@ def parse_model_name(model_name: str) -> Tuple[str, str]:
 
 def load_reference(cards_dir: Optional[Path] = None) -> Dict[str, Any]:
     """``hub_cards/reference.yaml``: methods, datasets, paper recipes and published figures."""
-    path = Path(cards_dir or CARDS_DIR) / "reference.yaml"
+    path = Path(cards_dir or checkout_cards_dir()) / "reference.yaml"
     if not path.is_file():
         raise UserInputError(f"card reference data not found at {path}: run from a timm-longtail source "
                              f"checkout, or pass --cards-dir pointing at its hub_cards/ folder")
@@ -398,7 +395,7 @@ def load_reference_run(reference: Mapping[str, Any], key: str, checkout: Optiona
     if key not in runs:
         raise UserInputError(f"reference.yaml has no reference run {key!r} (it has {', '.join(runs)})")
     run = dict(runs[key], key=key)
-    summary = _read_summary(Path(checkout or SOURCE_ROOT) / run["file"])
+    summary = _read_summary(Path(checkout or repo_root()) / run["file"])
     if summary is None:
         return dict(run, committed=False, top1={}, epochs=None, spread=None)
     top1 = {mode: float(_dig(summary, keys, run["file"])) for mode, keys in run["top1"].items()}
@@ -409,7 +406,7 @@ def load_reference_run(reference: Mapping[str, Any], key: str, checkout: Optiona
 def _spread(spec: Optional[Mapping[str, Any]], checkout: Optional[Path]) -> Optional[Dict[str, Any]]:
     """A reference run's ``spread``: the seed-to-seed std of our run of its recipe and its seeds (None
     where not measured)."""
-    summary = _read_summary(Path(checkout or SOURCE_ROOT) / spec["file"]) if spec else None
+    summary = _read_summary(Path(checkout or repo_root()) / spec["file"]) if spec else None
     if summary is None:
         return None
     return dict(file=spec["file"], std=_dig(summary, spec["std"], spec["file"]),
@@ -543,7 +540,7 @@ def build_card_context(
         note=row.get("note", ""),
     ) for row in paper_rows]
     router_trained = bool(getattr(model, "router_trained", False))
-    data_copy = _data_copy_view(reference, checkpoint.get("dataset"), method_key, Path(checkout or SOURCE_ROOT))
+    data_copy = _data_copy_view(reference, checkpoint.get("dataset"), method_key, Path(checkout or repo_root()))
     lossless = _lossless_view(info, weights_sha256, registered_name or f"hf-hub:{repo_id}", data_copy)
     card_data = build_card_data(repo_name=repo_id.split("/", 1)[1], method=method_key, dataset=dataset, tag=tag,
                                 eval_split=eval_split, results=results, license_id=license_id,
@@ -589,7 +586,7 @@ def render_card(context: Mapping[str, Any], cards_dir: Optional[Path] = None, te
     """
     import jinja2
 
-    templates = Path(cards_dir or CARDS_DIR) / "templates"
+    templates = Path(cards_dir or checkout_cards_dir()) / "templates"
     if not (templates / template).is_file():
         raise UserInputError(f"model card template not found at {templates / template}: run from a "
                              f"timm-longtail source checkout, or pass --cards-dir pointing at its hub_cards/ folder")

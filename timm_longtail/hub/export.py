@@ -23,7 +23,7 @@ from safetensors.torch import save
 from timm.models import get_pretrained_cfg
 from timm.models._hub import save_config_for_hf
 
-from .._paths import portable_paths
+from .._paths import cards_dir as checkout_cards_dir, portable_paths
 from ..analysis.card_figures import load_card_figures, write_card_figures
 from ..analysis.lossless import measure_lossless_subset
 from ..checkpoint import (
@@ -34,9 +34,9 @@ from ..data import ShotSplit, build_dataset, create_eval_transform, create_loade
 from ..evaluation.setup import dataset_from_record
 from ..errors import OutputWriteError, UserInputError
 from ..models import HF_ORG, hub_repo_id
-from ..models._cfgs import DATASET_TAGS
+from ..data.benchmarks import BENCHMARKS
 from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
-from .card import CARDS_DIR, build_card_context, load_reference, render_card
+from .card import build_card_context, load_reference, render_card
 from .results import LOSSLESS_KEY, RunResults, load_results
 
 __all__ = ["ExportResult", "export_checkpoint", "record_card", "rewrite_card", "table_entry",
@@ -45,13 +45,14 @@ __all__ = ["ExportResult", "export_checkpoint", "record_card", "rewrite_card", "
 PathLike = Union[str, os.PathLike]
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_CONSTRUCTED_LT = ("cifar10_lt", "cifar100_lt", "tiny_imagenet_lt")  # long tail built with an imbalance factor
+_CONSTRUCTED_LT = tuple(name for name, row in BENCHMARKS.items() if row.is_benchmark and row.constructed)
+_FIXED_SPLIT = tuple(name for name, row in BENCHMARKS.items() if row.is_benchmark and not row.constructed)
 _DATA_CFG_KEYS = ("mean", "std", "input_size", "crop_pct", "crop_mode", "interpolation")
 _COMMIT_IN_VERSION = re.compile(r"\+g([0-9a-f]{7,40})\b")
 # The dataset part that ends a benchmark tag (after an optional recipe prefix such as ``distill_``): a long tail
 # built with an imbalance factor, or a benchmark with a fixed split.
 _BENCHMARK_TAG = re.compile(rf"(?:^|_)(?P<tag>(?:{'|'.join(_CONSTRUCTED_LT)})_if\d+(?:\.\d+)?"
-                            rf"|imagenet_lt|places_lt|inat2018)$")
+                            rf"|{'|'.join(_FIXED_SPLIT)})$")
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def _tag_from(name: Any, imbalance_factor: Any) -> Optional[str]:
         return None
     numeric = isinstance(imbalance_factor, (int, float)) and not isinstance(imbalance_factor, bool)
     if name in _CONSTRUCTED_LT and numeric:
-        return f"{name}_if{float(imbalance_factor):g}"
+        return BENCHMARKS[name].tag(imbalance_factor)
     return name
 
 
@@ -138,9 +139,8 @@ def _check_tag(tag: str, checkpoint: PathLike, ckpt: Mapping[str, Any], info: Ma
     if trained_on is not None and trained_on != benchmark:
         raise UserInputError(f"--tag {tag} names {benchmark}, but {checkpoint} was trained on {trained_on}: "
                              f"export it under a tag of its own data")
-    name = benchmark.split("_if")[0]
-    classes = next((cfg["num_classes"] for key, cfg in DATASET_TAGS.items() if key.split("_if")[0] == name), None)
-    if classes is not None and classes != num_classes:
+    classes = BENCHMARKS[benchmark.split("_if")[0]].num_classes
+    if classes != num_classes:
         raise UserInputError(f"--tag {tag} names {benchmark} ({classes} classes), but {checkpoint} has "
                              f"{num_classes} classes")
 
@@ -252,7 +252,7 @@ def export_checkpoint(
     ``timm-longtail/`` (one :class:`UserInputError`, nothing written).
     """
     run = load_results(results)  # cheap checks first: a bad results file should not cost a model build
-    cards_dir = Path(cards_dir) if cards_dir else CARDS_DIR
+    cards_dir = Path(cards_dir) if cards_dir else checkout_cards_dir()
     reference = load_reference(cards_dir) if card else None
     model, ckpt = build_model_from_checkpoint(checkpoint)
     model.eval()
@@ -330,7 +330,7 @@ def record_card(result: ExportResult, cards_dir: Optional[PathLike] = None, *, w
     ``config.json``, ``weights.json`` (repo id, SHA-256, size, commit) and, with ``weights=True``,
     ``model.safetensors`` itself, which ``pretrained=True`` then loads from a source checkout without
     the network once the table lists its SHA-256 (:func:`~timm_longtail.models.weights.record_published`)."""
-    target = Path(cards_dir or CARDS_DIR) / result.repo_name
+    target = Path(cards_dir or checkout_cards_dir()) / result.repo_name
     names = ("README.md", "config.json") + ((WEIGHTS_FILENAME,) if weights else ())
     for name in names:  # each file whole (copied aside, then renamed); a full disk is one error line
         def copy(tmp: str, source: Path = result.folder / name) -> None:
@@ -393,7 +393,7 @@ def rewrite_card(folder: PathLike, cards_dir: Optional[PathLike] = None) -> Path
                       class_names=config.get("label_names"), dataset=section.get("dataset"), epoch=section.get("epoch"),
                       version=section.get("code_version"), recipe=info["recipe"], lineage=info.get("lineage"),
                       command=info.get("command"))
-    cards_dir = Path(cards_dir) if cards_dir else CARDS_DIR
+    cards_dir = Path(cards_dir) if cards_dir else checkout_cards_dir()
     try:
         registered = timm.models.get_pretrained_cfg(f"{model_name}.{tag}")
     except RuntimeError:

@@ -61,7 +61,7 @@ def build_loss(method: str, class_counts: Sequence[int] | Tensor, num_experts: i
     """Build the training loss of ``method`` (one of ``LOSS_METHODS``).
 
     ``num_experts`` and ``num_copies`` only matter to ``nclpp`` (its inter-expert and
-    intra-copy terms); the other losses treat every row as a sample and every expert alike.
+    intra-copy terms, which check them); the other losses treat every row as a sample and every expert alike.
     ``options`` are the method's keyword arguments (``LOSS_OPTIONS[method]``); anything else is a
     ``UserInputError`` naming the valid ones.
     """
@@ -72,8 +72,6 @@ def build_loss(method: str, class_counts: Sequence[int] | Tensor, num_experts: i
     if unknown:
         valid = ", ".join(LOSS_OPTIONS[key]) or "none"
         raise UserInputError(f"loss '{key}' does not take option(s) {', '.join(unknown)} (valid: {valid})")
-    if num_experts < 1 or num_copies < 1:
-        raise UserInputError(f"num_experts and num_copies must be at least 1, got {num_experts} and {num_copies}")
     if key in ("ce", "bsce"):
         return ExpertSumCE(class_counts, balanced=key == "bsce")
     if key == "ldam_drw":

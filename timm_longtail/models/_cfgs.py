@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from ..data.benchmarks import BENCHMARKS
 
 __all__ = ["HF_ORG", "DATASET_TAGS", "HUB_NAME_ALIASES", "dataset_tag", "hub_name", "hub_repo_id", "lt_cfg"]
 
@@ -13,23 +13,9 @@ HF_ORG = "timm-longtail"
 HUB_NAME_ALIASES: Dict[str, str] = {"nclpp_resnext50": "nclpp_resnext50_32x4d"}
 """Registered aliases -> the model whose weights (table entry, Hub repo, ``hub_cards/`` folder) they share."""
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the CIFAR-10 statistics RIDE/LDAM use for CIFAR-100 too
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
-
-_CIFAR = dict(input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD,
-              interpolation="bilinear")
-_IMAGENET = dict(input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, mean=IMAGENET_DEFAULT_MEAN,
-                 std=IMAGENET_DEFAULT_STD, interpolation="bilinear")
-
 DATASET_TAGS: Dict[str, Dict[str, Any]] = {
-    "cifar100_lt_if100": dict(num_classes=100, **_CIFAR),
-    "cifar100_lt_if50": dict(num_classes=100, **_CIFAR),
-    "cifar10_lt_if100": dict(num_classes=10, **_CIFAR),
-    "cifar10_lt_if50": dict(num_classes=10, **_CIFAR),
-    "imagenet_lt": dict(num_classes=1000, **_IMAGENET),
-    "inat2018": dict(num_classes=8142, **_IMAGENET),
-    "places_lt": dict(num_classes=365, **_IMAGENET),
-}
+    tag: row.pretrained_cfg() for row in BENCHMARKS.values() for tag in row.registered_tags}
+"""Pretrained tag -> the data part of its cfg, from the dataset table (``data/benchmarks.py``)."""
 
 
 def dataset_tag(tag: str) -> str:

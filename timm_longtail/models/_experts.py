@@ -37,9 +37,15 @@ from timm.models._manipulate import checkpoint_seq
 
 from ..errors import UserInputError
 
-__all__ = ["CosineLinear", "ExpertHead", "ExpertRouter", "MultiExpertNet", "parse_forward_mode"]
+__all__ = ["CosineLinear", "ExpertHead", "ExpertRouter", "MultiExpertNet", "check_num_experts", "parse_forward_mode"]
 
 ForwardMode = Tuple[str, Optional[int]]
+
+
+def check_num_experts(num_experts: object) -> None:
+    """The one rule on a multi-expert model's size (checked before its stages are built)."""
+    if not isinstance(num_experts, int) or isinstance(num_experts, bool) or num_experts < 1:
+        raise UserInputError(f"num_experts must be an integer >= 1, got {num_experts!r}")
 
 
 def parse_forward_mode(mode: Union[str, int], num_experts: int, has_router: bool) -> ForwardMode:
@@ -196,8 +202,6 @@ class MultiExpertNet(nn.Module):
             router_hidden_dim: int = 16,
     ):
         super().__init__()
-        if len(experts) < 1:
-            raise UserInputError("a multi-expert model needs num_experts >= 1")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.num_experts = len(experts)

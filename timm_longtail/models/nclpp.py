@@ -13,11 +13,10 @@ from typing import Any, Dict, Sequence
 
 from timm.models import generate_default_cfgs, register_model
 
-from ..errors import UserInputError
 from ._backbones import build_resnet_stages, split_trunk_and_experts
 from ._cfgs import lt_cfg
 from ._builder import create_lt_model
-from ._experts import MultiExpertNet
+from ._experts import MultiExpertNet, check_num_experts
 from ._init import init_weights
 from .weights import with_published_weights
 
@@ -52,8 +51,7 @@ class NCLPPResNet(MultiExpertNet):
             drop_rate: float = 0.0,
             weight_init: str = "reference",
     ):
-        if not isinstance(num_experts, int) or num_experts < 1:
-            raise UserInputError(f"num_experts must be an integer >= 1, got {num_experts!r}")
+        check_num_experts(num_experts)
         widths = (16, 32, 64) if stem == "cifar" else (64, 128, 256, 512)
         build = partial(build_resnet_stages, stem, layers, widths, in_chans, block, cardinality, base_width)
         trunk, experts, expert_dim, feature_info = split_trunk_and_experts(build, num_experts, trunk_names=())

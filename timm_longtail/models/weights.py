@@ -39,7 +39,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 from safetensors import SafetensorError, safe_open
 from timm.models import get_pretrained_cfg
 
-from .._paths import CARDS_DIRNAME, SOURCE_ROOT
+from .._paths import CARDS_DIRNAME, REPO_ROOT_ENV, cards_dir, repo_root  # noqa: F401  (re-exported)
 from ..checkpoint import atomic_write_text
 from ..errors import UserInputError
 from ._cfgs import HF_ORG, HUB_NAME_ALIASES, hub_name, hub_repo_id
@@ -63,8 +63,6 @@ PUBLISHED_WEIGHTS_FILE = Path(__file__).resolve().with_name("published_weights.j
 PUBLISHED_WEIGHTS_ENV = "TIMM_LONGTAIL_PUBLISHED_WEIGHTS"
 """Environment variable naming a table file to use instead of :data:`PUBLISHED_WEIGHTS_FILE`."""
 
-REPO_ROOT_ENV = "TIMM_LONGTAIL_REPO_ROOT"
-"""Environment variable naming the source checkout whose ``hub_cards/`` holds committed weights."""
 
 PathLike = Union[str, os.PathLike]
 
@@ -188,16 +186,9 @@ def with_published_weights(cfgs: Mapping[str, Dict[str, Any]]) -> Dict[str, Dict
 
 
 # ---- the source checkout -----------------------------------------------------------------------
-def repo_root() -> Path:
-    """The source checkout: ``$TIMM_LONGTAIL_REPO_ROOT`` if set, else the folder above the ``timm_longtail``
-    package (a wheel install has no ``hub_cards/`` there, so nothing is found)."""
-    override = os.environ.get(REPO_ROOT_ENV)
-    return Path(override).expanduser().resolve() if override else SOURCE_ROOT
-
-
 def committed_weights_file(key: str) -> Optional[Path]:
     """``<repo root>/hub_cards/<model>.<tag>/model.safetensors`` when it exists, else ``None``."""
-    path = repo_root() / CARDS_DIRNAME / key / WEIGHTS_FILENAME
+    path = cards_dir() / key / WEIGHTS_FILENAME
     return path if path.is_file() else None
 
 

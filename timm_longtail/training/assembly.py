@@ -31,27 +31,25 @@ from ..data import (
     create_train_transform,
 )
 from ..data.batch_augment import BatchAugment, check_batch_recipe
+from ..data.benchmarks import SEEDED_LONGTAIL, SMALL_IMAGE_DATASETS
 from ..data.splits import (
     LabelledSubset, class_count_list, dataset_targets, eval_cap, stratified_cap, stratified_holdout,
 )
 from ..errors import UserInputError
-from ..evaluation import default_amp_dtype
+from ..precision import Precision, default_amp_dtype
 from .device_loader import DeviceBatchLoader
 from .distributed import DistContext
-from .loop import Precision
 from .methods import MethodSpec
 from .seeding import EpochSeededSampler, SeededDataset, ShuffleSampler
 
 __all__ = [
-    "SMALL_IMAGE_DATASETS", "Checkpoints", "Data", "build_data", "build_loss", "build_teacher", "common_steps",
+    "Checkpoints", "Data", "build_data", "build_loss", "build_teacher", "common_steps",
     "create_model", "default_train_transform", "eval_loader", "ignore_stop_signals", "output_dir_for", "read_checkpoints",
     "resolve_model_name", "resolve_precision", "set_transform", "train_loader",
 ]
 
 _logger = logging.getLogger("train")
 
-SMALL_IMAGE_DATASETS = ("cifar10_lt", "cifar100_lt", "tiny_imagenet_lt", "demo")
-_SEEDED_LONGTAIL = ("cifar10_lt", "cifar100_lt", "folder")  # datasets whose long-tailed subset is a seeded draw
 
 
 def default_train_transform(spec: MethodSpec, dataset: str) -> str:
@@ -124,8 +122,8 @@ def resolve_model_name(args: argparse.Namespace, found: Checkpoints) -> str:
 def build_data(args: argparse.Namespace, spec: MethodSpec) -> Data:
     name = canonical_dataset_name(args.dataset)
     recipe = args.train_transform or default_train_transform(spec, name)
-    if args.longtail_seed != 0 and name not in _SEEDED_LONGTAIL:
-        raise UserInputError(f"--longtail-seed resamples the long-tailed draw of {', '.join(_SEEDED_LONGTAIL)}; "
+    if args.longtail_seed != 0 and name not in SEEDED_LONGTAIL:
+        raise UserInputError(f"--longtail-seed resamples the long-tailed draw of {', '.join(SEEDED_LONGTAIL)}; "
                              f"{name}'s training set is fixed")
     full = build_dataset(name, args.data_dir, args.train_split, imbalance_factor=args.imbalance_factor,
                          seed=args.longtail_seed)

@@ -21,9 +21,10 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from ..errors import ShortErrorParser, UserInputError
+from ..losses.ride import DISTILL_TARGETS
 
 __all__ = [
-    "OPERATIONAL_SETTINGS", "PER_COMMAND_SETTINGS", "RECIPE_SETTINGS", "build_parser", "continue_recipe",
+    "OPERATIONAL_SETTINGS", "PER_COMMAND_SETTINGS", "RECIPE_SETTINGS", "build_parser", "check_choices", "continue_recipe",
     "given_settings", "known_keys", "load_config", "load_recipe", "parse_args",
 ]
 
@@ -175,7 +176,7 @@ def _add_method_args(parser: argparse.ArgumentParser) -> None:
                        help="router stage: BCE weight of 'call the next expert' targets")
     group.add_argument("--distill-temperature", type=float, default=1.5)
     group.add_argument("--distill-factor", type=float, default=1.0)
-    group.add_argument("--distill-on", default="experts", choices=["experts", "mean", "reference"],
+    group.add_argument("--distill-on", default="experts", choices=DISTILL_TARGETS,
                        help="'experts': RIDE loss + one KL per student expert (the paper); 'mean': "
                             "RIDE loss + one KL on the experts' mean logits; 'reference': the RIDE "
                             "code's objective, E x (RIDE loss + KL on the mean logits)")
@@ -329,6 +330,18 @@ def _convert_one(action: argparse.Action, value: Any, where: str) -> Any:
     if action.choices is not None and value not in action.choices:
         raise UserInputError(f"{where} must be one of {sorted(action.choices)}, got {value!r}")
     return value
+
+
+def check_choices(args: argparse.Namespace) -> None:
+    """Every setting with a fixed set of values holds one of them, whatever set it (argparse checks only the
+    command line; a YAML value is checked as it is read, a Namespace built in code or read back is not)."""
+    for action in build_parser()._actions:
+        value = getattr(args, action.dest, None)
+        if action.choices is None or value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item not in action.choices:
+                raise UserInputError(f"{action.option_strings[-1]} must be one of {', '.join(map(str, action.choices))}")
 
 
 def _split_config(argv: Sequence[str] | None) -> tuple[str, list[str]]:

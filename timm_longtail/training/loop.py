@@ -10,7 +10,6 @@ import logging
 import math
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -19,9 +18,10 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import UserInputError
+from ..precision import Precision
 from .distributed import DistContext, mean_over_ranks
 
-__all__ = ["StopFlag", "Precision", "copy_major", "train_one_epoch", "EpochResult"]
+__all__ = ["StopFlag", "copy_major", "train_one_epoch", "EpochResult"]
 
 _logger = logging.getLogger("train")
 
@@ -71,21 +71,6 @@ class StopFlag:
         dist.all_reduce(signum, op=dist.ReduceOp.MAX)
         self.signum = self.signum or int(signum.item()) or None
         return self.requested
-
-
-@dataclass
-class Precision:
-    """Autocast settings, (CUDA float16 only) the gradient scaler, and the weights' dtype."""
-
-    device_type: str
-    dtype: torch.dtype | None = None  # autocast dtype; None: no autocast
-    scaler: Any = None  # timm.utils.NativeScaler when float16 on CUDA
-    model_dtype: torch.dtype | None = None  # --model-dtype: weights and inputs; None: float32
-
-    def autocast(self):
-        if self.dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
 
 def copy_major(images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

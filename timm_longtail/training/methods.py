@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..errors import UserInputError
+from .config import check_choices
 
 __all__ = ["MethodSpec", "METHODS", "check_args", "check_model", "resolve_drw_epoch", "freeze_for_stage"]
 
@@ -49,10 +50,7 @@ def check_args(args: argparse.Namespace) -> MethodSpec:
     spec = METHODS.get(args.method)
     if spec is None:
         raise UserInputError(f"unknown --method '{args.method}' (choose from {', '.join(METHODS)})")
-    for name, choices in (("stage", ("experts", "router")), ("select_by", ("last", "val")),
-                          ("distill_on", ("experts", "mean", "reference"))):
-        if getattr(args, name) not in choices:
-            raise UserInputError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}")
+    check_choices(args)
     if args.stage == "router":
         if args.method != "ride":
             raise UserInputError("--stage router exists only for --method ride")

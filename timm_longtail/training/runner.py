@@ -295,7 +295,7 @@ class _Run:
         return self._finish()
 
     def _end_epoch(self, epoch: int, metrics: dict[str, float], summary_path: Path) -> None:
-        args, ctx = self.args, self.ctx
+        ctx = self.ctx
         self.history.epoch_times.append(metrics["epoch_time_s"])
         self.history.images_per_sec.append(metrics["images_per_sec"])
         val_metrics: dict[str, float] = {}

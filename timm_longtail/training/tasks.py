@@ -22,7 +22,7 @@ from timm.utils import unwrap_model
 from torch import nn
 
 from ..errors import UserInputError
-from .loop import Precision
+from ..precision import Precision
 
 __all__ = [
     "DistillationTask", "ExpertsForward", "ExpertsObjective", "ExpertsTask", "RouterForward", "RouterObjective",

@@ -15,7 +15,7 @@ from .._format import percent
 from ..data.longtail import ShotSplit
 from ..data.transforms import eval_input_size
 from ..evaluation import evaluate_mode, evaluate_model
-from .loop import Precision
+from ..precision import Precision
 
 __all__ = ["balanced_top1", "evaluate_final", "headline"]
 

@@ -36,7 +36,7 @@ from .._paths import CARDS_DIRNAME, SOURCE_ROOT, portable_paths
 from ..analysis.commands import build_parser as build_analysis_parser, run_analysis
 from ..checkpoint import apply_umask, atomic_write, atomic_write_json, exclusive_lock, load_checkpoint, start_command
 from ..errors import UserInputError
-from ..hub.card import CARDS_DIR
+from .._paths import cards_dir as checkout_cards_dir
 from ..hub.export import export_checkpoint, rewrite_card, write_folder_figures, write_folder_lossless_subset
 from ..hub.results import LOSSLESS_KEY
 from ..models.weights import PUBLISHED_WEIGHTS_FILE, WEIGHTS_FILENAME, record_published, sha256_of_file
@@ -600,7 +600,7 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         results["recipe"] = _portable(load_checkpoint(final_dir / selected).get("recipe") or {}, manifest, settings)
     export_dir = settings.runs_dir / entry.name / "export"
     exported = export_checkpoint(final_dir / selected, final_dir / "final.json", export_dir, tag=entry.tag,
-                                 overwrite=True, cards_dir=CARDS_DIR, card=False)
+                                 overwrite=True, cards_dir=checkout_cards_dir(), card=False)
     weights = export_dir / WEIGHTS_FILENAME
     size = weights.stat().st_size
     commits = [c for stage in results["zoo"]["stages"] for c in stage["commits"]]
@@ -624,10 +624,10 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         if size <= MAX_COMMITTED_WEIGHTS:
             lossless = _measure_lossless_subset(manifest, settings, entry, tmp)
             write_folder_figures(tmp, settings.data_dir(manifest, entry.dataset), device=settings.device, workers=0,
-                                 cards_dir=CARDS_DIR)
+                                 cards_dir=checkout_cards_dir())
         else:
             lossless = ""
-            rewrite_card(tmp, cards_dir=CARDS_DIR)
+            rewrite_card(tmp, cards_dir=checkout_cards_dir())
         _check_no_machine_paths(tmp.iterdir())
         # the table first: a folder in place without its table entry would read as published
         record_published(entry.name, sha256=exported.sha256, size=size, commit=commit,
@@ -783,7 +783,7 @@ def _rewrite_card(manifest: Manifest, settings: BuildSettings, entry: Entry) -> 
         measured = ""
         if (folder / WEIGHTS_FILENAME).is_file() and recorded.get("weights_sha256") != weights:
             measured = _measure_lossless_subset(manifest, settings, entry, folder)
-        card = rewrite_card(folder, cards_dir=CARDS_DIR)
+        card = rewrite_card(folder, cards_dir=checkout_cards_dir())
         _refresh_readme(manifest, settings)
     if measured.startswith("; on the original"):
         return f"its runs are gone: measured its weights{measured}; card rendered again ({card}); weights unchanged"
