@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
+from huggingface_hub import EvalResult, ModelCardData, RepoCard
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from .._paths import cards_dir as checkout_cards_dir, portable_path, portable_paths, repo_root
 from .._format import percent
@@ -69,9 +71,6 @@ def load_reference(cards_dir: Optional[Path] = None) -> Dict[str, Any]:
 def read_front_matter(text: str) -> Dict[str, Any]:
     """The YAML metadata block at the top of a model card, as a dict, read by ``huggingface_hub``'s
     ``RepoCard`` (the Hub's own reader); a card without one, or with invalid YAML, is one clear error."""
-    from huggingface_hub import RepoCard
-    from huggingface_hub.repocard import REGEX_YAML_BLOCK
-
     if not REGEX_YAML_BLOCK.search(text):  # RepoCard accepts a card without metadata (empty)
         raise UserInputError("the model card has no YAML front matter (a block between '---' lines at the top)")
     try:
@@ -231,8 +230,6 @@ def build_card_data(*, repo_name: str, method: str, dataset: Mapping[str, Any], 
     Trained and tested on a local copy of the Hub dataset (``data_copy``, e.g. JPEG CIFAR-10): ``datasets``
     still names the Hub dataset the images come from (the spec has no field for a derived copy), but every
     evaluation result's dataset name says it was the copy (``"..., JPEG q75 copy"``) and a tag marks it."""
-    from huggingface_hub import EvalResult, ModelCardData
-
     dataset_name = str(dataset.get("name", tag)) + (f", {data_copy['short']}" if data_copy else "")
     eval_results = [
         EvalResult(task_type="image-classification", task_name="Image Classification",

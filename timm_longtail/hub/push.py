@@ -12,6 +12,10 @@ import os
 from pathlib import Path
 from typing import List, Optional, Union
 
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError
+
+from .. import __version__
 from ..errors import UserInputError
 from ..models import HF_ORG
 from ..models.weights import WEIGHTS_FILENAME, check_safetensors_readable, expected_sha256_from_config, verify_sha256
@@ -52,11 +56,6 @@ def push_folder(
 ) -> str:
     """Create ``repo_id`` if needed and upload the checked files in ONE commit (``HfApi.upload_folder``);
     returns the commit URL."""
-    from huggingface_hub import HfApi, get_token
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from .. import __version__
-
     files = check_export_folder(folder)
     config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     exported_name = (config.get("timm_longtail") or {}).get("repo_name")

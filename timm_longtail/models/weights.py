@@ -36,6 +36,9 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
 from safetensors import SafetensorError, safe_open
 from timm.models import get_pretrained_cfg
 
@@ -280,10 +283,6 @@ def _check_local_folder(folder: Path) -> None:
 
 def _download_and_verify(model_name: str, hub_id: str, filename: str, expected: Optional[str],
                          cache_dir: Optional[PathLike]) -> None:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
-
     repo_id, revision = split_hub_id(hub_id)
     try:
         path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, library_name="timm-longtail")
@@ -381,9 +380,6 @@ def check_pretrained_available(
         _download_and_verify(key, hub_id, filename, entry.get("sha256"), cache_dir)
     elif source == "hf-hub" and filename == WEIGHTS_FILENAME:
         # someone's own export pushed elsewhere: check the download against the SHA-256 its config records
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
         try:
             config_path = hf_hub_download(repo_id, "config.json", revision=split_hub_id(hub_id)[1],
                                           cache_dir=cache_dir, library_name="timm-longtail")
