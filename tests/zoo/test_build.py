@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, write_row_subset
 from timm_longtail.errors import UserInputError
-from timm_longtail.models.weights import sha256_of_file
+from timm_longtail.files import sha256_of_file
 from timm_longtail.zoo import load_manifest
 from timm_longtail.zoo.build import _ABSOLUTE, BuildSettings, _relative_text
 from timm_longtail.zoo.manifest import DEFAULT_MANIFEST

@@ -34,12 +34,13 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from .._machine import describe_machine
 from .._paths import CARDS_DIRNAME, SOURCE_ROOT, portable_paths
 from ..analysis.commands import build_parser as build_analysis_parser, run_analysis
-from ..checkpoint import apply_umask, atomic_write, atomic_write_json, exclusive_lock, load_checkpoint, start_command
+from ..checkpoint import commit_of_version, load_checkpoint, start_command
 from ..errors import UserInputError
+from ..files import apply_umask, atomic_write, atomic_write_json, exclusive_lock, replace_dir, sha256_of_file
 from ..hub.card import CARDS_DIR
 from ..hub.export import export_checkpoint, rewrite_card, write_folder_figures, write_folder_lossless_subset
 from ..hub.results import LOSSLESS_KEY
-from ..models.weights import PUBLISHED_WEIGHTS_FILE, WEIGHTS_FILENAME, record_published, sha256_of_file
+from ..models.weights import PUBLISHED_WEIGHTS_FILE, WEIGHTS_FILENAME, record_published
 from ..training import parse_args
 from ..training.config import RECIPE_SETTINGS
 from .manifest import Entry, Manifest, Stage
@@ -372,8 +373,7 @@ def _set_aside_later_stages(settings: BuildSettings, entry: Entry, stage: Stage)
 def _adopted_segment(manifest: Manifest, checkpoint: Path) -> Dict[str, Any]:
     """A stage begun by plain train.py before the build adopted it: its commit from the checkpoint."""
 
-    version = str(load_checkpoint(checkpoint).get("version") or "")
-    commit = version.rpartition("+g")[2] if "+g" in version else ""
+    commit = commit_of_version(load_checkpoint(checkpoint).get("version"))
     return dict(commit=_full_commit(manifest.root, commit), adopted=True,
                 note="trained with train.py outside the zoo build up to this checkpoint")
 
@@ -478,20 +478,10 @@ def _copy_stage_files(source: Path, target: Path, finish: Optional[Callable[[Pat
                 shutil.copyfile(source / name, tmp / name)
         if finish is not None:
             finish(tmp)
-        _replace_dir(tmp, target)
+        replace_dir(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put folder ``new`` at ``target``, replacing what was there (moved aside first, then removed)."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _restore_parked(settings: BuildSettings, entry: Entry, stage: Stage, say: Callable[[str], None]) -> None:
@@ -632,7 +622,7 @@ def _publish_locked(manifest: Manifest, settings: BuildSettings, entry: Entry) -
         # the table first: a folder in place without its table entry would read as published
         record_published(entry.name, sha256=exported.sha256, size=size, commit=commit,
                          table=settings.published_table)
-        _replace_dir(tmp, folder)
+        replace_dir(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
