@@ -27,6 +27,7 @@ from .stages import SignalForwarder, entry_state, run_stage, teacher_checkpoint,
 
 __all__ = ["build"]
 
+
 def build(manifest: Manifest, entries: Sequence[Entry], settings: BuildSettings,
           say: Callable[[str], None] = print) -> List[EntryOutcome]:
     """Build ``entries`` in order; stop at the first interruption or failure. Writes ``<runs>/zoo_build.json``."""

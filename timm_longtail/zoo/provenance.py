@@ -14,6 +14,7 @@ from ..errors import UserInputError
 from .manifest import Entry, Manifest, Stage
 from .settings import BuildSettings, read_json, stage_dir
 
+
 def _git(root: Path, *args: str) -> str:
     try:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30,

@@ -113,6 +113,7 @@ def is_published(settings: BuildSettings, entry: Entry) -> bool:
 
 
 def read_json(path: Path) -> Dict[str, Any]:
+    """A JSON object file's content; ``{}`` when it is missing or unreadable (a run's record not written yet)."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

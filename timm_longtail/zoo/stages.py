@@ -25,6 +25,7 @@ from .settings import BuildSettings, is_published, parked_stage_dir, read_json, 
 
 __all__ = ["SignalForwarder", "entry_state", "run_stage", "teacher_checkpoint"]
 
+
 class SignalForwarder:
     """Pass SIGINT/SIGTERM on to the running train.py and remember that the build must stop."""
 
