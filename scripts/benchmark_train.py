@@ -33,7 +33,7 @@ import yaml
 import timm_longtail  # noqa: F401  (registers the models)
 import timm
 from timm_longtail._machine import describe_machine
-from timm_longtail.checkpoint import atomic_write_text
+from timm_longtail.files import atomic_write_text
 from timm_longtail.losses import build_loss
 
 VARIANTS = {  # name: (model, create kwargs, loss method, loss options, copies)

@@ -79,7 +79,7 @@ from timm_longtail.data.batch_augment import BATCH_RECIPES
 from timm_longtail.training.methods import METHODS
 from timm_longtail.training.assembly import default_train_transform
 from timm_longtail.zoo import load_manifest
-from timm_longtail.zoo.build import BuildSettings, is_published
+from timm_longtail.zoo import BuildSettings, is_published
 
 manifest = load_manifest(Path(sys.argv[1]))
 settings = BuildSettings(runs_dir=Path("/nonexistent"), publish_to=Path(sys.argv[2]).absolute())

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from timm_longtail.checkpoint import atomic_write_json
+from timm_longtail.files import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _reference_shims import DEFAULT_DATA, channels_last, cifar10_from_parquet, cuda_calls_on_cpu  # noqa: E402

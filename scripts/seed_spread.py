@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import timm_longtail  # noqa: F401  (the torchvision shim, before anything imports timm)
 from timm_longtail._paths import portable_paths
-from timm_longtail.checkpoint import atomic_write_json, load_checkpoint
+from timm_longtail.checkpoint import load_checkpoint
+from timm_longtail.files import atomic_write_json
 from timm_longtail.errors import UserInputError, run_command
 from timm_longtail.hub import load_results
 

@@ -1,14 +1,12 @@
-"""Checkpoint helpers: the command a run records as its recipe; strict JSON of results and metadata;
-atomic writes on a full disk."""
+"""Checkpoint helpers: the command a run records as its recipe; the commit a code version names."""
 from __future__ import annotations
 
-from pathlib import Path
+import subprocess
 
 import pytest
-import torch
 
-from timm_longtail.checkpoint import atomic_write, start_command
-from timm_longtail.errors import OutputWriteError
+from conftest import REPO_ROOT
+from timm_longtail.checkpoint import code_version, commit_of_version, start_command
 
 
 @pytest.mark.parametrize("command, expected", [
@@ -26,38 +24,14 @@ def test_start_command_passes_non_strings_through():
     assert start_command(None) is None
 
 
-def test_json_safe_gives_strict_json_of_results_and_metadata():
-    import json
-    from pathlib import Path
-
-    import numpy as np
-
-    from timm_longtail.checkpoint import json_safe
-
-    value = {"acc": (1, np.int64(2), np.float32(0.5), float("nan"), float("inf")), 3: torch.tensor([1.0, 2.0]),
-             "path": Path("runs/x"), "flag": np.bool_(True), "scalar": torch.tensor(3), "none": None}
-    safe = json_safe(value)
-    assert safe == {"acc": [1, 2, 0.5, None, None], "3": [1.0, 2.0], "path": "runs/x", "flag": True, "scalar": 3,
-                    "none": None}
-    assert json.loads(json.dumps(safe, allow_nan=False)) == safe
+@pytest.mark.parametrize("version, commit", [
+    ("0.1.0+g1a2b3c4", "1a2b3c4"), ("0.1.0+g" + "f" * 40, "f" * 40),
+    ("0.1.0", None), ("0.1.0+gxyz1234", None), (None, None),
+])
+def test_commit_of_version_reads_what_code_version_writes(version, commit):
+    assert commit_of_version(version) == commit
 
 
-def test_a_full_disk_leaves_the_previous_file_and_no_temporary(tmp_path):
-    target = tmp_path / "results.json"
-    target.write_text("previous")
-
-    def write_to_a_full_disk(tmp: str) -> None:
-        Path(tmp).write_text("half")
-        with open("/dev/full", "w") as full:  # the kernel's ENOSPC, no patching
-            full.write("x" * 65536)
-            full.flush()
-
-    with pytest.raises(OutputWriteError) as caught:
-        atomic_write(target, write_to_a_full_disk)
-    message = str(caught.value)
-    assert "No space left on device" in message and "the previous file is unchanged" in message
-    assert "\n" not in message
-    assert target.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
-    with pytest.raises(OutputWriteError, match="no file was written"):
-        atomic_write(tmp_path / "new.json", write_to_a_full_disk)
-    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+def test_code_version_names_this_checkout_commit():
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    assert head.startswith(commit_of_version(code_version()))

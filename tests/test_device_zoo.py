@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from timm_longtail.models.weights import sha256_of_file
+from timm_longtail.files import sha256_of_file
 from conftest import REPO_ROOT
 
 FAST = ["--max-eval-samples", "100", "--eval-batch-size", "100", "--log-interval", "1"]

@@ -5,16 +5,24 @@ worktree`` a zoo build trained from), or beside it (``../shared/data/cifar10``),
 to the checkout; any other absolute path is reduced to its last component (the folder's or file's
 name). Relative paths are kept as given, except one into a removed worktree of this project
 (``../zoo-src-47/configs/x.yaml`` -> ``configs/x.yaml``), so that a card reads the same whenever it is written.
+
+Folders a caller knows (a zoo build's runs and data folders) can be named by labels instead (``<runs>/x``,
+:func:`label_paths`), and a file about to be published is checked for any absolute path left
+(:func:`check_no_machine_paths`).
 """
 from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shlex
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["CARDS_DIRNAME", "REPO_ROOT_ENV", "SOURCE_ROOT", "cards_dir", "portable_path", "portable_paths", "repo_root"]
+from .errors import UserInputError
+
+__all__ = ["CARDS_DIRNAME", "REPO_ROOT_ENV", "SOURCE_ROOT", "cards_dir", "check_no_machine_paths", "label_paths",
+           "portable_path", "portable_paths", "repo_root"]
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 """The folder above the package: the source checkout (configs/, hub_cards/) in an editable install."""
@@ -130,3 +138,43 @@ def portable_paths(value: Any, root: Optional[os.PathLike] = None) -> Any:
     if isinstance(value, str):
         return _portable_text(value, root)
     return value
+
+
+# where a path prefix may end: ``/work/zoo-runs`` labels ``/work/zoo-runs/x`` but not ``/work/zoo-runs-old/x``
+_PATH_END = r"(?=$|[\s/'\"=:,;)\]])"
+
+_DOTTED_PATH = re.compile(r"(?<![\w.<>:/])/[\w.-]+(?:/[\w.-]+)*/\.\.(?:/[\w.-]+)*")  # /a/b/../c
+
+_ABSOLUTE = re.compile(r"(?<![\w.<>:/])/(?:[\w.-]+/)+[\w.-]*")  # /a/b... not after a word, ../, <label>, scheme:/
+
+
+def _label_text(text: str, labels: Sequence[Tuple[str, str]]) -> str:
+    # normal form first: a run started from a worktree records its data as <worktree>/../shared/..., which
+    # must get the same label whichever checkout publishes it
+    text = _DOTTED_PATH.sub(lambda match: os.path.normpath(match.group(0)), text)
+    for prefix, label in sorted(labels, key=lambda pair: -len(pair[0])):  # the longest prefix first
+        if prefix and prefix in text:
+            end = "" if prefix.endswith(os.sep) else _PATH_END
+            text = re.sub(re.escape(prefix) + end, lambda _match, label=label: label, text)
+    return text
+
+
+def label_paths(value: Any, labels: Sequence[Tuple[str, str]]) -> Any:
+    """``value`` (text, or dicts and lists of it) with each ``(prefix, label)`` prefix replaced by its label
+    where it ends at a folder boundary (``/work/zoo-runs/x`` -> ``<runs>/x``, not ``/work/zoo-runs-old/x``)."""
+    if isinstance(value, str):
+        return _label_text(value, labels)
+    if isinstance(value, dict):
+        return {k: label_paths(v, labels) for k, v in value.items()}
+    if isinstance(value, list):
+        return [label_paths(v, labels) for v in value]
+    return value
+
+
+def check_no_machine_paths(paths: Iterable[Path]) -> None:
+    """Refuse to publish a JSON or Markdown file that still holds an absolute path of this machine."""
+    for path in paths:
+        if path.suffix in (".json", ".md"):
+            found = _ABSOLUTE.search(path.read_text(encoding="utf-8"))
+            if found:
+                raise UserInputError(f"{path.name} would publish the machine path {found.group(0)!r}: not published")

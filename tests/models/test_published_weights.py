@@ -173,7 +173,7 @@ def test_shipped_weights_load_offline_with_pretrained_true(tmp_path):
     """Each table entry of a ResNet-32 is committed beside its card with the table's SHA-256, and
     ``pretrained=True`` (by full name, and by model name: its default tag) loads exactly that file
     with the network off and an empty Hub cache."""
-    from timm_longtail.models.weights import sha256_of_file
+    from timm_longtail.files import sha256_of_file
 
     table = load_published_weights(PUBLISHED_WEIGHTS_FILE)
     files = {}

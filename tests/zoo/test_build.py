@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, write_row_subset
 from timm_longtail.errors import UserInputError
-from timm_longtail.models.weights import sha256_of_file
-from timm_longtail.zoo import load_manifest
-from timm_longtail.zoo.build import _ABSOLUTE, BuildSettings, _relative_text
+from timm_longtail.files import sha256_of_file
+from timm_longtail._paths import _ABSOLUTE
+from timm_longtail.zoo import BuildSettings, load_manifest
 from timm_longtail.zoo.manifest import DEFAULT_MANIFEST
 
 ENTRY = "ride_resnet32_3e.cifar10_lt_if100"
@@ -302,7 +302,7 @@ def test_a_student_falls_back_to_the_published_teacher_weights(built, tmp_path):
     import shutil
 
     from timm_longtail.checkpoint import build_model_from_checkpoint
-    from timm_longtail.zoo.build import BuildSettings, teacher_checkpoint
+    from timm_longtail.zoo.stages import teacher_checkpoint
 
     _, manifest_path, runs, pub, _ = built
     manifest = load_manifest(manifest_path)
@@ -480,7 +480,7 @@ def test_runs_inside_the_checkout_are_refused(tmp_path):
 
 
 def test_published_means_results_and_a_matching_table_entry(tmp_path):
-    from timm_longtail.zoo.build import BuildSettings, is_published
+    from timm_longtail.zoo import is_published
 
     manifest = load_manifest(_manifest(tmp_path))
     entry = manifest.entry(ENTRY)
@@ -530,7 +530,7 @@ def test_data_dir_and_source_commit_refuse_bad_values_with_one_line(tmp_path):
 def test_a_results_only_baseline_publishes_its_results_and_analyses(tmp_path):
     """A baseline publishes no weights: its results file and, measured from its final checkpoint before
     the runs are gone, the analyses a one-expert model has (hardest negatives, calibration, test-agnostic)."""
-    from timm_longtail.zoo.build import BASELINE_ANALYSES
+    from timm_longtail.zoo.publishing import BASELINE_ANALYSES
 
     name = "ce_resnet32.cifar10_lt_if100"
     args = ["--num-experts", "1", "--method", "ce", "--num-copies", "1", "--train-transform", "ldam_cifar",
@@ -558,25 +558,3 @@ def test_a_results_only_baseline_publishes_its_results_and_analyses(tmp_path):
     calibration = json.loads((analysis_dir / f"{name}.calibration.json").read_text())["result"]["ensemble"]
     assert calibration["splits"]["all"]["accuracy"] * 100 == pytest.approx(results["modes"]["ensemble"]["top1"],
                                                                            abs=0.01)
-
-
-def test_paths_are_labelled_only_at_a_folder_boundary(tmp_path):
-    """``/work/main`` and the runs folder are labelled; a sibling such as ``/work/main-2`` is not."""
-    manifest = load_manifest(_manifest(tmp_path))
-    runs = tmp_path / "zoo-runs"
-    root = manifest.root.resolve()
-    text = (f"-c {root}/configs/a.yaml --output {runs}/x --resume={runs}-old/x/last.pth "
-            f"--notes {root}-2/configs/b.yaml --cwd {root}")
-    assert _relative_text(text, manifest, BuildSettings(runs_dir=runs)) == (
-        f"-c configs/a.yaml --output <runs>/x --resume={runs}-old/x/last.pth "
-        f"--notes {root}-2/configs/b.yaml --cwd .")
-
-
-def test_a_path_recorded_through_a_worktree_gets_the_same_label(tmp_path):
-    """A build run from ``/work/zoo-src-54`` records its data as ``/work/zoo-src-54/../shared/data/c10``:
-    ``zoo publish`` from the main checkout labels it as the build did, not as ``../shared/data/c10``."""
-    manifest = load_manifest(_manifest(tmp_path))
-    runs, data = tmp_path / "zoo-runs", tmp_path / "shared" / "data" / "c10"
-    settings = BuildSettings(runs_dir=runs, data_dirs={"cifar10_lt": data})
-    text = f"--data-dir {tmp_path}/zoo-src-54/../shared/data/c10 --output {tmp_path}/zoo-src-54/../zoo-runs/x"
-    assert _relative_text(text, manifest, settings) == "--data-dir <data:cifar10_lt> --output <runs>/x"

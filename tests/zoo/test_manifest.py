@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import REPO_ROOT
 from timm_longtail.zoo import load_manifest
-from timm_longtail.zoo.build import BASELINE_ANALYSES
+from timm_longtail.zoo.publishing import BASELINE_ANALYSES
 
 
 def test_results_live_beside_the_weights_or_in_results_zoo(tmp_path):

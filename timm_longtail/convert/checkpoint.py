@@ -8,14 +8,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Mapping, Optional, Union
 
 import timm
-from huggingface_hub.utils.sha import sha_fileobj
 
 from ..errors import UserInputError
+from ..files import sha256_of_file
 from ._pickle import ForeignObject, load_foreign_checkpoint
 from .layouts import ReferenceLayout, detect_layout, is_reference_state_dict, map_state_dict
 
-__all__ = ["ReferenceCheckpoint", "read_reference_checkpoint", "require_reference_checkpoint", "sha256_of_file",
-           "to_timm_checkpoint"]
+__all__ = ["ReferenceCheckpoint", "read_reference_checkpoint", "require_reference_checkpoint", "to_timm_checkpoint"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -112,12 +111,6 @@ def _number(value: Any) -> Any:
 
 def _file_name(path: Any) -> Optional[str]:
     return PurePosixPath(str(path)).name if path else None
-
-
-def sha256_of_file(path: PathLike) -> str:
-    """Hex SHA-256 of a file, by huggingface_hub's chunked hasher."""
-    with open(path, "rb") as handle:
-        return sha_fileobj(handle).hex()
 
 
 def read_reference_checkpoint(path: PathLike, mmap: bool = False,

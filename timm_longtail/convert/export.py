@@ -23,14 +23,14 @@ import timm
 import torch
 
 from .._paths import cards_dir as checkout_cards_dir
-from ..checkpoint import apply_umask, json_safe
 from ..data.longtail import longtail_class_counts
 from ..errors import OutputWriteError, UserInputError
+from ..files import apply_umask, json_safe, sha256_of_file
 from ..hub.card import build_card_data, load_reference, render_card
 from ..hub.export import _replace_folder, _write_config, _write_weights  # the export folder's own writers
 from ..models._cfgs import DATASET_TAGS, dataset_tag
 from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME
-from .checkpoint import ReferenceCheckpoint, require_reference_checkpoint, sha256_of_file
+from .checkpoint import ReferenceCheckpoint, require_reference_checkpoint
 from .layouts import map_state_dict, reference_model_kwargs
 
 __all__ = ["ConvertResult", "convert_checkpoint", "derive_tag"]

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..checkpoint import atomic_write_bytes  # re-exported: evaluation's writers are the package's
+from ..files import atomic_write_bytes  # re-exported: evaluation's writers are the package's
 from ..data.longtail import ShotSplit, classes_by_count
 
 __all__ = ["CSV_COLUMNS", "atomic_write_bytes", "format_table", "plot_per_class_accuracy", "write_results"]

@@ -26,16 +26,16 @@ from timm.models._hub import save_config_for_hf
 from .._paths import cards_dir as checkout_cards_dir, portable_paths
 from ..analysis.card_figures import load_card_figures, write_card_figures
 from ..analysis.lossless import measure_lossless_subset
-from ..checkpoint import (
-    apply_umask, atomic_write, atomic_write_json, atomic_write_text, build_model_from_checkpoint, json_safe,
-    load_weights_file,
-)
+from ..checkpoint import build_model_from_checkpoint, commit_of_version, load_weights_file
 from ..data import ShotSplit, build_dataset, create_eval_transform, create_loader
 from ..evaluation.setup import dataset_from_record
 from ..errors import OutputWriteError, UserInputError
+from ..files import (
+    apply_umask, atomic_write, atomic_write_json, atomic_write_text, json_safe, replace_dir, sha256_of_file,
+)
 from ..models import HF_ORG, hub_repo_id
 from ..data.benchmarks import BENCHMARKS
-from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME, sha256_of_file
+from ..models.weights import CONFIG_SHA256_KEY, WEIGHTS_FILENAME
 from .card import build_card_context, load_reference, render_card
 from .results import LOSSLESS_KEY, RunResults, load_results
 
@@ -48,7 +48,6 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _CONSTRUCTED_LT = tuple(name for name, row in BENCHMARKS.items() if row.is_benchmark and row.constructed)
 _FIXED_SPLIT = tuple(name for name, row in BENCHMARKS.items() if row.is_benchmark and not row.constructed)
 _DATA_CFG_KEYS = ("mean", "std", "input_size", "crop_pct", "crop_mode", "interpolation")
-_COMMIT_IN_VERSION = re.compile(r"\+g([0-9a-f]{7,40})\b")
 # The dataset part that ends a benchmark tag (after an optional recipe prefix such as ``distill_``): a long tail
 # built with an imbalance factor, or a benchmark with a fixed split.
 _BENCHMARK_TAG = re.compile(rf"(?:^|_)(?P<tag>(?:{'|'.join(_CONSTRUCTED_LT)})_if\d+(?:\.\d+)?"
@@ -77,12 +76,6 @@ def table_entry(result: ExportResult) -> str:
     """The :func:`~timm_longtail.models.weights.record_published` call that publishes this export."""
     return (f"record_published({result.repo_name!r}, {result.sha256!r}, {result.size}, "
             f"{result.commit or '<commit it was trained from>'!r})")
-
-
-def _commit_of(version: Any) -> Optional[str]:
-    """``"0.1.0+g1a2b3c4"`` (what checkpoints record) -> ``"1a2b3c4"``."""
-    match = _COMMIT_IN_VERSION.search(version) if isinstance(version, str) else None
-    return match.group(1) if match else None
 
 
 def _trained_on_demo(checkpoint: Mapping[str, Any], info: Mapping[str, Any]) -> bool:
@@ -178,18 +171,9 @@ def _sorted_header(data: bytes) -> bytes:
 
 
 def _replace_folder(tmp: Path, out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserInputError(
-                f"output folder {out} already exists and is not empty: pass --overwrite or another --out")
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserInputError(f"output folder {out} already exists and is not empty: pass --overwrite or another --out")
+    replace_dir(tmp, out)
 
 
 def _export_target(checkpoint: PathLike, ckpt: Mapping[str, Any], run: RunResults, model_name: str,
@@ -304,7 +288,7 @@ def export_checkpoint(
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(folder=out, repo_id=repo_id, model_name=model_name, tag=tag, sha256=sha,
-                        size=(out / WEIGHTS_FILENAME).stat().st_size, commit=_commit_of(ckpt.get("version")))
+                        size=(out / WEIGHTS_FILENAME).stat().st_size, commit=commit_of_version(ckpt.get("version")))
 
 
 def _registered_cfg(model_name: str, tag: str, repo_id: str) -> Optional[Dict[str, Any]]:

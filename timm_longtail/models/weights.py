@@ -29,7 +29,6 @@ committed weights; default: the folder above the installed ``timm_longtail`` pac
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -43,7 +42,7 @@ from safetensors import SafetensorError, safe_open
 from timm.models import get_pretrained_cfg
 
 from .._paths import CARDS_DIRNAME, REPO_ROOT_ENV, cards_dir, repo_root  # noqa: F401  (re-exported)
-from ..checkpoint import atomic_write_text
+from ..files import atomic_write_text, sha256_of_file
 from ..errors import UserInputError
 from ._cfgs import HF_ORG, HUB_NAME_ALIASES, hub_name, hub_repo_id
 
@@ -51,7 +50,7 @@ __all__ = [
     "PUBLISHED_WEIGHTS", "PUBLISHED_WEIGHTS_ENV", "REPO_ROOT_ENV", "WEIGHTS_FILENAME", "WeightsIntegrityError",
     "check_pretrained_available", "check_safetensors_readable", "committed_weights_file",
     "expected_sha256_from_config", "load_published_weights", "published_entry", "published_weights_path",
-    "record_published", "repo_root", "sha256_of_file", "split_hub_id", "verify_sha256", "with_published_weights",
+    "record_published", "repo_root", "split_hub_id", "verify_sha256", "with_published_weights",
 ]
 
 WEIGHTS_FILENAME = "model.safetensors"
@@ -193,15 +192,6 @@ def committed_weights_file(key: str) -> Optional[Path]:
     """``<repo root>/hub_cards/<model>.<tag>/model.safetensors`` when it exists, else ``None``."""
     path = cards_dir() / key / WEIGHTS_FILENAME
     return path if path.is_file() else None
-
-
-def sha256_of_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (weight files can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: PathLike, expected: str, what: Optional[str] = None) -> str:

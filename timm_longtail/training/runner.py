@@ -26,12 +26,10 @@ from timm.utils import ModelEmaV3, random_seed
 from timm.utils.summary import trim_summary, update_summary
 from torch import nn
 
-from ..checkpoint import (
-    apply_umask, atomic_write, atomic_write_json, atomic_write_text, build_model_from_checkpoint, command_history,
-    exclusive_lock, lineage_entry, load_checkpoint, run_lineage,
-)
+from ..checkpoint import build_model_from_checkpoint, command_history, lineage_entry, load_checkpoint, run_lineage
 from ..data import create_eval_transform
 from ..errors import OutputWriteError, UserInputError
+from ..files import apply_umask, atomic_write, atomic_write_json, atomic_write_text, exclusive_lock
 from ..losses import DistillationLoss
 from .assembly import (
     build_data, build_loss, build_optimizer, build_scheduler, build_teacher, common_steps, create_model, eval_loader,

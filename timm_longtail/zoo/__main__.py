@@ -10,8 +10,12 @@ from typing import Dict, List, Optional
 
 from .._paths import SOURCE_ROOT
 from ..errors import ShortErrorParser, UserInputError, run_command
-from .build import BuildSettings, build, default_runs_dir, entry_state, park, publish
+from .loop import build
 from .manifest import DEFAULT_MANIFEST, load_manifest
+from .parking import park
+from .publishing import publish
+from .settings import BuildSettings, default_runs_dir
+from .stages import entry_state
 from .table import update_readme
 
 EPILOG = """examples:
