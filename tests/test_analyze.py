@@ -52,6 +52,7 @@ def _run(analyze, capsys, *argv):
     ("expert-disagreement", [], lambda r: r["num_experts"] == 3 and r["splits"]["all"]["mean_pairwise_kl"] > 0
      and 0 < r["splits"]["all"]["top1_disagreement"] <= 1),
 ])
+@pytest.mark.slow
 def test_each_analysis_end_to_end(analyze, capsys, tmp_path, routed_checkpoint, name, extra, check):
     results = tmp_path / "out" / f"{name}.json"
     code, out, err = _run(analyze, capsys, name, "--checkpoint", str(routed_checkpoint), *DEMO, *extra,
@@ -65,6 +66,7 @@ def test_each_analysis_end_to_end(analyze, capsys, tmp_path, routed_checkpoint, 
     assert f"wrote {results}" in out and str(REPO_ROOT) not in results.read_text()
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_error_line_and_writes_nothing(analyze, capsys, tmp_path):
     results = tmp_path / "bad.json"
     cases = [
@@ -100,6 +102,7 @@ def three_models(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_bias_variance_end_to_end(analyze, capsys, tmp_path, three_models):
     results = tmp_path / "bv.json"
     code, out, err = _run(analyze, capsys, "bias-variance", "--checkpoints",
@@ -113,6 +116,7 @@ def test_bias_variance_end_to_end(analyze, capsys, tmp_path, three_models):
     assert results.with_suffix(".png").is_file() and "bias" in results.with_suffix(".csv").read_text()
 
 
+@pytest.mark.slow
 def test_bias_variance_refuses_what_it_cannot_compare(analyze, capsys, tmp_path, three_models):
     a, b = str(three_models["a"]), str(three_models["b"])
     cases = [
@@ -145,6 +149,7 @@ def _top1_on(model, images, targets, mode):
     return 100.0 * float((logits.argmax(-1) == torch.as_tensor(targets)).double().mean())
 
 
+@pytest.mark.slow
 def test_lossless_subset_scores_both_versions_of_the_same_rows(analyze, capsys, tmp_path, routed_checkpoint):
     """Images altered in the folder (a stand-in for lossless originals) against the demo set's own copy
     of the same rows, in every forward mode; each figure checked against the model run directly."""

@@ -22,6 +22,7 @@ def test_benchmark_writes_a_rate_per_variant_and_setting(tmp_path, capsys):
     assert all(r["copies"] == 2 and r["train_views_per_sec"] == pytest.approx(2 * r["train_images_per_sec"], abs=0.2) for r in nclpp)
 
 
+@pytest.mark.slow
 def test_pipelines_time_whole_training_runs_on_the_old_and_new_input_paths(tmp_path, capsys):
     bench = load_script(REPO_ROOT / "scripts" / "benchmark_train.py", "benchmark_train")
     out = tmp_path / "bench.json"

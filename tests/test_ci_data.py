@@ -3,6 +3,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
 from conftest import REPO_ROOT
 
 NEEDS_DATA = "tests/data/test_sources.py::test_tiny_imagenet_lt_if100_train"
@@ -15,6 +18,7 @@ def _pytest(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
                           env=environ, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_missing_shared_data_skips_locally_and_fails_in_ci(tmp_path):
     local = _pytest(tmp_path)
     assert local.returncode == 0 and "1 skipped" in local.stdout, local.stdout + local.stderr

@@ -2,7 +2,10 @@
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_fresh_import_of_timm_after_package():
     code = "import timm_longtail, timm, torchvision; print(len(timm.list_models('ride_*')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -9,6 +9,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from timm_longtail.files import sha256_of_file
@@ -53,6 +54,7 @@ def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
                           env=environment, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_builds_device_input_and_gpu_entries_first_and_hands_each_back_as_an_archive(tmp_path):
     proc = _run(tmp_path, SOURCE_COMMIT=STATED)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -87,6 +89,7 @@ def test_builds_device_input_and_gpu_entries_first_and_hands_each_back_as_an_arc
     assert "--device-augment" in nclpp["zoo"]["stages"][0]["extra_args"]
 
 
+@pytest.mark.slow
 def test_an_exhausted_budget_starts_nothing_and_says_so(tmp_path):
     proc = _run(tmp_path, BUDGET_S="0")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -166,6 +166,7 @@ def _fill_hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
 
 
 # ---- (a) push to the stand-in Hub, then load through timm ----------------------------------
+@pytest.mark.slow
 def test_push_then_pretrained_loads_identical_model(ride, hub, tmp_path):
     exported = ride["export"]
     pushed = _run(["-m", "timm_longtail.hub", "push", str(exported.folder), "--repo-id", exported.repo_id],
@@ -190,6 +191,7 @@ def test_push_then_pretrained_loads_identical_model(ride, hub, tmp_path):
     assert ("GET", f"/{exported.repo_id}/resolve/main/model.safetensors") in hub.requests
 
 
+@pytest.mark.slow
 def test_push_takes_the_cards_figures_along(ride, hub, tmp_path):
     """``analysis/`` holds the plots the card shows: they go up in the same commit; hidden files do not."""
     folder = tmp_path / "export"
@@ -208,6 +210,7 @@ def test_push_takes_the_cards_figures_along(ride, hub, tmp_path):
     assert len(hub.commit_summaries("someone/with-figures")) == 1
 
 
+@pytest.mark.slow
 def test_two_processes_filling_an_empty_cache_at_once_both_load(ride, hub, tmp_path):
     exported = ride["export"]
     if exported.repo_id not in hub.repos:  # test (a) pushed it when it ran first
@@ -236,6 +239,7 @@ def test_two_processes_filling_an_empty_cache_at_once_both_load(ride, hub, tmp_p
 
 
 # ---- (b) offline, from a pre-filled Hub cache ------------------------------------------------
+@pytest.mark.slow
 def test_offline_pretrained_from_prefilled_cache(ride, tmp_path):
     exported = ride["export"]
     _fill_hub_cache(tmp_path / "cache", exported.repo_id, exported.folder)
@@ -322,6 +326,7 @@ def test_export_without_card_writes_the_same_weights_and_config(ride, tmp_path):
     assert (bare.folder / "config.json").read_bytes() == (ride["export"].folder / "config.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_card_shows_paper_figures_next_to_ours(tmp_path):
     results = [{"forward_mode": "ensemble", "top1": 80.5}, {"forward_mode": "expert:0", "top1": 78.0},
                {"forward_mode": "expert:1", "top1": 77.5}]
@@ -360,6 +365,7 @@ def test_sha256_check_rejects_tampered_file(ride, tmp_path):
         push_folder(folder, ride["export"].repo_id)  # refused before any network call
 
 
+@pytest.mark.slow
 def test_local_folder_and_file_overlay_load_identical_model(ride, tmp_path):
     exported = ride["export"]
     folder = exported.folder
@@ -415,6 +421,7 @@ def test_export_from_corrupt_checkpoint_gives_clear_error(ride, tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.pth"]  # nothing half-written
 
 
+@pytest.mark.slow
 def test_an_export_that_cannot_be_written_keeps_the_previous_folder(ride, tmp_path):
     import resource
 
@@ -539,6 +546,7 @@ def _checkout_with_committed_weights(tmp: Path, exported) -> Path:
     return checkout
 
 
+@pytest.mark.slow
 def test_committed_weights_load_offline_with_an_empty_hub_cache(ride, tmp_path):
     exported = ride["export"]
     checkout = _checkout_with_committed_weights(tmp_path, exported)
@@ -818,6 +826,7 @@ def test_export_of_a_demo_checkpoint_is_one_error_line(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "config.json").read_text())["timm_longtail"]["tag"] == "demo"
 
 
+@pytest.mark.slow
 def test_card_figures_measured_on_the_test_split_and_shown_in_the_card(tmp_path, capsys):
     """`hub figures`: hardest negatives and calibration of the folder's own weights, in the card."""
     from timm_longtail.data import build_dataset
@@ -883,6 +892,7 @@ def _demo_router_folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_lossless_figures_go_into_results_and_the_card_and_the_weights_stay(tmp_path, capsys):
     """`hub lossless`: the folder's own weights on a folder of originals and on the same rows of its
     test split, every forward mode; the same numbers as `analyze.py lossless-subset`, written into

@@ -12,6 +12,7 @@ def model_table():
     return load_script(REPO_ROOT / "scripts" / "model_table.py", "model_table")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ride_resnet32_2e", "ride_resnet32_3e", "ride_resnet32_4e", "ride_resnet32_6e", "nclpp_resnet32"])
 def test_readme_rows_are_current(model_table, name):
     rows = model_table.readme_table((REPO_ROOT / "README.md").read_text()).splitlines()

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO_ROOT
 
 # a failing test whose process starts a grandchild in a session of its own, as the zoo build starts train.py
@@ -36,6 +38,7 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_a_failing_test_leaves_no_process_running(tmp_path):
     (tmp_path / "test_inner.py").write_text(FAILING_TEST)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "tests"), str(REPO_ROOT),

@@ -114,6 +114,7 @@ def ride_stage1(train_module, runs):
     ("ldam_drw", "ride_resnet32_2e", ["--num-experts", "1", "--model-kwargs", "{reduce_dimension: false}",
                                       "--drw-epoch", "0"]),
 ])
+@pytest.mark.slow
 def test_baselines(train_module, runs, method, model, extra):
     run = train(train_module, runs, method, "--model", model, "--method", method, "--epochs", "1",
                 "--eval-modes", "ensemble", *extra)
@@ -128,6 +129,7 @@ def test_baselines(train_module, runs, method, model, extra):
         assert model_back.heads[0].fc.in_features == 64
 
 
+@pytest.mark.slow
 def test_ride_stage1_switches_drw_and_records_the_run(ride_stage1):
     rows = summary_rows(ride_stage1)
     assert [r["train_reweighting"] for r in rows] == ["0", "1"]
@@ -139,6 +141,7 @@ def test_ride_stage1_switches_drw_and_records_the_run(ride_stage1):
     assert (ride_stage1 / "args.yaml").is_file() and (ride_stage1 / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_router_stage_trains_only_the_router(train_module, runs, ride_stage1):
     run = train(train_module, runs, "router", "--method", "ride", "--stage", "router", "--initial-checkpoint",
                 str(ride_stage1 / "last.pth"), "--epochs", "1", "--lr", "0.01", "--sched", "cosine",
@@ -160,6 +163,7 @@ def test_router_stage_trains_only_the_router(train_module, runs, ride_stage1):
     assert changed == {"router"}  # experts' weights and BN statistics frozen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distill_on", ["experts", "reference"])
 def test_ride_with_teacher_adds_distillation(train_module, runs, ride_stage1, distill_on):
     teacher_bn = "train" if distill_on == "reference" else "eval"  # the zoo's distill recipe: the reference's
@@ -172,6 +176,7 @@ def test_ride_with_teacher_adds_distillation(train_module, runs, ride_stage1, di
     check_final(run, ["ensemble"])
 
 
+@pytest.mark.slow
 def test_nclpp_with_two_copies(train_module, runs):
     run = train(train_module, runs, "nclpp", "--model", "nclpp_resnet32", "--method", "nclpp", "--num-experts",
                 "2", "--num-copies", "2", "--epochs", "1", "--eval-modes", "ensemble", "expert:1",
@@ -184,6 +189,7 @@ def test_nclpp_with_two_copies(train_module, runs):
     assert load_checkpoint(run / "last.pth")["dataset"]["num_copies"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
 def test_model_dtype_sets_weights_inputs_teacher_and_evaluation(train_module, runs, ride_stage1, dtype):
     """timm's --model-dtype: the student, its float32-trained teacher and the final evaluation all
@@ -196,6 +202,7 @@ def test_model_dtype_sets_weights_inputs_teacher_and_evaluation(train_module, ru
     check_final(run, ["ensemble"])
 
 
+@pytest.mark.slow
 def test_held_out_validation_selects_without_the_test_set(train_module, runs, monkeypatch):
     from timm_longtail.training.runner import _Run
 
@@ -226,6 +233,7 @@ def test_held_out_validation_selects_without_the_test_set(train_module, runs, mo
     assert sum(best["train_class_counts"]) == 1236 - 249
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(train_module, runs, caplog):
     """``--resume last.pth`` alone, as the stop message prints it, ends with the uninterrupted run's weights:
     the checkpoint's recipe, not the parser's defaults (batch 128, seed 42, warm-up 5, milestones 161 181...)."""
@@ -255,6 +263,7 @@ def test_resume_continues_exactly(train_module, runs, caplog):
     ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch", "1"],  # ride_cifar
     ["--model", "nclpp_resnet32", "--method", "nclpp", "--num-copies", "2"],  # nclpp_cifar: AutoAugment, Cutout, copies
 ], ids=["ride", "nclpp_two_copies"])
+@pytest.mark.slow
 def test_device_augment_trains_and_resumes_exactly(train_module, runs, method):
     common = [*method, "--no-final-eval", "--decay-milestones", "2", "--device-augment", "--epochs", "2"]
     tag = method[3]
@@ -320,6 +329,7 @@ def test_a_new_run_never_writes_into_a_folder_holding_a_run(train_module, runs, 
     assert file_hashes(folder) == before  # byte for byte
 
 
+@pytest.mark.slow
 def test_longtail_seed_resamples_the_cifar_lt_draw(train_module, runs, shared_data):
     """RIDE's bias/variance study trains on independently drawn long-tailed sets: same counts,
     other images; seed 0 stays the standard set."""
@@ -337,6 +347,7 @@ def test_longtail_seed_resamples_the_cifar_lt_draw(train_module, runs, shared_da
     assert checkpoint["recipe"]["seed"] == 1  # the training seed is another flag
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_before_training(train_module, runs, ride_stage1, tmp_path, capsys):
     nclpp_ckpt = tmp_path / "nclpp.pth"
     one_expert = tmp_path / "ride1e.pth"
@@ -408,6 +419,7 @@ def wait_for_a_new_checkpoint(process: subprocess.Popen, last: Path, after: int 
         process.communicate()[0] if process.poll() is not None else "no checkpoint in time")
 
 
+@pytest.mark.slow
 def test_sigint_leaves_a_resumable_checkpoint_and_the_folder_is_locked_meanwhile(train_module, tmp_path, capsys,
                                                                                  processes):
     process, argv, env = start_long_run(processes, tmp_path / "stopped")
@@ -441,6 +453,7 @@ def test_sigint_leaves_a_resumable_checkpoint_and_the_folder_is_locked_meanwhile
     assert [again["recipe"][key] for key in kept] == [ckpt["recipe"][key] for key in kept]
 
 
+@pytest.mark.slow
 def test_a_second_signal_exits_at_once_and_keeps_the_checkpoint(tmp_path, processes):
     # batch 128: a step long enough (about a second here) that the second signal lands inside it
     process, _, _ = start_long_run(processes, tmp_path / "twice", "--batch-size", "128")
@@ -457,6 +470,7 @@ def test_a_second_signal_exits_at_once_and_keeps_the_checkpoint(tmp_path, proces
     assert load_checkpoint(last)["epoch"] >= 1  # whole (written by rename, never in place): resumable
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_the_last_complete_epoch_whole(train_module, tmp_path, processes):
     """SIGKILL (the OOM killer) gives no chance to stop: every checkpoint is written aside and renamed into place,
     so last.pth is the last complete epoch's, whole, and the run resumes from it."""
@@ -520,6 +534,7 @@ FULL_DISK_RUN = ["--model", "ride_resnet32_2e", "--method", "ride", "--drw-epoch
                  "--epochs", "2"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_start_writes_nothing(tmp_path):
     done = run_on_a_full_disk("start", 64, *QUICK, *FULL_DISK_RUN, "--output", str(tmp_path), "--experiment", "full")
     assert done.returncode == 1, done.stderr
@@ -528,6 +543,7 @@ def test_a_full_disk_at_start_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # not even an empty args.yaml or log.txt, nor the folder
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_the_first_checkpoint_leaves_whole_files_and_the_folder_free(train_module, tmp_path):
     argv = [*QUICK, *FULL_DISK_RUN, "--output", str(tmp_path), "--experiment", "full"]
     done = run_on_a_full_disk("start", CHECKPOINT_DOES_NOT_FIT, *argv)
@@ -547,6 +563,7 @@ def test_a_full_disk_at_the_first_checkpoint_leaves_whole_files_and_the_folder_f
                                        "unchanged"),
     ("log", 40, "could not append to {folder}/log.txt (File too large): its earlier lines are kept"),
 ], ids=["checkpoint", "log_line"])
+@pytest.mark.slow
 def test_a_full_disk_mid_run_keeps_every_file_whole_and_resumable(train_module, tmp_path, when, limit, failing):
     folder = tmp_path / "full"
     done = run_on_a_full_disk(when, limit, *QUICK, *FULL_DISK_RUN, "--output", str(tmp_path), "--experiment", "full")

@@ -35,6 +35,7 @@ def validate_module():
     return load_script(VALIDATE, "validate_script")
 
 
+@pytest.mark.slow
 def test_all_modes_end_to_end(tmp_path):
     results = tmp_path / "out" / "ride.json"
     done = run_validate("--model", "ride_resnet32_2e", "--forward-mode", "all", "--results-file", str(results), *QUICK)
@@ -61,6 +62,7 @@ def test_all_modes_end_to_end(tmp_path):
     assert sorted(p.name for p in results.parent.iterdir()) == ["ride.csv", "ride.json", "ride.png"]  # no temp files
 
 
+@pytest.mark.slow
 def test_checkpoint_routed_mode_uses_checkpoint_counts(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model("ride_resnet32_3e", num_classes=10)
@@ -149,6 +151,7 @@ def test_subprocess_error_exit_code(tmp_path):
     assert not results.exists()
 
 
+@pytest.mark.slow
 def test_a_results_write_that_fails_keeps_the_previous_results(tmp_path):
     results = tmp_path / "r.json"
     argv = ["--model", "ride_resnet32_2e", "--forward-mode", "ensemble", "--results-file", str(results), "--no-plot",

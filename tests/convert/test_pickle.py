@@ -61,6 +61,7 @@ def test_a_booby_trapped_checkpoint_is_refused_and_its_command_never_runs(tmp_pa
     [sys.executable, "-m", "timm_longtail.convert", "{file}", "--out", "{out}"],
     [sys.executable, "validate.py", "--checkpoint", "{file}", "--dataset", "demo"],
 ])
+@pytest.mark.slow
 def test_the_commands_refuse_it_with_one_line_and_write_nothing(tmp_path, command):
     marker, trapped, out = tmp_path / "pwned", tmp_path / "trapped.pth", tmp_path / "out"
     _trapped_checkpoint(trapped, marker)

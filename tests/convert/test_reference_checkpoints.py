@@ -111,6 +111,7 @@ def test_convert_infers_model_and_tag_from_ride_config_and_names_the_authors_fig
     assert "EA router (stage 2)" in card and "license: mit" in card
 
 
+@pytest.mark.slow
 def test_convert_eval_measures_every_forward_mode(tmp_path, shared_data, capsys):
     out = tmp_path / "ride"
     assert convert_main([str(FIXTURES / "ride_r32_2e_ea_cifar10_dataparallel.pth"), "--out", str(out),

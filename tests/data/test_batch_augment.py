@@ -224,6 +224,7 @@ def test_cutout_is_the_pil_paths_square():
     assert (freq - 1 / 32).abs().max() < 0.006
 
 
+@pytest.mark.slow
 def test_nclpp_recipe_on_real_images_matches_the_pil_path_in_its_statistics():
     """The whole nclpp_cifar recipe, batched vs PIL, on 4,000 draws of real images: per-channel mean and
     std, the share of black (padding, fill, hole) pixels and the per-image brightness spread (seed to

@@ -50,6 +50,7 @@ def cifar10_dir(shared_data):
     return shared_data / "cifar10"
 
 
+@pytest.mark.slow
 def test_cifar10_lt_train_counts_labels_and_pixels(cifar10_dir):
     train = build_dataset("cifar10_lt", cifar10_dir, "train", imbalance_factor=100)
     counts = longtail_class_counts(5000, 10, 100)
@@ -94,6 +95,7 @@ def test_cifar100_lt_reads_hub_column_names(tmp_path):
 
 # ---- Tiny-ImageNet-LT ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tiny_imagenet_lt_if100_train(shared_data):
     train = build_dataset("tiny_imagenet_lt", shared_data / "tiny-imagenet-lt10", "train", imbalance_factor=100)
     counts = longtail_class_counts(500, 200, 100)
@@ -244,6 +246,7 @@ def test_demo_set_loads_without_arguments():
     assert test[0][0].shape == (3, 32, 32)
 
 
+@pytest.mark.slow
 def test_demo_set_is_the_documented_cifar10_subset(shared_data):
     from timm_longtail.data import DEMO_DIR
 

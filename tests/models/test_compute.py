@@ -13,6 +13,7 @@ def model():
     return timm.create_model("ride_resnet32_3e", num_classes=10).eval()
 
 
+@pytest.mark.slow
 def test_parts_add_up_to_whole_forward(model):
     profile = measure_compute(model, (3, 32, 32))
     x = torch.zeros(1, 3, 32, 32)

@@ -128,6 +128,7 @@ REGISTRY_PROBE = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_registry_follows_the_table(tmp_path):
     table = tmp_path / "published_weights.json"
     record_published("ride_resnet32_3e.cifar10_lt_if100", SHA_A, 10, "abcdef1", table=table)
@@ -169,6 +170,7 @@ SHIPPED_PROBE = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_shipped_weights_load_offline_with_pretrained_true(tmp_path):
     """Each table entry of a ResNet-32 is committed beside its card with the table's SHA-256, and
     ``pretrained=True`` (by full name, and by model name: its default tag) loads exactly that file
@@ -196,6 +198,7 @@ def test_shipped_weights_load_offline_with_pretrained_true(tmp_path):
     assert {key.split(".")[0] for key in files} <= loaded.keys()
 
 
+@pytest.mark.slow
 def test_shipped_weights_reproduce_their_cards_on_the_rarest_class(shared_data):
     """The committed weights, loaded with ``pretrained=True`` and evaluated with validate.py's own code,
     give the accuracy their ``results.json`` records on the rarest class, in every forward mode the

@@ -26,6 +26,7 @@ REFERENCE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kwargs,size,ref_params,ref_gmacs", REFERENCE)
 def test_matches_reference_within_one_percent(name, kwargs, size, ref_params, ref_gmacs):
     model = timm.create_model(name, **kwargs)

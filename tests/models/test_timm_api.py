@@ -49,6 +49,7 @@ def test_forward_intermediates_is_one_pass_with_the_modes_final_features(mode):
     assert model.forward_intermediates(x, indices=[1], intermediates_only=True, stop_early=True)[0].shape[1] == 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ride_resnet32_3e", "nclpp_resnet32", "ride_resnet50_2e"])
 def test_grad_checkpointing_recomputes_and_gives_the_same_gradients(name, monkeypatch):
     import torch.utils.checkpoint
@@ -73,6 +74,7 @@ def test_grad_checkpointing_recomputes_and_gives_the_same_gradients(name, monkey
         assert torch.allclose(grads[0][key], grads[1][key], atol=1e-5, rtol=1e-4), key
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_reset_classifier_resets_every_head_and_router():
     model = timm.create_model("ride_resnet32_3e", num_classes=100).eval()
@@ -85,6 +87,7 @@ def test_reset_classifier_resets_every_head_and_router():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, model.num_features)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_num_classes_in_chans_global_pool():
     model = timm.create_model("ride_resnet50_2e", num_classes=37, in_chans=1, global_pool="max").eval()
@@ -94,6 +97,7 @@ def test_num_classes_in_chans_global_pool():
     assert model.heads[0].fc.bias is not None and model.heads[0].fc.scale == 16.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ride_resnet32_2e", "nclpp_resnet32"])
 @torch.no_grad()
 def test_pretrained_file_overlay_round_trip(tmp_path, name):

@@ -1,5 +1,6 @@
 """Batches augmented on the training device: a function of (seed, epoch, step), aligned with labels."""
 import numpy as np
+import pytest
 import torch
 
 from timm_longtail.data import CIFAR_MEAN, CIFAR_STD
@@ -34,6 +35,7 @@ def _image_ids(images):
     return ((values - 3) // 8).tolist()
 
 
+@pytest.mark.slow
 def test_an_epoch_depends_only_on_seed_and_epoch():
     fresh = _loader()
     _epoch(fresh, 0)
@@ -59,6 +61,7 @@ def test_every_row_once_per_epoch_with_its_own_label():
     assert sorted(seen) == rows
 
 
+@pytest.mark.slow
 def test_copies_of_an_image_are_its_own_draws_in_the_worker_paths_layout():
     """NCL++: (B, T, 3, S, S) with row b holding T augmentations of image b (the DataLoader's
     multi-view layout), each copy its own draw, the same for a fresh loader at the same epoch."""

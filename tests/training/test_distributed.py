@@ -112,6 +112,7 @@ def ddp_run(tmp_path_factory):
     return out, done.output
 
 
+@pytest.mark.slow
 def test_ddp_ranks_agree_and_equal_one_process_on_the_global_batch(ddp_run):
     out, output = ddp_run
     ranks = rank_results(out)
@@ -134,6 +135,7 @@ def test_ddp_ranks_agree_and_equal_one_process_on_the_global_batch(ddp_run):
     assert list(final["modes"]) == ["ensemble"] and final["modes"]["ensemble"]["num_samples"] == 40
 
 
+@pytest.mark.slow
 def test_ddp_each_rank_trains_on_its_own_shard(ddp_run):
     out, _ = ddp_run
     ranks = rank_results(out)
@@ -162,6 +164,7 @@ def _first_checkpoint(run, last: Path) -> Path:
     return last
 
 
+@pytest.mark.slow
 def test_ddp_a_signal_to_one_rank_stops_both_and_the_resume_is_exact(ddp_run, tmp_path, processes):
     out, _ = ddp_run
     # rank 0 slow to stop: rank 1 must wait for it, or torchrun ends rank 0 before it has said how to resume
@@ -185,6 +188,7 @@ def test_ddp_a_signal_to_one_rank_stops_both_and_the_resume_is_exact(ddp_run, tm
         assert torch.equal(final[name], value), name
 
 
+@pytest.mark.slow
 def test_ddp_a_killed_rank_ends_the_run_and_the_checkpoint_resumes_exactly(ddp_run, tmp_path, processes):
     """SIGKILL (the OOM killer, a lost node) gives a rank no chance to stop cleanly: torchrun ends the others,
     and the last complete epoch's checkpoint, written by rename, is whole."""

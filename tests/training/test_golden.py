@@ -130,6 +130,7 @@ def test_training_numerics_are_unchanged(train_module, runs, case):
     assert losses == pytest.approx(expected_losses, rel=1e-5), measured
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [["--opt-foreach", "true"], ["--opt-fused"], ["--torchcompile", "eager"]],
                          ids=["foreach", "fused", "torchcompile"])
 def test_speed_flags_keep_the_numerics(train_module, runs, flags):

@@ -36,6 +36,7 @@ def runs(tmp_path_factory):
     return dict(out=out, teacher=teacher, student=student, router=router)
 
 
+@pytest.mark.slow
 def test_first_stage_has_an_empty_lineage(runs):
     assert load_checkpoint(runs["teacher"] / "last.pth")["lineage"] == []
     assert json.loads((runs["teacher"] / "final.json").read_text())["lineage"] == []

@@ -102,6 +102,7 @@ def read_wandb_run(run_dir: Path) -> dict:
     return run
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_folder_holds_each_epoch_and_the_recipe(logged_run):
     run_dir = logged_run / "runs" / "lt" / "ride"
     logged, rows = read_wandb_run(run_dir), summary_rows(run_dir)

@@ -95,6 +95,7 @@ def built(tmp_path_factory):
     return tmp, manifest, tmp / "runs", tmp / "pub", out
 
 
+@pytest.mark.slow
 def test_build_publishes_weights_card_results_and_table(built):
     tmp, _, runs, pub, out = built
     folder = pub / "hub_cards" / ENTRY
@@ -136,6 +137,7 @@ def test_build_publishes_weights_card_results_and_table(built):
     assert summary["entries"][0]["status"] == "published"
 
 
+@pytest.mark.slow
 def test_second_build_skips_the_published_entry(built):
     _, manifest, runs, pub, _ = built
     before = (pub / "hub_cards" / ENTRY / "model.safetensors").stat().st_mtime_ns
@@ -148,6 +150,7 @@ def test_second_build_skips_the_published_entry(built):
     assert time.time() - started < 60
 
 
+@pytest.mark.slow
 def test_interrupted_build_resumes_to_the_same_weights(built, tmp_path, processes):
     _, manifest, _, reference_pub, _ = built
     runs, pub = tmp_path / "runs", tmp_path / "pub"
@@ -170,6 +173,7 @@ def test_interrupted_build_resumes_to_the_same_weights(built, tmp_path, processe
     assert [s["resumed"] for s in record["segments"]][:2] == [False, True]
 
 
+@pytest.mark.slow
 def test_a_parked_stage_resumes_without_its_runs_folder(built, tmp_path, processes):
     import shutil
 
@@ -221,6 +225,7 @@ def test_a_parked_stage_resumes_without_its_runs_folder(built, tmp_path, process
     assert [s["resumed"] for s in record["segments"]] == [False, True]  # the parked segments carried over
 
 
+@pytest.mark.slow
 def test_publish_again_from_the_runs_gives_the_same_weights(built, tmp_path):
     import fcntl
 
@@ -277,6 +282,7 @@ def test_publish_again_from_the_runs_gives_the_same_weights(built, tmp_path):
     assert "### On the original images" not in card.read_text()
 
 
+@pytest.mark.slow
 def test_recipe_changing_train_args_train_but_do_not_publish(built, tmp_path):
     _, manifest, _, _, _ = built
     runs, pub = tmp_path / "runs", tmp_path / "pub"
@@ -298,6 +304,7 @@ def test_recipe_changing_train_args_train_but_do_not_publish(built, tmp_path):
     assert not (pub / "zoo_parked").exists()
 
 
+@pytest.mark.slow
 def test_a_student_falls_back_to_the_published_teacher_weights(built, tmp_path):
     import shutil
 
@@ -322,6 +329,7 @@ def test_a_student_falls_back_to_the_published_teacher_weights(built, tmp_path):
     assert teacher_checkpoint(manifest, BuildSettings(runs_dir=tmp_path / "gone", publish_to=tampered), teacher) is None
 
 
+@pytest.mark.slow
 def test_status_lists_every_entry(built):
     _, manifest, runs, pub, _ = built
     proc = _zoo("status", "--manifest", str(manifest), "--runs-dir", str(runs), "--publish-to", str(pub), "--json")
@@ -373,6 +381,7 @@ def test_bad_manifests_are_one_clear_error(tmp_path, change, message):
         load_manifest(path)
 
 
+@pytest.mark.slow
 def test_bad_manifest_on_the_command_line_is_one_error_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("entries: [1, 2")
@@ -382,6 +391,7 @@ def test_bad_manifest_on_the_command_line_is_one_error_line(tmp_path):
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_tables_show_the_published_results(built):
     from timm_longtail.zoo.table import BEGIN, END, render_tables, replace_tables
 
@@ -421,6 +431,7 @@ def test_results_only_table_shows_routed_top1_where_there_is_one(tmp_path):
     assert rows[f"`{baseline}`"][2:4] == ["64.17", "-"]
 
 
+@pytest.mark.slow
 def test_readme_zoo_tables_are_current():
     proc = _zoo("table", "--check")
     out, err = proc.communicate(timeout=120)
@@ -443,6 +454,7 @@ def _plain_train(runs: Path, stage_args, *extra: str) -> subprocess.CompletedPro
                           env=dict(os.environ, HF_HUB_OFFLINE="1"))
 
 
+@pytest.mark.slow
 def test_a_stage_begun_by_plain_train_py_is_adopted(tmp_path):
     manifest = _manifest(tmp_path)
     experts_args = yaml.safe_load(manifest.read_text())["entries"][0]["stages"][0]["args"]
@@ -458,6 +470,7 @@ def test_a_stage_begun_by_plain_train_py_is_adopted(tmp_path):
     assert results["zoo"]["stages"][0]["commits"] == [head]
 
 
+@pytest.mark.slow
 def test_resuming_a_checkpoint_of_another_recipe_is_refused(tmp_path):
     manifest = _manifest(tmp_path)
     experts_args = yaml.safe_load(manifest.read_text())["entries"][0]["stages"][0]["args"]
@@ -472,6 +485,7 @@ def test_resuming_a_checkpoint_of_another_recipe_is_refused(tmp_path):
     assert not (tmp_path / "pub").exists()
 
 
+@pytest.mark.slow
 def test_runs_inside_the_checkout_are_refused(tmp_path):
     proc = _build(_manifest(tmp_path), REPO_ROOT / "zoo-runs-test", tmp_path / "pub")
     out, err = proc.communicate(timeout=120)
@@ -497,6 +511,7 @@ def test_published_means_results_and_a_matching_table_entry(tmp_path):
     assert is_published(settings, entry)
 
 
+@pytest.mark.slow
 def test_one_build_per_runs_folder(tmp_path):
     import fcntl
 
@@ -510,6 +525,7 @@ def test_one_build_per_runs_folder(tmp_path):
     assert not (runs / ENTRY).exists()
 
 
+@pytest.mark.slow
 def test_data_dir_and_source_commit_refuse_bad_values_with_one_line(tmp_path):
     manifest = _manifest(tmp_path)
     common = ["build", "--manifest", str(manifest), "--runs-dir", str(tmp_path / "runs"), "--publish-to",
@@ -527,6 +543,7 @@ def test_data_dir_and_source_commit_refuse_bad_values_with_one_line(tmp_path):
     assert not (tmp_path / "pub").exists()
 
 
+@pytest.mark.slow
 def test_a_results_only_baseline_publishes_its_results_and_analyses(tmp_path):
     """A baseline publishes no weights: its results file and, measured from its final checkpoint before
     the runs are gone, the analyses a one-expert model has (hardest negatives, calibration, test-agnostic)."""
