@@ -66,6 +66,18 @@ def test_each_analysis_end_to_end(analyze, capsys, tmp_path, routed_checkpoint, 
     assert f"wrote {results}" in out and str(REPO_ROOT) not in results.read_text()
 
 
+def test_expert_usage_on_a_few_samples_writes_json_csv_and_plot(analyze, capsys, tmp_path, routed_checkpoint):
+    """The quick lane's end-to-end analysis: 50 of the demo's images (the slow test above takes all 1,000)."""
+    results = tmp_path / "usage.json"
+    code, out, err = _run(analyze, capsys, "expert-usage", "--checkpoint", str(routed_checkpoint), *DEMO,
+                          "--num-samples", "50", "--results-file", str(results))
+    assert code == 0, err
+    payload = json.loads(results.read_text())
+    assert payload["num_samples"] == 50 and payload["result"]["num_experts"] == 3
+    assert sum(payload["result"]["splits"]["all"]["share"]) == pytest.approx(1.0)
+    assert results.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {results}" in out
+
+
 @pytest.mark.slow
 def test_bad_input_is_one_error_line_and_writes_nothing(analyze, capsys, tmp_path):
     results = tmp_path / "bad.json"
