@@ -21,9 +21,7 @@ def default_amp_dtype(device: torch.device) -> torch.dtype:
 
 def autocast_for(device: torch.device, amp: bool, amp_dtype: Optional[torch.dtype] = None):
     """Autocast for evaluation (``default_amp_dtype`` unless given), or nothing without ``amp``."""
-    if not amp:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype or default_amp_dtype(device))
+    return Precision(device.type, (amp_dtype or default_amp_dtype(device)) if amp else None).autocast()
 
 
 @dataclass

@@ -12,8 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-__all__ = ["BENCHMARKS", "CIFAR_MEAN", "CIFAR_STD", "Benchmark", "SEEDED_LONGTAIL", "SMALL_IMAGE_DATASETS",
-           "benchmark"]
+__all__ = ["BENCHMARKS", "CIFAR_MEAN", "CIFAR_STD", "Benchmark", "SEEDED_LONGTAIL", "SMALL_IMAGE_DATASETS"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the CIFAR-10 statistics RIDE/LDAM use for CIFAR-100 and Tiny-ImageNet too
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -102,8 +101,3 @@ BENCHMARKS: Dict[str, Benchmark] = {row.name: row for row in _ROWS}
 SMALL_IMAGE_DATASETS = tuple(name for name, row in BENCHMARKS.items() if row.small_images)
 SEEDED_LONGTAIL = tuple(name for name, row in BENCHMARKS.items() if row.seeded_draw) + ("folder",)
 """Datasets whose long-tailed training subset is a seeded draw (a user's folder is subsampled the same way)."""
-
-
-def benchmark(name: str) -> Optional[Benchmark]:
-    """The row of a canonical dataset name; None for ``folder`` (or anything else without fixed facts)."""
-    return BENCHMARKS.get(name)
