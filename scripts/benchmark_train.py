@@ -139,6 +139,15 @@ def main(argv: List[str] | None = None) -> int:
     pipelines: List[Dict[str, Any]] = []
     if args.pipelines and not (args.data_dir or args.dataset):
         parser.error("--pipelines needs --data-dir (CIFAR-10) or --dataset demo")
+
+    def write() -> str:  # after every row: a run stopped at a time limit keeps what it measured
+        payload = dict(device=str(device), **describe_machine(device), batch_size=args.batch_size, steps=args.steps,
+                       warmup=args.warmup, results=results, pipelines=pipelines)
+        text = json.dumps(payload, indent=2)
+        if args.out:
+            atomic_write_text(args.out, text + "\n")
+        return text
+
     for variant in args.variants:
         for pipeline in args.pipelines:
             try:
@@ -148,6 +157,7 @@ def main(argv: List[str] | None = None) -> int:
                 print(f"error: {error}", file=sys.stderr)
                 return 1
             pipelines.append(row)
+            write()
             print(f"{variant:<20} {pipeline:<20} {row['train_images_per_sec']:8.1f} img/s "
                   f"{row['step_time_ms']:8.1f} ms/step", file=sys.stderr, flush=True)
         for setting in args.settings:
@@ -155,15 +165,9 @@ def main(argv: List[str] | None = None) -> int:
             copies = VARIANTS[variant][4]
             results.append(dict(variant=variant, setting=setting, copies=copies, train_images_per_sec=round(rate, 1),
                                 train_views_per_sec=round(rate * copies, 1)))
+            write()
             print(f"{variant:<20} {setting:<20} {rate:8.1f} img/s", file=sys.stderr, flush=True)
-    payload = dict(
-        device=str(device), **describe_machine(device),
-        batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, results=results,
-        pipelines=pipelines)
-    text = json.dumps(payload, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    print(write())
     return 0
 
 
