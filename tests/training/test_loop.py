@@ -191,3 +191,32 @@ def test_epoch_metrics_are_the_means_of_the_steps_losses():
 def test_a_non_finite_loss_stops_the_run_at_the_next_read():
     with pytest.raises(FloatingPointError, match="by epoch 3 step 2"):
         _epoch(RIDELoss(COUNTS.tolist()), _batches(6, scale=float("nan")), log_interval=2)
+
+
+def test_a_float16_step_whose_loss_overflowed_is_skipped_by_the_scaler_not_a_stop():
+    """As in timm's loop: the gradient scaler skips the update of a step whose (scaled) loss is inf/NaN
+    and backs off its scale; the run goes on, the step stays out of the means and is counted."""
+    from timm.utils import NativeScaler
+
+    criterion, batches = RIDELoss(COUNTS.tolist(), diversity_factor=-0.45), _batches(5)
+    bad = (torch.full_like(batches[0][0], float("inf")), batches[0][1])
+
+    def run(steps):
+        torch.manual_seed(0)
+        model = _ExpertsNet()
+        precision = Precision("cpu", torch.float16, NativeScaler(device="cpu"))
+        result = train_one_epoch(
+            epoch=1, task=StageTask(model, ExpertsObjective(criterion), precision), loader=steps,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1), precision=precision,
+            ctx=DistContext(device=torch.device("cpu")), stop=StopFlag(), log_interval=2)
+        return result, model, precision.scaler
+
+    skipped, model, scaler = run([*batches[:2], bad, *batches[2:]])
+    clean, clean_model, clean_scaler = run(batches)
+    assert skipped.steps == 6 and skipped.metrics["skipped_steps"] == 1 and clean.metrics["skipped_steps"] == 0
+    assert skipped.metrics["loss"] == pytest.approx(clean.metrics["loss"], rel=1e-6)  # the mean of the 5 updates
+    for p, q in zip(model.parameters(), clean_model.parameters()):  # the overflowed step changed nothing
+        torch.testing.assert_close(p, q)
+    assert scaler.state_dict()["scale"] == clean_scaler.state_dict()["scale"] / 2  # backed off once
+    with pytest.raises(FloatingPointError, match="every step's float16 loss overflowed"):
+        run([bad, bad])

@@ -82,6 +82,9 @@ def copy_major(images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor
     return stacked, target.repeat(copies)
 
 
+SKIPPED = "skipped_steps"  # float16 steps the gradient scaler skipped (their loss overflowed)
+
+
 @dataclass
 class EpochResult:
     """Averages over the epoch's steps (all processes) and its throughput."""
@@ -145,12 +148,18 @@ def train_one_epoch(
 
         names = ["loss", *components]
         values = torch.stack([loss.detach().float().reshape(()), *(v.reshape(()) for v in components.values())])
+        if precision.scaler is not None:
+            # float16: a step whose loss overflowed was skipped by the scaler (no update; the scale backs
+            # off), as in timm's loop; it stays out of the means and is counted, without a host read
+            finite = torch.isfinite(values).all()
+            values = torch.cat([torch.where(finite, values, torch.zeros_like(values)), (~finite).float().reshape(1)])
+            names.append(SKIPPED)
         running = values if running is None else running + values
         images_seen += num_images
         views_seen += images.shape[0]
 
         if step % log_interval == 0 or step == total_steps:
-            mean_loss = _checked_sums(running, names, epoch, step)["loss"] / step  # NaN stops every rank
+            mean_loss = _step_means(running, names, epoch, step)["loss"]  # NaN stops every rank
             if ctx.is_primary:
                 _logger.info("epoch %d step %d%s  loss %.4f  lr %.4g  %.1f img/s", epoch, step,
                              f"/{total_steps}" if total_steps else "", mean_loss, optimizer.param_groups[0]["lr"],
@@ -164,7 +173,7 @@ def train_one_epoch(
     if step == 0:
         raise UserInputError("the training loader yielded no batch: the training set is smaller "
                              "than one --batch-size (lower it)")
-    metrics = {key: value / step for key, value in _checked_sums(running, names, epoch, step).items()}
+    metrics = _step_means(running, names, epoch, step)
     metrics = mean_over_ranks(metrics, ctx)
     metrics["epoch_time_s"] = elapsed
     metrics["images_per_sec"] = images_seen * ctx.world_size / max(elapsed, 1e-9)
@@ -188,9 +197,17 @@ def _optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, precis
     optimizer.step()
 
 
-def _checked_sums(running: torch.Tensor | None, names: list[str], epoch: int, step: int) -> dict[str, float]:
-    """The device sums as floats (one device-to-host copy); a NaN/inf loss stops the run."""
+def _step_means(running: torch.Tensor | None, names: list[str], epoch: int, step: int) -> dict[str, float]:
+    """The per-step means of the device sums (one device-to-host copy) over the steps that updated, and
+    ``skipped_steps`` where float16's scaler skips; a NaN/inf loss (or float16 skipping every step) stops the run."""
     sums = dict(zip(names, running.tolist())) if running is not None else {}
+    skipped = int(sums.pop(SKIPPED, 0))
     if not math.isfinite(sums.get("loss", 0.0)):
         raise FloatingPointError(f"loss is {sums['loss']} by epoch {epoch} step {step}; lower --lr or check the data")
-    return sums
+    if skipped >= step:
+        raise FloatingPointError(f"every step's float16 loss overflowed by epoch {epoch} step {step}; "
+                                 f"lower --lr or train with --amp-dtype bfloat16")
+    means = {key: value / (step - skipped) for key, value in sums.items()}
+    if SKIPPED in names:
+        means[SKIPPED] = skipped
+    return means
