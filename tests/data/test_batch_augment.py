@@ -1,11 +1,14 @@
-"""The batched small-image recipes against the PIL path: same pixels per draw, same distributions."""
+"""The batched small-image recipes against torchvision's tensor ops (same pixels per draw) and the
+PIL path (same pixels for the crop and flip, same distributions)."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import AutoAugment, AutoAugmentPolicy, InterpolationMode
 from torchvision.transforms import functional as F1
 from torchvision.transforms.autoaugment import _apply_op
+from torchvision.transforms.v2 import functional as F2
 
 from timm_longtail.data import CIFAR_MEAN, CIFAR_STD, build_dataset, create_train_transform
 from timm_longtail.data.batch_augment import BATCH_RECIPES, BatchAugment, BatchAutoAugment
@@ -53,6 +56,9 @@ def test_crop_and_flip_give_the_pil_paths_pixels():
 
 
 def test_rotation_is_torchvisions_and_agrees_with_pil():
+    """One sampling pass for the batch gives torchvision's per-image tensor rotation pixel for pixel
+    (the angles of many draws, and the edges: 0, +-15, exact degrees, tiny angles), and PIL's at all
+    but a few nearest-neighbour ties."""
     augment = BatchAugment("ride_cifar", 32)
     images = torch.from_numpy(_pixels(40)).permute(0, 3, 1, 2)
     angles = torch.empty(40).uniform_(-15, 15, generator=torch.Generator().manual_seed(0))
@@ -62,6 +68,14 @@ def test_rotation_is_torchvisions_and_agrees_with_pil():
                         interpolation=F1.InterpolationMode.NEAREST, fill=0)
         agree = (out.permute(1, 2, 0).numpy() == np.asarray(pil)).all(-1).mean()
         assert agree >= 0.99, (angle, agree)  # nearest-neighbour ties at a few boundary pixels
+    edges = torch.tensor([0.0, -0.0, 15.0, -15.0, 1.0, -1.0, 10.0, -7.5, 1e-6, -1e-6, 14.999999, -14.999999])
+    angles = torch.cat([edges, torch.empty(1000).uniform_(-15, 15, generator=torch.Generator().manual_seed(1))])
+    images = torch.from_numpy(np.concatenate([_pixels(len(angles) - 64, seed=1), _demo_images(64).permute(0, 2, 3, 1)]))
+    images = images.permute(0, 3, 1, 2)
+    rotated = augment.rotate(images, angles)
+    for k, (image, angle) in enumerate(zip(images, angles.tolist())):
+        expected = F2.rotate(image, angle, interpolation=InterpolationMode.NEAREST, fill=0.0)
+        assert torch.equal(rotated[k], expected), (k, angle)
 
 
 def test_draw_distributions_match_torchvisions_transforms():
@@ -127,8 +141,9 @@ def _space_ops():
 
 
 def test_every_autoaugment_op_agrees_with_the_pil_path():
-    """Each op at each magnitude the policy uses, on real images: torchvision's tensor op (what the
-    batched path runs) against the same op on PIL images (what the worker path runs)."""
+    """Each op at each magnitude the policy uses, on real images: torchvision's tensor op (whose
+    pixels the batched path gives, tests below) against the same op on PIL images (what the worker
+    path runs)."""
     images = _demo_images(32)
     ops = _space_ops()
     assert len(ops) == 53 and {op for op, _ in ops} == {
@@ -145,19 +160,20 @@ def test_every_autoaugment_op_agrees_with_the_pil_path():
 
 
 def test_each_sample_gets_its_own_sub_policy_in_order():
-    """Grouped application equals running every sample's own two ops one image at a time, in order,
-    as T.AutoAugment does, and an op whose draw exceeds its probability is skipped."""
+    """The batched application equals running every sample's own two ops one image at a time, in
+    order, as T.AutoAugment does, and an op whose draw exceeds its probability is skipped."""
     augment = BatchAutoAugment(32)
     images = _demo_images(100)
-    params = augment.draw(100, torch.Generator().manual_seed(1))
-    batched = augment(images, params)
-    for k, image in enumerate(images):
-        expected = image
-        for slot, (op_name, p, magnitude_id) in enumerate(augment.policies[int(params["policy"][k])]):
-            if params["probs"][k, slot] <= p:
-                magnitude = augment.magnitude(op_name, magnitude_id, int(params["signs"][k, slot]))
-                expected = _apply_op(expected, op_name, magnitude, InterpolationMode.NEAREST, None)
-        assert torch.equal(batched[k], expected), k
+    for seed in (1, 2, 3):
+        params = augment.draw(100, torch.Generator().manual_seed(seed))
+        batched = augment(images, params)
+        for k, image in enumerate(images):
+            expected = image
+            for slot, (op_name, p, magnitude_id) in enumerate(augment.policies[int(params["policy"][k])]):
+                if params["probs"][k, slot] <= p:
+                    magnitude = augment.magnitude(op_name, magnitude_id, int(params["signs"][k, slot]))
+                    expected = _apply_op(expected, op_name, magnitude, InterpolationMode.NEAREST, None)
+            assert torch.equal(batched[k], expected), (seed, k)
     # order matters: sub-policy 1 is Rotate then TranslateX; swapping them changes the pixels
     params = dict(policy=torch.full((4,), 1), probs=torch.zeros(4, 2), signs=torch.ones(4, 2, dtype=torch.long))
     out = augment(images[:4], params)
@@ -241,3 +257,155 @@ def test_nclpp_recipe_on_real_images_matches_the_pil_path_in_its_statistics():
         assert torch.allclose(stat(ours), stat(theirs), atol=0.05), (stat(ours), stat(theirs))
     black = [(_unnormalize(x) == 0).all(1).float().mean() for x in (ours, theirs)]
     assert 0.2 < black[0] < 0.35 and abs(black[0] - black[1]) < 0.015, black  # a 16 px hole is 1/4 of the image
+
+
+# --- the batched ops against torchvision's, and against the per-group implementation they replace ---
+
+def _edge_images():
+    """Images where the colour ops take their special branches: flat images and channels (AutoContrast's
+    max == min, Equalize's step 0), nearly flat ones (step 0 with two levels), the extremes 0 and 255
+    (Solarize at 255 and 0, Posterize), stripes and gradients (Sharpness's blur, geometric edges)."""
+    rng = np.random.default_rng(7)
+    images = np.zeros((12, 32, 32, 3), np.uint8)
+    images[0] = 77  # flat
+    images[1] = rng.integers(0, 256, (32, 32, 3))
+    images[1, ..., 1] = 200  # one flat channel
+    images[2] = 200
+    images[2, :10, :10] = 50  # 100 pixels off the top level: equalize's step is 0
+    images[3] = 200
+    images[3, :20, :20] = 50  # 400 off: step 1
+    images[4, ::2] = 255  # stripes of 0 and 255
+    images[5] = 255
+    images[6] = np.arange(32, dtype=np.uint8)[None, :, None] * 8  # horizontal gradient
+    images[7] = np.arange(32, dtype=np.uint8)[:, None, None] * 8 + 3  # vertical gradient
+    images[8] = rng.integers(250, 256, (32, 32, 3))  # near the top
+    images[9] = rng.integers(0, 3, (32, 32, 3))  # near the bottom
+    images[10] = np.arange(1024).reshape(32, 32, 1) % 256  # every level 4 times per channel
+    images[11] = rng.integers(0, 256, (32, 32, 3))
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
+def _every_op_at_every_magnitude():
+    """(op, magnitude) for every op of torchvision's augmentation space, every bin, both signs."""
+    augment = BatchAutoAugment(32)
+    ops = [("Identity", 0.0)]
+    for op_name, (magnitudes, signed) in augment.space.items():
+        values = sorted({float(v) for v in magnitudes.flatten()})
+        ops += [(op_name, sign * v) for v in values for sign in ((1, -1) if signed and v else (1,))]
+    return ops
+
+
+def test_every_op_at_every_magnitude_and_sign_gives_torchvisions_pixels():
+    """All 14 AutoAugment ops (ShearX too, which the CIFAR-10 policy does not use) at every bin and
+    sign, each sample of a batch with its own op: pixel for pixel torchvision's ``_apply_op``."""
+    augment = BatchAutoAugment(32)
+    ops = _every_op_at_every_magnitude()
+    assert {op for op, _ in ops} == set(augment.space) | {"Identity"} and len(augment.space) == 14
+    images = torch.cat([_demo_images(52), _edge_images()])  # 64
+    for op_name in dict(ops):  # one batch per op: its every magnitude on all 64 images
+        magnitudes = [m for name, m in ops if name == op_name]
+        rows = torch.tensor([augment.op_row(op_name, m) for m in magnitudes]).repeat_interleave(len(images), 0)
+        batched = augment.apply(images.repeat(len(magnitudes), 1, 1, 1), rows).view(len(magnitudes), *images.shape)
+        for magnitude, out in zip(magnitudes, batched):
+            expected = _apply_op(images, op_name, magnitude, InterpolationMode.NEAREST, None)
+            assert torch.equal(out, expected), (op_name, magnitude, int((out != expected).sum()))
+    # one batch mixing every op: each sample still gets its own
+    order = torch.randperm(len(ops) * 4, generator=torch.Generator().manual_seed(0)) % len(ops)
+    mixed = torch.cat([images] * (len(order) // len(images) + 1))[:len(order)]
+    rows = torch.tensor([augment.op_row(*ops[i]) for i in order.tolist()])
+    out = augment.apply(mixed, rows)
+    for k, i in enumerate(order.tolist()):
+        expected = _apply_op(mixed[k:k + 1], *ops[i], InterpolationMode.NEAREST, None)[0]
+        assert torch.equal(out[k], expected), (k, ops[i])
+
+
+def _grouped_autoaugment(augment, images, params):
+    """The per-group implementation the batched ops replaced: the samples that drew the same op and
+    magnitude through torchvision's ``_apply_op`` together, slot by slot."""
+    out = images.clone()
+    policy, probs, signs = (params[k].tolist() for k in ("policy", "probs", "signs"))
+    for slot in (0, 1):
+        groups = {}
+        for row, (chosen, prob, sign) in enumerate(zip(policy, probs, signs)):
+            op_name, p, magnitude_id = augment.policies[chosen][slot]
+            if prob[slot] <= p:
+                key = (op_name, augment.magnitude(op_name, magnitude_id, sign[slot]))
+                groups.setdefault(key, []).append(row)
+        for (op_name, magnitude), rows in groups.items():
+            index = torch.tensor(rows)
+            out[index] = _apply_op(out[index], op_name, magnitude, InterpolationMode.NEAREST, None)
+    return out
+
+
+def _per_image_recipe(augment, images, generator):
+    """``BatchAugment`` as it was: the same draws and crop, torchvision's rotation one image at a time,
+    the per-group AutoAugment, the Cutout and torchvision's normalisation."""
+    params = augment.draw(images.shape[0], generator)
+    out = augment.crop_flip(images, params)
+    if augment.degrees:
+        out = torch.stack([F2.rotate(image, angle, interpolation=InterpolationMode.NEAREST, fill=0.0)
+                           for image, angle in zip(out, params["angle"].tolist())])
+    if augment.autoaugment is not None:
+        out = _grouped_autoaugment(augment.autoaugment, out, params)
+    if augment.cutout_length:
+        out = augment.cutout(out, params["cutout"])
+    return F2.normalize(out.float().div_(255), list(augment.mean), list(augment.std))
+
+
+@pytest.mark.parametrize("recipe", sorted(BATCH_RECIPES))
+def test_recipes_give_the_per_image_implementations_pixels(recipe):
+    """Whole batches (real and random images, 12 seeds): the same tensors, bit for bit, as the
+    per-group / per-image implementation for the same generator seed."""
+    augment = BatchAugment(recipe, 32)
+    images = torch.from_numpy(np.concatenate([build_dataset("demo").images[:192], _pixels(48, seed=3),
+                                              _edge_images().permute(0, 2, 3, 1).numpy()]))
+    for seed in range(12):
+        ours = augment(images, torch.Generator().manual_seed(seed))
+        theirs = _per_image_recipe(augment, images, torch.Generator().manual_seed(seed))
+        assert torch.equal(ours, theirs), (seed, int((ours != theirs).sum()))
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the aten ops run, and those that bring a CPU tensor to another device."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.transfers = 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.ops += 1
+        sources = [a for a in (*args, *(kwargs or {}).values()) if isinstance(a, torch.Tensor)]
+        if isinstance(out, torch.Tensor) and out.device.type != "cpu" and any(a.is_cpu for a in sources):
+            self.transfers += 1
+        return out
+
+
+@pytest.mark.parametrize("recipe", sorted(BATCH_RECIPES))
+def test_recipes_run_on_the_meta_device(recipe):
+    """Nothing is read back from the device: any ``.item()``, ``.tolist()``, ``nonzero`` or boolean
+    mask on a device tensor would fail on ``meta`` tensors, which have no values."""
+    out = BatchAugment(recipe, 32)(torch.empty(256, 32, 32, 3, dtype=torch.uint8, device="meta"),
+                                   torch.Generator().manual_seed(0))
+    assert out.device.type == "meta" and out.shape == (256, 3, 32, 32) and out.dtype == torch.float32
+
+
+# aten ops per batch, about 1.5 x what the batched recipes run (40, 86 and 357 when written; the
+# per-group AutoAugment ran 3,400 to 4,700 for 256 images, the per-image rotation 8,738)
+OP_BUDGET = {"ldam_cifar": 60, "ride_cifar": 130, "nclpp_cifar": 540}
+
+
+@pytest.mark.parametrize("recipe", sorted(BATCH_RECIPES))
+def test_op_count_is_fixed_whatever_the_batch_and_within_budget(recipe):
+    """A fixed list of ops per batch: the same count for 64 and 256 images and for any draws, under
+    the budget, with one copy of the draws to the device."""
+    augment = BatchAugment(recipe, 32)
+    augment(torch.empty(8, 32, 32, 3, dtype=torch.uint8, device="meta"), torch.Generator())  # per-device setup
+    counts = set()
+    for batch, seed in ((64, 0), (256, 0), (256, 1), (256, 2)):
+        images = torch.empty(batch, 32, 32, 3, dtype=torch.uint8, device="meta")
+        with _CountOps() as count:
+            augment(images, torch.Generator().manual_seed(seed))
+        counts.add(count.ops)
+        assert count.transfers == 1, count.transfers
+    assert len(counts) == 1 and counts.pop() < OP_BUDGET[recipe], counts
