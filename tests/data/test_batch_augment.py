@@ -69,7 +69,7 @@ def test_rotation_is_torchvisions_and_agrees_with_pil():
         agree = (out.permute(1, 2, 0).numpy() == np.asarray(pil)).all(-1).mean()
         assert agree >= 0.99, (angle, agree)  # nearest-neighbour ties at a few boundary pixels
     edges = torch.tensor([0.0, -0.0, 15.0, -15.0, 1.0, -1.0, 10.0, -7.5, 1e-6, -1e-6, 14.999999, -14.999999])
-    angles = torch.cat([edges, torch.empty(1000).uniform_(-15, 15, generator=torch.Generator().manual_seed(1))])
+    angles = torch.cat([edges, torch.empty(300).uniform_(-15, 15, generator=torch.Generator().manual_seed(1))])
     images = torch.from_numpy(np.concatenate([_pixels(len(angles) - 64, seed=1), _demo_images(64).permute(0, 2, 3, 1)]))
     images = images.permute(0, 3, 1, 2)
     rotated = augment.rotate(images, angles)
@@ -354,12 +354,12 @@ def _per_image_recipe(augment, images, generator):
 
 @pytest.mark.parametrize("recipe", sorted(BATCH_RECIPES))
 def test_recipes_give_the_per_image_implementations_pixels(recipe):
-    """Whole batches (real and random images, 12 seeds): the same tensors, bit for bit, as the
+    """Whole batches (real and random images, 4 seeds): the same tensors, bit for bit, as the
     per-group / per-image implementation for the same generator seed."""
     augment = BatchAugment(recipe, 32)
     images = torch.from_numpy(np.concatenate([build_dataset("demo").images[:192], _pixels(48, seed=3),
                                               _edge_images().permute(0, 2, 3, 1).numpy()]))
-    for seed in range(12):
+    for seed in range(4):
         ours = augment(images, torch.Generator().manual_seed(seed))
         theirs = _per_image_recipe(augment, images, torch.Generator().manual_seed(seed))
         assert torch.equal(ours, theirs), (seed, int((ours != theirs).sum()))
