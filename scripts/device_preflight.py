@@ -5,7 +5,7 @@
 
 The GPU machine gets a copy of the tree, not an installed package, and an image that lacks some of our
 needs (``scripts/device_wheels.py`` says which and fetches them). This installs the carried wheels into
-``--site`` (timm's only where the image's timm is below ``pyproject.toml``'s minimum), then checks every
+``--site`` (each only where the image lacks it or has it below ``pyproject.toml``'s minimum), then checks every
 dependency ``pyproject.toml`` names against what imports here, imports the package and its data
 libraries, and looks at the device: one ``error:`` line and exit 2 within seconds where anything is
 missing, instead of a build that fails minutes later. Prints each package's version and where it was
@@ -48,16 +48,15 @@ def installed(name: str) -> str | None:
 
 
 def install_wheels(wheels: Path, site: Path) -> List[str]:
-    """``pip install --target site`` the carried wheels; timm's is left out where the image's timm is
-    recent enough (the image's own build, its CUDA-matched extras). Returns the installed file names."""
-    needed = {r.name: r for r in requirements()}
+    """``pip install --target site`` the carried wheels of the packages missing here or older than
+    ``pyproject.toml`` accepts (the image's timm stays where it is recent enough). Returns the installed file names."""
+    needed = {r.name.replace("_", "-").lower(): r for r in requirements()}
     chosen = []
     for wheel in sorted(wheels.glob("*.whl")):
         name = wheel.name.split("-")[0].replace("_", "-").lower()
-        if name == "timm":
-            have = installed("timm")
-            if have is not None and needed["timm"].specifier.contains(have, prereleases=True):
-                continue
+        have = installed(name)
+        if have is not None and (name not in needed or needed[name].specifier.contains(have, prereleases=True)):
+            continue  # already here at a version we accept
         chosen.append(wheel)
     if chosen:
         command = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
