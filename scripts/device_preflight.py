@@ -115,7 +115,7 @@ def main(argv: List[str] | None = None) -> int:
         print(f"preflight: {name} {version}" + (f" ({found['found_in'][name]})" if name in found["found_in"] else ""))
     print(f"preflight: python {found['python']}, device {args.device}" + (f" ({found['gpu']})" if found["gpu"] else "")
           + (f", installed {len(carried)} carried wheels" if carried else ""))
-    if args.out:
+    if args.out:  # by hand: timm_longtail.files would import timm before the carried wheel could replace it
         tmp = args.out.with_name(f".{args.out.name}.tmp")
         tmp.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
         tmp.replace(args.out)

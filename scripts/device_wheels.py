@@ -10,7 +10,7 @@ PyYAML, Jinja2 and the rest of our needs, but not ``datasets``, ``evaluate`` and
 so timm's wheel travels too; ``scripts/device_preflight.py`` installs it only where the image's timm is
 below ``pyproject.toml``'s minimum. The versions are those installed in the Python running this script
 (the environment the tests pass in), so the GPU run uses the combination CI checks. Needs the package
-index (``pip download``); writes the folder anew (a temporary one, then renamed).
+index (``pip download``); the folder is filled beside ``--out`` and put there whole.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from timm_longtail.files import replace_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 # what the GPU image lacks (datasets, evaluate and their two own needs) plus timm, installed there only if older
@@ -50,9 +52,7 @@ def download(out: Path, python_version: str) -> list[Path]:
         if proc.returncode != 0:
             lines = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")] or proc.stderr.splitlines()
             raise SystemExit(f"error: pip download failed: {lines[-1] if lines else proc.returncode}")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return sorted(out.glob("*.whl"))
